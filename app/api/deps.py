@@ -1,0 +1,69 @@
+"""Request dependencies: the services of the running app and API-key authentication."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from app import metrics
+from app.auth import KeyInfo, KeyService, scope_allows
+from app.cache import SuppressionCache
+from app.db import Database
+from app.errors import Forbidden, Unauthorized
+from app.settings import Settings
+from app.suppressions import SuppressionService
+
+
+@dataclass(slots=True)
+class Services:
+    settings: Settings
+    db: Database
+    cache: SuppressionCache
+    suppressions: SuppressionService
+    keys: KeyService
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="An API key: `Authorization: Bearer sl_...` (create one with `stoplist keys create`)",
+)
+
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+def require(scope: str) -> Callable[..., Awaitable[KeyInfo]]:
+    async def dependency(
+        services: ServicesDep,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> KeyInfo:
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            metrics.AUTH_FAILURES.labels("401").inc()
+            raise Unauthorized("missing bearer API key", headers=_CHALLENGE)
+        key = await services.keys.authenticate(credentials.credentials)
+        if key is None:
+            metrics.AUTH_FAILURES.labels("401").inc()
+            raise Unauthorized("invalid or revoked API key", headers=_CHALLENGE)
+        if not scope_allows(key.scope, scope):
+            metrics.AUTH_FAILURES.labels("403").inc()
+            raise Forbidden(f"this key has scope {key.scope!r}; this needs {scope!r}")
+        return key
+
+    dependency.__name__ = f"require_{scope}"
+    return dependency
+
+
+CheckKey = Annotated[KeyInfo, Depends(require("check"))]
+ReadKey = Annotated[KeyInfo, Depends(require("read"))]
+WriteKey = Annotated[KeyInfo, Depends(require("write"))]
+AdminKey = Annotated[KeyInfo, Depends(require("admin"))]

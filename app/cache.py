@@ -1,0 +1,300 @@
+"""The suppression cache: a full replica of the active suppressions, keyed by address.
+
+Because it is a *full* replica, a miss means "not suppressed" and the pre-send check never runs SQL
+while the cache is warm. Two implementations share one interface: Redis (production, shared by every
+replica) and an in-process dict (embedded default).
+
+Each value is ``"<version>|<json entries>"``. The version is the sum of the address's row revisions
+(see ``app.models``), which only grows; writes carry it and a Lua script refuses to replace a newer
+value with an older one, so a rebuild racing a write-through can never resurrect stale state.
+
+A *ready marker* holds the generation of the last complete rebuild. The check reads it in the same
+MGET as the addresses: if Redis was flushed or restarted empty the marker is gone, the check answers
+from the database instead, and a rebuild is started. A cold cache is never read as "not suppressed".
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, cast
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+TOMBSTONE_TTL_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class CachedEntry:
+    """One active suppression of an address, as the check needs it."""
+
+    scope: str
+    outcome: str
+    reason: str
+    since: float  # epoch seconds of first_seen
+    expires: float | None  # epoch seconds, None = permanent
+    verified: bool
+    source: str
+
+    def as_list(self) -> list[object]:
+        return [
+            self.scope,
+            self.outcome,
+            self.reason,
+            self.since,
+            self.expires,
+            self.verified,
+            self.source,
+        ]
+
+
+Entries = tuple[CachedEntry, ...]
+
+
+def encode(version: int, entries: Sequence[CachedEntry]) -> bytes:
+    return b"%d|" % version + orjson.dumps([e.as_list() for e in entries])
+
+
+def decode(value: bytes) -> Entries:
+    _, _, body = value.partition(b"|")
+    return tuple(CachedEntry(*row) for row in orjson.loads(body))
+
+
+def expiry_ms(entries: Sequence[CachedEntry]) -> int:
+    """When every entry expires, the key can expire with the last of them (0 = never)."""
+    if not entries or any(e.expires is None for e in entries):
+        return 0
+    return int(max(e.expires for e in entries if e.expires is not None) * 1000) + 1000
+
+
+class CacheUnavailable(Exception):
+    """The cache cannot be reached: answer from the database."""
+
+
+class CacheCold(Exception):
+    """The cache is reachable but not a complete replica (no ready marker): answer from the database."""
+
+
+class SuppressionCache(Protocol):
+    kind: str
+
+    async def get_many(self, addresses: Sequence[str]) -> list[Entries | None]:
+        """Entries per address (None = not suppressed); raises CacheUnavailable or CacheCold."""
+        ...
+
+    async def put(self, address: str, version: int, entries: Sequence[CachedEntry]) -> None: ...
+
+    async def put_many(self, items: Iterable[tuple[str, int, Sequence[CachedEntry]]]) -> None: ...
+
+    async def generation(self) -> str | None:
+        """The ready marker, or None when the cache is cold."""
+        ...
+
+    async def mark_ready(self, generation: str) -> None: ...
+
+    async def mark_cold(self) -> None: ...
+
+    async def try_lock_rebuild(self, ttl_s: float) -> bool: ...
+
+    async def unlock_rebuild(self) -> None: ...
+
+    async def ping(self) -> None: ...
+
+    async def clear(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryCache:
+    """In-process replica for the embedded default (one process)."""
+
+    kind = "memory"
+
+    def __init__(self) -> None:
+        self._data: dict[str, tuple[int, Entries]] = {}
+        self._generation: str | None = None
+        self._locked = False
+
+    async def get_many(self, addresses: Sequence[str]) -> list[Entries | None]:
+        if self._generation is None:
+            raise CacheCold("in-process cache not loaded")
+        data = self._data
+        out: list[Entries | None] = []
+        for address in addresses:
+            hit = data.get(address)
+            out.append(hit[1] if hit is not None and hit[1] else None)
+        return out
+
+    async def put(self, address: str, version: int, entries: Sequence[CachedEntry]) -> None:
+        current = self._data.get(address)
+        if current is not None and current[0] > version:
+            return
+        if entries:
+            self._data[address] = (version, tuple(entries))
+        else:
+            self._data[address] = (version, ())  # tombstone: keeps the version
+
+    async def put_many(self, items: Iterable[tuple[str, int, Sequence[CachedEntry]]]) -> None:
+        for address, version, entries in items:
+            await self.put(address, version, entries)
+
+    async def generation(self) -> str | None:
+        return self._generation
+
+    async def mark_ready(self, generation: str) -> None:
+        self._generation = generation
+
+    async def mark_cold(self) -> None:
+        self._generation = None
+
+    async def try_lock_rebuild(self, ttl_s: float) -> bool:
+        if self._locked:
+            return False
+        self._locked = True
+        return True
+
+    async def unlock_rebuild(self) -> None:
+        self._locked = False
+
+    async def ping(self) -> None:
+        return None
+
+    async def clear(self) -> None:
+        self._data.clear()
+        self._generation = None
+
+    async def close(self) -> None:
+        return None
+
+
+# KEYS[1] = address key; ARGV = version, encoded value ("" = tombstone), expire-at ms (0 = never)
+_PUT_LUA = """
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local cv = tonumber(string.match(cur, '^(%d+)|'))
+  if cv and cv > tonumber(ARGV[1]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[2])
+if ARGV[3] ~= '0' then redis.call('PEXPIREAT', KEYS[1], ARGV[3]) end
+return 1
+"""
+
+
+class RedisCache:
+    """Redis replica shared by every API/SMTP replica."""
+
+    kind = "redis"
+
+    def __init__(self, url: str, *, prefix: str = "stoplist:", timeout_s: float = 0.5) -> None:
+        self._client = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry_on_timeout=False,
+            health_check_interval=0,
+        )
+        self._prefix = prefix
+        self._key_prefix = prefix + "s:"
+        self._ready_key = prefix + "meta:ready"
+        self._lock_key = prefix + "meta:rebuild-lock"
+        self._lock_token = uuid.uuid4().hex
+        self._put = self._client.register_script(_PUT_LUA)
+
+    def key(self, address: str) -> str:
+        return self._key_prefix + address
+
+    async def get_many(self, addresses: Sequence[str]) -> list[Entries | None]:
+        kp = self._key_prefix
+        try:
+            values = cast(
+                list[bytes | None],
+                await self._client.mget([self._ready_key, *[kp + a for a in addresses]]),
+            )
+        except (RedisError, OSError) as exc:
+            raise CacheUnavailable(str(exc)) from exc
+        if values[0] is None:
+            raise CacheCold("ready marker missing")
+        out: list[Entries | None] = []
+        for value in values[1:]:
+            if value is None:
+                out.append(None)
+            else:
+                entries = decode(value)
+                out.append(entries or None)
+        return out
+
+    async def put(self, address: str, version: int, entries: Sequence[CachedEntry]) -> None:
+        await self.put_many([(address, version, entries)])
+
+    async def put_many(self, items: Iterable[tuple[str, int, Sequence[CachedEntry]]]) -> None:
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                count = 0
+                for address, version, entries in items:
+                    # A tombstone keeps the version so a slower, older write cannot resurrect.
+                    expire = expiry_ms(entries) if entries else _now_ms() + TOMBSTONE_TTL_MS
+                    await self._put(
+                        keys=[self.key(address)],
+                        args=[version, encode(version, entries), expire],
+                        client=pipe,
+                    )
+                    count += 1
+                if count:
+                    await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise CacheUnavailable(str(exc)) from exc
+
+    async def generation(self) -> str | None:
+        try:
+            value = cast(bytes | None, await self._client.get(self._ready_key))
+        except (RedisError, OSError) as exc:
+            raise CacheUnavailable(str(exc)) from exc
+        return value.decode() if value is not None else None
+
+    async def mark_ready(self, generation: str) -> None:
+        await self._client.set(self._ready_key, generation)
+
+    async def mark_cold(self) -> None:
+        await self._client.delete(self._ready_key)
+
+    async def try_lock_rebuild(self, ttl_s: float) -> bool:
+        got = await self._client.set(
+            self._lock_key, self._lock_token, nx=True, px=int(ttl_s * 1000)
+        )
+        return bool(got)
+
+    async def unlock_rebuild(self) -> None:
+        value = cast(bytes | None, await self._client.get(self._lock_key))
+        if value is not None and value.decode() == self._lock_token:
+            await self._client.delete(self._lock_key)
+
+    async def ping(self) -> None:
+        try:
+            await self._client.ping()
+        except (RedisError, OSError) as exc:
+            raise CacheUnavailable(str(exc)) from exc
+
+    async def clear(self) -> None:
+        """Delete every key under the prefix (tests and `cache rebuild --from-scratch`)."""
+        batch: list[bytes] = []
+        async for key in self._client.scan_iter(match=self._prefix + "*", count=10_000):
+            batch.append(key)
+            if len(batch) >= 5_000:
+                await self._client.unlink(*batch)
+                batch.clear()
+        if batch:
+            await self._client.unlink(*batch)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

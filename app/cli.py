@@ -1,0 +1,375 @@
+"""The ``stoplist`` command line: serve, migrate, keys, check, suppress, unsuppress, cache, parse.
+
+Commands that touch the suppression list work on the configured database and cache directly (the
+same environment variables as the service), so run them where the service's configuration is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from app.api.deps import Services
+from app.errors import AppError
+from app.settings import Settings, SettingsError, load_settings
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="stoplist",
+    help="Bounce, feedback-loop and suppression service.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+cache_app = typer.Typer(help="The suppression cache.", no_args_is_help=True)
+rules_app = typer.Typer(help="Classification rules.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(cache_app, name="cache")
+app.add_typer(rules_app, name="rules")
+
+out = Console()
+err = Console(stderr=True)
+CLI_ACTOR = "cli"
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+
+
+@asynccontextmanager
+async def _services(settings: Settings) -> AsyncIterator[Services]:
+    from app.main import build_services
+
+    services = build_services(settings, auto_rebuild=False)
+    try:
+        yield services
+    finally:
+        await services.keys.close()
+        await services.cache.close()
+        await services.db.dispose()
+
+
+def _run(fn: Callable[[Services], Awaitable[T]]) -> T:
+    settings = _settings()
+
+    async def go() -> T:
+        async with _services(settings) as services:
+            return await fn(services)
+
+    try:
+        return asyncio.run(go())
+    except AppError as exc:
+        err.print(f"[red]error ({exc.error}):[/red] {exc.detail}")
+        raise typer.Exit(1) from None
+
+
+def _dump(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, default=_json_default, sort_keys=True) + "\n")
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    raise TypeError(type(value).__name__)
+
+
+# ------------------------------------------------------------------------------------- service
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Default STOPLIST_HTTP_HOST")] = None,
+    port: Annotated[int | None, typer.Option(help="Default STOPLIST_HTTP_PORT")] = None,
+    migrate: Annotated[bool, typer.Option(help="Apply migrations first")] = True,
+    log_level: Annotated[str, typer.Option()] = "info",
+) -> None:
+    """Run the HTTP API (and, when configured, the SMTP sink) in one process."""
+    import logging
+
+    import uvicorn
+
+    from app.db import run_migrations
+    from app.main import create_app
+
+    settings = _settings()
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    if migrate:
+        run_migrations(settings)
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.http_host,
+        port=port or settings.http_port,
+        log_level=log_level,
+        access_log=False,
+        proxy_headers=True,
+    )
+
+
+@app.command("migrate")
+def migrate_cmd() -> None:
+    """Apply database migrations (alembic upgrade head)."""
+    from app.db import run_migrations
+
+    settings = _settings()
+    run_migrations(settings)
+    out.print("database is at the latest schema")
+
+
+# ------------------------------------------------------------------------------------- keys
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="A name for the key's holder")],
+    scope: Annotated[str, typer.Option(help="check | read | write | admin")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a key and print it once (only its hash is stored)."""
+
+    async def go(s: Services) -> tuple[Any, str]:
+        return await s.keys.create(name, scope, actor=CLI_ACTOR)
+
+    info, key = _run(go)
+    if as_json:
+        _dump({"name": info.name, "scope": info.scope, "key": key})
+    else:
+        out.print(f"created key [bold]{info.name}[/bold] (scope {info.scope}); it is shown once:")
+        print(key)
+
+
+@keys_app.command("list")
+def keys_list(as_json: JsonOpt = False) -> None:
+    """List keys (names, scopes, prefixes; never the keys)."""
+
+    async def go(s: Services) -> list[dict[str, Any]]:
+        return await s.keys.list()
+
+    rows = _run(go)
+    if as_json:
+        _dump(rows)
+        return
+    table = Table("name", "scope", "prefix", "created", "last used", "revoked")
+    for r in rows:
+        table.add_row(
+            r["name"],
+            r["scope"],
+            r["prefix"] + "…",
+            _short(r["created_at"]),
+            _short(r["last_used_at"]),
+            _short(r["revoked_at"]),
+        )
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(name: str) -> None:
+    """Revoke a key (effective on every replica within STOPLIST_AUTH_CACHE_TTL_S)."""
+
+    async def go(s: Services) -> None:
+        await s.keys.revoke(name, actor=CLI_ACTOR)
+
+    _run(go)
+    out.print(f"revoked {name}")
+
+
+@keys_app.command("new")
+def keys_new() -> None:
+    """Print a fresh random key, e.g. for STOPLIST_BOOTSTRAP_ADMIN_KEY (stores nothing)."""
+    from app.auth import generate_key
+
+    print(generate_key())
+
+
+def _short(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if value else "-"
+
+
+# ------------------------------------------------------------------------------------- list
+
+
+@app.command()
+def check(
+    addresses: Annotated[list[str], typer.Argument(help="Addresses to check")],
+    stream: Annotated[str | None, typer.Option(help="Sending stream")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Is each address suppressed (for this stream)?"""
+
+    async def go(s: Services) -> list[dict[str, Any]]:
+        return await s.suppressions.check_many(addresses, stream)
+
+    results = _run(go)
+    if as_json:
+        for r in results:
+            _dump(r)
+        return
+    for r in results:
+        if r.get("error"):
+            out.print(f"{r['address']}: [yellow]invalid[/yellow] ({r['error']})")
+        elif r["suppressed"]:
+            until = f", until {r['expires_at']}" if r.get("expires_at") else ", permanent"
+            out.print(
+                f"{r['address']}: [red]suppressed[/red] {r['outcome']}/{r['reason']} "
+                f"({r['scope']}, since {r['since']}{until})"
+            )
+        else:
+            out.print(f"{r['address']}: [green]not suppressed[/green]")
+
+
+@app.command()
+def suppress(
+    address: str,
+    reason: Annotated[str, typer.Option(help="snake_case reason")] = "manual",
+    outcome: Annotated[str, typer.Option(help="manual|hard|soft|complaint|unsubscribe")] = "manual",
+    stream: Annotated[str | None, typer.Option(help="Only this stream (default global)")] = None,
+    days: Annotated[float | None, typer.Option(help="Expire after this many days")] = None,
+    note: Annotated[str | None, typer.Option(help="Free text kept in the audit log")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Suppress an address by hand (never weakens an existing entry)."""
+    from app.suppressions import SuppressRequest, row_to_dict
+
+    expires = datetime.now(UTC) + timedelta(days=days) if days else None
+
+    async def go(s: Services) -> dict[str, Any]:
+        result = await s.suppressions.suppress(
+            SuppressRequest(
+                address=address,
+                outcome=outcome,
+                reason=reason,
+                source="cli",
+                stream=stream,
+                expires_at=expires,
+                actor=CLI_ACTOR,
+                note=note,
+                event_kind="manual_suppress",
+            )
+        )
+        return {"created": result.created, "changed": result.changed, **row_to_dict(result.row)}
+
+    row = _run(go)
+    if as_json:
+        _dump(row)
+    else:
+        verb = "suppressed" if row["changed"] else "already suppressed (kept)"
+        out.print(f"{row['address']}: {verb} {row['outcome']}/{row['reason']} ({row['scope']})")
+
+
+@app.command()
+def unsuppress(
+    address: str,
+    reason: Annotated[str, typer.Option(help="Why (kept in the audit log)")],
+    stream: Annotated[str | None, typer.Option(help="Only this scope; default all")] = None,
+    force: Annotated[bool, typer.Option(help="Also remove complaint suppressions")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove an address's suppressions, with a reason (the CLI acts as admin)."""
+
+    async def go(s: Services) -> list[dict[str, Any]]:
+        return await s.suppressions.unsuppress(
+            address,
+            stream=stream,
+            all_scopes=stream is None,
+            reason=reason,
+            actor=CLI_ACTOR,
+            may_remove_complaints=force,
+        )
+
+    removed = _run(go)
+    if as_json:
+        _dump({"address": address, "removed": removed})
+    else:
+        for r in removed:
+            out.print(f"removed {r['scope']} {r['outcome']}/{r['reason']}")
+
+
+@cache_app.command("rebuild")
+def cache_rebuild() -> None:
+    """Reload the cache from the database and mark it ready (safe while serving)."""
+
+    async def go(s: Services) -> int:
+        return await s.suppressions.rebuild_cache(force=True)
+
+    n = _run(go)
+    out.print(f"cache rebuilt: {n} active suppressions")
+
+
+# ------------------------------------------------------------------------------------- parsing
+
+
+@app.command()
+def parse(
+    paths: Annotated[list[Path], typer.Argument(help="Files, or folders searched for *.eml")],
+    jsonl: Annotated[bool, typer.Option("--jsonl", help="One JSON object per message")] = False,
+) -> None:
+    """Parse bounce and complaint messages and print what Stoplist makes of them."""
+    from dsn.analysis import DEFAULT_OPTIONS
+    from dsn.jsonl import analyse_file, iter_message_files
+
+    for path in iter_message_files(paths):
+        obj = analyse_file(path, DEFAULT_OPTIONS)
+        if jsonl:
+            sys.stdout.write(json.dumps(obj, sort_keys=True, ensure_ascii=False) + "\n")
+        else:
+            out.print(
+                f"[bold]{obj['file']}[/bold]: {obj['kind']}"
+                + (f" ({obj['error']})" if obj.get("error") else "")
+            )
+            for r in obj.get("results", []):
+                out.print(
+                    f"  {r.get('recipient')}: {r.get('outcome')}/{r.get('reason')} "
+                    f"status={r.get('status')} rule={r.get('rule_id')}"
+                )
+
+
+@app.command()
+def classify(
+    text: Annotated[str, typer.Argument(help='An SMTP reply, e.g. "550 5.1.1 user unknown"')],
+    provider: Annotated[str | None, typer.Option(help="gmail, microsoft, yahoo, …")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Classify one SMTP reply line."""
+    from classifiers import classify as run_classify
+
+    c = run_classify(diagnostic=text, provider=provider)
+    if as_json:
+        _dump({"outcome": str(c.outcome), "reason": str(c.reason), "rule_id": c.rule_id})
+    else:
+        out.print(f"{c.outcome} / {c.reason}  (rule {c.rule_id})")
+
+
+@rules_app.command("check")
+def rules_check() -> None:
+    """Validate the rule files: ids, examples, sources, shadowing, reachability."""
+    from classifiers import check_rules, default_rules
+
+    problems = check_rules(default_rules())
+    for p in problems:
+        err.print(f"[red]✗[/red] {p}")
+    if problems:
+        raise typer.Exit(1)
+    out.print(f"rules OK ({len(default_rules().rules)} rules)")
+
+
+def main() -> None:
+    app()

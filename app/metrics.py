@@ -1,0 +1,34 @@
+"""Prometheus metrics (exposed at ``GET /metrics``)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+CHECK_REQUESTS = Counter("stoplist_check_requests_total", "Pre-send check requests", ["mode"])
+CHECK_ADDRESSES = Counter("stoplist_check_addresses_total", "Addresses checked")
+CHECK_HITS = Counter("stoplist_check_hits_total", "Checked addresses found suppressed")
+CHECK_LATENCY = Histogram(
+    "stoplist_check_latency_seconds",
+    "Pre-send check latency",
+    ["mode"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
+CHECK_UNAVAILABLE = Counter(
+    "stoplist_check_unavailable_total", "Checks answered 503 because cache and database failed"
+)
+CACHE_FALLBACKS = Counter(
+    "stoplist_cache_fallbacks_total",
+    "Checks answered from the database because the cache was cold, stale or unreachable",
+    ["reason"],
+)
+CACHE_WRITE_FAILURES = Counter(
+    "stoplist_cache_write_failures_total", "Write-throughs to the cache that failed"
+)
+CACHE_REBUILDS = Counter("stoplist_cache_rebuilds_total", "Completed cache rebuilds")
+SUPPRESSIONS_WRITTEN = Counter(
+    "stoplist_suppressions_written_total", "Suppression writes", ["outcome", "source"]
+)
+SUPPRESSIONS_ACTIVE = Gauge(
+    "stoplist_suppressions", "Active suppressions by outcome (refreshed on scrape)", ["outcome"]
+)
+AUTH_FAILURES = Counter("stoplist_auth_failures_total", "Rejected API requests", ["status"])

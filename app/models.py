@@ -1,0 +1,189 @@
+"""SQLAlchemy 2 models: the system of record.
+
+Both SQLite (embedded default) and PostgreSQL run the same Alembic migrations. Suppression rows are
+never deleted: unsuppressing sets ``removed_at`` and bumps ``revision``, so the history stays and the
+sum of an address's revisions is a version that only grows (the cache uses it to refuse stale writes).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import BYTEA, JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only auto-increments INTEGER PRIMARY KEY, PostgreSQL wants BIGINT for event logs.
+BigID = BigInteger().with_variant(Integer(), "sqlite")
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+Blob = LargeBinary().with_variant(BYTEA(), "postgresql")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC on the way out, whatever the backend keeps (SQLite keeps naive text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Suppression(Base):
+    """One (address, scope) pair; scope is ``global`` or a stream name."""
+
+    __tablename__ = "suppressions"
+    __table_args__ = (
+        UniqueConstraint("address", "scope"),
+        Index("ix_suppressions_domain_id", "domain", "id"),
+        Index("ix_suppressions_outcome_id", "outcome", "id"),
+        Index("ix_suppressions_scope_id", "scope", "id"),
+        Index("ix_suppressions_last_seen", "last_seen"),
+        Index("ix_suppressions_updated_at", "updated_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    address: Mapped[str] = mapped_column(String(320))
+    domain: Mapped[str] = mapped_column(String(255))
+    scope: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(48))
+    source: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    first_seen: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    hit_count: Mapped[int] = mapped_column(Integer, default=1)
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revision: Mapped[int] = mapped_column(Integer, default=1)
+    # Any change; lets an embedded (in-process) cache pick up writes made by other processes.
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Event(Base):
+    """Append-only: every bounce, delay, complaint, unsubscribe and manual action on an address."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_address_id", "address", "id"),
+        Index("ix_events_created_at", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    address: Mapped[str] = mapped_column(String(320))
+    scope: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(24))
+    outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    reason: Mapped[str | None] = mapped_column(String(48), nullable=True)
+    rule_id: Mapped[str | None] = mapped_column(String(96), nullable=True)
+    status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    reply_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    diagnostic: Mapped[str | None] = mapped_column(Text, nullable=True)
+    source: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str | None] = mapped_column(String(96), nullable=True)
+    verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    message_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+
+
+class AuditEntry(Base):
+    """Who did what, when and why: manual suppressions, unsuppressions, key changes, imports."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_address_id", "address", "id"),
+        Index("ix_audit_log_created_at", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    actor: Mapped[str] = mapped_column(String(96))
+    action: Mapped[str] = mapped_column(String(32))
+    address: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    scope: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+
+
+class ApiKey(Base):
+    """API keys, stored as SHA-256 of the key (keys are 240-bit random, so no slow hash is needed)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    scope: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class InboundMessage(Base):
+    """Raw mail the SMTP sink accepted, committed before the 250 reply, with its processing state."""
+
+    __tablename__ = "inbound_messages"
+    __table_args__ = (
+        UniqueConstraint("digest"),
+        Index("ix_inbound_messages_state_id", "state", "id"),
+        Index("ix_inbound_messages_received_at", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # SHA-256 of envelope + bytes: an MTA redelivering after an ambiguous commit is stored once.
+    digest: Mapped[str] = mapped_column(String(64))
+    peer: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    mail_from: Mapped[str] = mapped_column(String(512))
+    rcpt_to: Mapped[list[str]] = mapped_column(JSONType)
+    size: Mapped[int] = mapped_column(Integer)
+    raw: Mapped[bytes | None] = mapped_column(Blob, nullable=True)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    kind: Mapped[str | None] = mapped_column(String(24), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -1,0 +1,777 @@
+"""The suppression list: suppress, unsuppress, check, look up, list, history.
+
+Semantics (the contract every intake path relies on):
+
+* scope ``global`` blocks every stream; a stream scope (e.g. an unsubscribe from ``marketing``)
+  blocks only that stream. A check without a stream sees only global suppressions.
+* an entry with ``expires_at`` stops blocking at that instant; nothing has to run for it.
+* re-suppressing never weakens an entry: the stronger outcome wins (complaint > hard > manual >
+  unsubscribe > soft) and permanence never becomes expiry.
+* every change is an event; every manual change is also an audit entry naming the API key.
+
+Cache values are computed from a *committed* snapshot (a fresh read after the commit), so equal
+versions always mean equal content; see ``app.cache``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app import metrics
+from app.addresses import InvalidAddress, domain_of, normalise_address, try_normalise
+from app.cache import (
+    CacheCold,
+    CachedEntry,
+    CacheUnavailable,
+    Entries,
+    SuppressionCache,
+)
+from app.db import Database
+from app.errors import Forbidden, InvalidAddressError, InvalidInput, NotFound, Unavailable
+from app.models import AuditEntry, Event, Suppression, utcnow
+from app.settings import GLOBAL_SCOPE, STREAM_RE
+
+log = logging.getLogger(__name__)
+
+# Strength for the no-weakening rule.
+STRENGTH: dict[str, int] = {
+    "complaint": 50,
+    "hard": 40,
+    "manual": 35,
+    "unsubscribe": 30,
+    "soft": 10,
+}
+SUPPRESSING_OUTCOMES = frozenset(STRENGTH)
+SOURCES = frozenset({"bounce", "complaint", "unsubscribe", "api", "cli", "import"})
+REASON_RE = re.compile(r"^[a-z0-9][a-z0-9_]{0,47}$")
+DB_ERRORS = (OperationalError, DBAPIError, OSError, asyncio.TimeoutError)
+
+
+def scope_for(stream: str | None) -> str:
+    """``None``/empty/"global" -> the global scope; otherwise a validated stream name."""
+    if stream is None or stream == "" or stream == GLOBAL_SCOPE:
+        return GLOBAL_SCOPE
+    if not STREAM_RE.match(stream):
+        raise InvalidInput(
+            f"stream {stream!r}: use 1-64 of a-z 0-9 _ . - starting with a letter or digit"
+        )
+    return stream
+
+
+def normalise_or_422(address: str) -> str:
+    try:
+        return normalise_address(address)
+    except InvalidAddress as exc:
+        raise InvalidAddressError({"address": exc.address, "why": exc.why}) from None
+
+
+def _epoch(dt: datetime | None) -> float | None:
+    return None if dt is None else dt.timestamp()
+
+
+def _iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _active(row: Suppression, now: datetime) -> bool:
+    return row.removed_at is None and (row.expires_at is None or row.expires_at > now)
+
+
+def decide(entries: Entries | None, scope: str, now: float) -> CachedEntry | None:
+    """The entry that blocks ``scope`` now (the strongest), or None."""
+    if not entries:
+        return None
+    best: CachedEntry | None = None
+    for e in entries:
+        if e.scope != GLOBAL_SCOPE and e.scope != scope:
+            continue
+        if e.expires is not None and e.expires <= now:
+            continue
+        if best is None or STRENGTH.get(e.outcome, 0) > STRENGTH.get(best.outcome, 0):
+            best = e
+    return best
+
+
+def check_answer(address: str, hit: CachedEntry | None) -> dict[str, Any]:
+    if hit is None:
+        return {"address": address, "suppressed": False}
+    return {
+        "address": address,
+        "suppressed": True,
+        "outcome": hit.outcome,
+        "reason": hit.reason,
+        "scope": hit.scope,
+        "since": _iso(hit.since),
+        "expires_at": _iso(hit.expires),
+        "verified": hit.verified,
+        "source": hit.source,
+    }
+
+
+@dataclass(slots=True)
+class SuppressRequest:
+    address: str
+    outcome: str
+    reason: str
+    source: str
+    stream: str | None = None
+    expires_at: datetime | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+    verified: bool = False
+    actor: str | None = None  # API key name / "cli" for manual actions: writes an audit entry
+    note: str | None = None
+    event_kind: str | None = None  # defaults to the source
+    rule_id: str | None = None
+    status: str | None = None
+    reply_code: int | None = None
+    diagnostic: str | None = None
+    message_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SuppressResult:
+    address: str
+    scope: str
+    created: bool
+    changed: bool  # outcome, reason, expiry or scope activity changed (not just a hit)
+    row: Suppression
+
+
+def row_to_entry(row: Suppression) -> CachedEntry:
+    return CachedEntry(
+        scope=row.scope,
+        outcome=row.outcome,
+        reason=row.reason,
+        since=row.first_seen.timestamp(),
+        expires=_epoch(row.expires_at),
+        verified=row.verified,
+        source=row.source,
+    )
+
+
+def row_to_dict(row: Suppression, now: datetime | None = None) -> dict[str, Any]:
+    now = now or utcnow()
+    return {
+        "address": row.address,
+        "domain": row.domain,
+        "scope": row.scope,
+        "outcome": row.outcome,
+        "reason": row.reason,
+        "source": row.source,
+        "verified": row.verified,
+        "first_seen": row.first_seen,
+        "last_seen": row.last_seen,
+        "expires_at": row.expires_at,
+        "hit_count": row.hit_count,
+        "removed_at": row.removed_at,
+        "active": _active(row, now),
+        "detail": row.detail or {},
+    }
+
+
+class SuppressionService:
+    """All reads and writes of the suppression list; owns the cache's consistency."""
+
+    def __init__(self, db: Database, cache: SuppressionCache, *, auto_rebuild: bool = True) -> None:
+        self.db = db
+        self.cache = cache
+        self.auto_rebuild = auto_rebuild  # off for one-shot CLI commands
+        self.cache_dirty = False  # a write-through failed: the replica may be stale
+        self.cache_state = "unknown"  # ok | cold | unavailable | rebuilding
+        self._rebuild_task: asyncio.Task[int] | None = None
+        self._synced_until: datetime | None = None
+
+    # ---------------------------------------------------------------- check (hot path)
+
+    async def check_many(
+        self, addresses: Sequence[str], stream: str | None
+    ) -> list[dict[str, Any]]:
+        """One answer per input, in order; an invalid address is reported in its slot."""
+        scope = scope_for(stream)
+        normalised = [try_normalise(a) if isinstance(a, str) else None for a in addresses]
+        valid = [n for n in normalised if n is not None]
+        entries = await self.lookup_entries(valid)
+        now = utcnow().timestamp()
+        out: list[dict[str, Any]] = []
+        it = iter(entries)
+        hits = 0
+        for raw, norm in zip(addresses, normalised, strict=True):
+            if norm is None:
+                out.append(_invalid_slot(raw))
+                continue
+            ent = next(it)
+            hit = decide(ent, scope, now) if ent else None
+            if hit is None:
+                out.append({"address": norm, "suppressed": False})
+            else:
+                hits += 1
+                out.append(check_answer(norm, hit))
+        metrics.CHECK_ADDRESSES.inc(len(addresses))
+        if hits:
+            metrics.CHECK_HITS.inc(hits)
+        return out
+
+    async def check_one(self, address: str, stream: str | None) -> dict[str, Any]:
+        scope = scope_for(stream)
+        norm = normalise_or_422(address)
+        (ent,) = await self.lookup_entries([norm])
+        hit = decide(ent, scope, utcnow().timestamp())
+        metrics.CHECK_ADDRESSES.inc()
+        if hit is not None:
+            metrics.CHECK_HITS.inc()
+        return check_answer(norm, hit)
+
+    async def lookup_entries(self, addresses: Sequence[str]) -> list[Entries | None]:
+        """Cache first; the database when the cache is cold, stale or down; 503 when both fail."""
+        if not self.cache_dirty:
+            try:
+                result = await self.cache.get_many(addresses)
+                self.cache_state = "ok"
+                return result
+            except CacheCold:
+                metrics.CACHE_FALLBACKS.labels("cold").inc()
+                self.cache_state = "cold"
+                self.schedule_rebuild()
+            except CacheUnavailable as exc:
+                metrics.CACHE_FALLBACKS.labels("unavailable").inc()
+                if self.cache_state != "unavailable":
+                    log.warning("cache unavailable, answering from the database: %s", exc)
+                self.cache_state = "unavailable"
+        else:
+            metrics.CACHE_FALLBACKS.labels("stale").inc()
+            self.schedule_rebuild()
+        try:
+            return await self.entries_from_db(addresses)
+        except DB_ERRORS as exc:
+            metrics.CHECK_UNAVAILABLE.inc()
+            log.error("check failed: cache %s and database unreachable: %s", self.cache_state, exc)
+            raise Unavailable("suppression list unavailable (cache and database)") from None
+
+    async def entries_from_db(self, addresses: Sequence[str]) -> list[Entries | None]:
+        found: dict[str, list[CachedEntry]] = {}
+        now = utcnow()
+        async with self.db.read() as s:
+            for start in range(0, len(addresses), 1000):
+                chunk = list(set(addresses[start : start + 1000]))
+                rows = await s.scalars(
+                    select(Suppression).where(
+                        Suppression.address.in_(chunk),
+                        Suppression.removed_at.is_(None),
+                        or_(Suppression.expires_at.is_(None), Suppression.expires_at > now),
+                    )
+                )
+                for row in rows:
+                    found.setdefault(row.address, []).append(row_to_entry(row))
+        return [tuple(found[a]) if a in found else None for a in addresses]
+
+    # ---------------------------------------------------------------- writes
+
+    async def suppress(self, req: SuppressRequest) -> SuppressResult:
+        address = normalise_or_422(req.address)
+        scope = scope_for(req.stream)
+        if req.outcome not in SUPPRESSING_OUTCOMES:
+            raise InvalidInput(f"outcome {req.outcome!r}: one of {sorted(SUPPRESSING_OUTCOMES)}")
+        if not REASON_RE.match(req.reason):
+            raise InvalidInput(f"reason {req.reason!r}: snake_case, at most 48 characters")
+        if req.source not in SOURCES:
+            raise InvalidInput(f"source {req.source!r}: one of {sorted(SOURCES)}")
+        now = utcnow()
+        if req.expires_at is not None and req.expires_at <= now:
+            raise InvalidInput("expires_at is in the past")
+        async with self.db.write() as s:
+            result = await self._upsert(s, address, scope, req, now)
+            s.add(
+                Event(
+                    created_at=now,
+                    address=address,
+                    scope=scope,
+                    kind=req.event_kind or req.source,
+                    outcome=req.outcome,
+                    reason=req.reason,
+                    rule_id=req.rule_id,
+                    status=req.status,
+                    reply_code=req.reply_code,
+                    diagnostic=req.diagnostic,
+                    source=req.source,
+                    actor=req.actor,
+                    verified=req.verified,
+                    message_id=req.message_id,
+                    detail={"note": req.note, **req.detail} if req.note else dict(req.detail),
+                )
+            )
+            if req.actor is not None:
+                s.add(
+                    AuditEntry(
+                        created_at=now,
+                        actor=req.actor,
+                        action="suppress",
+                        address=address,
+                        scope=scope,
+                        reason=req.note or req.reason,
+                        detail={
+                            "outcome": req.outcome,
+                            "reason": req.reason,
+                            "expires_at": req.expires_at.isoformat() if req.expires_at else None,
+                            "created": result.created,
+                            "changed": result.changed,
+                        },
+                    )
+                )
+        await self.refresh_cache([address])
+        metrics.SUPPRESSIONS_WRITTEN.labels(req.outcome, req.source).inc()
+        return result
+
+    async def _upsert(
+        self, s: AsyncSession, address: str, scope: str, req: SuppressRequest, now: datetime
+    ) -> SuppressResult:
+        values = {
+            "address": address,
+            "domain": domain_of(address),
+            "scope": scope,
+            "outcome": req.outcome,
+            "reason": req.reason,
+            "source": req.source,
+            "detail": req.detail,
+            "verified": req.verified,
+            "first_seen": now,
+            "last_seen": now,
+            "expires_at": req.expires_at,
+            "hit_count": 1,
+            "revision": 1,
+            "updated_at": now,
+        }
+        insert = pg_insert if self.db.dialect == "postgresql" else sqlite_insert
+        stmt = (
+            insert(Suppression)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["address", "scope"])
+            .returning(Suppression.id)
+        )
+        new_id = (await s.execute(stmt)).scalar_one_or_none()
+        if new_id is not None:
+            row = await s.get_one(Suppression, new_id)
+            return SuppressResult(address, scope, created=True, changed=True, row=row)
+        row = (
+            await s.scalars(
+                select(Suppression)
+                .where(Suppression.address == address, Suppression.scope == scope)
+                .with_for_update()
+            )
+        ).one()
+        changed = merge_into(row, req, now)
+        return SuppressResult(address, scope, created=False, changed=changed, row=row)
+
+    async def unsuppress(
+        self,
+        address: str,
+        *,
+        stream: str | None,
+        all_scopes: bool,
+        reason: str,
+        actor: str,
+        may_remove_complaints: bool,
+    ) -> list[dict[str, Any]]:
+        """Remove active suppressions; complaints only with admin scope and force (legal risk)."""
+        norm = normalise_or_422(address)
+        if not reason or not reason.strip():
+            raise InvalidInput("a reason is required to unsuppress")
+        now = utcnow()
+        async with self.db.write() as s:
+            q = select(Suppression).where(Suppression.address == norm).with_for_update()
+            if not all_scopes:
+                q = q.where(Suppression.scope == scope_for(stream))
+            rows = [r for r in (await s.scalars(q)).all() if _active(r, now)]
+            if not rows:
+                raise NotFound(f"{norm} has no active suppression in that scope")
+            complaints = [r for r in rows if r.outcome == "complaint"]
+            if complaints and not may_remove_complaints:
+                raise Forbidden(
+                    "removing a complaint suppression needs the admin scope and force=true"
+                )
+            removed = []
+            for row in rows:
+                row.removed_at = now
+                row.revision += 1
+                row.updated_at = now
+                removed.append({"scope": row.scope, "outcome": row.outcome, "reason": row.reason})
+                s.add(
+                    Event(
+                        created_at=now,
+                        address=norm,
+                        scope=row.scope,
+                        kind="unsuppress",
+                        outcome=row.outcome,
+                        reason=row.reason,
+                        source="api",
+                        actor=actor,
+                        detail={"why": reason},
+                    )
+                )
+                s.add(
+                    AuditEntry(
+                        created_at=now,
+                        actor=actor,
+                        action="unsuppress",
+                        address=norm,
+                        scope=row.scope,
+                        reason=reason,
+                        detail={"outcome": row.outcome, "reason": row.reason},
+                    )
+                )
+        await self.refresh_cache([norm])
+        return removed
+
+    # ---------------------------------------------------------------- cache upkeep
+
+    async def refresh_cache(self, addresses: Sequence[str]) -> None:
+        """Write the committed state of ``addresses`` through to the cache."""
+        try:
+            items = await self.cache_state_for(addresses)
+            await self.cache.put_many(items)
+        except CacheUnavailable as exc:
+            # The replica now lacks a committed change: stop trusting it until rebuilt.
+            log.error("cache write-through failed (%s); checks use the database until rebuilt", exc)
+            self.cache_dirty = True
+            metrics.CACHE_WRITE_FAILURES.inc()
+
+    async def cache_state_for(
+        self, addresses: Sequence[str]
+    ) -> list[tuple[str, int, list[CachedEntry]]]:
+        now = utcnow()
+        versions: dict[str, int] = {a: 0 for a in addresses}
+        entries: dict[str, list[CachedEntry]] = {a: [] for a in addresses}
+        async with self.db.read() as s:
+            for start in range(0, len(addresses), 1000):
+                chunk = addresses[start : start + 1000]
+                rows = await s.scalars(select(Suppression).where(Suppression.address.in_(chunk)))
+                for row in rows:
+                    versions[row.address] += row.revision
+                    if _active(row, now):
+                        entries[row.address].append(row_to_entry(row))
+        return [(a, versions[a], entries[a]) for a in addresses]
+
+    def schedule_rebuild(self) -> None:
+        if not self.auto_rebuild:
+            return
+        if self._rebuild_task is None or self._rebuild_task.done():
+            self._rebuild_task = asyncio.get_running_loop().create_task(self._rebuild_quietly())
+
+    async def wait_rebuild(self) -> None:
+        if self._rebuild_task is not None:
+            await asyncio.gather(self._rebuild_task, return_exceptions=True)
+
+    async def _rebuild_quietly(self) -> int:
+        try:
+            return await self.rebuild_cache()
+        except (CacheUnavailable, *DB_ERRORS) as exc:
+            log.warning("cache rebuild failed, will retry on next miss: %s", exc)
+            return -1
+        except Exception:
+            log.exception("cache rebuild crashed")
+            return -1
+
+    async def rebuild_cache(self, *, batch: int = 5000, force: bool = False) -> int:
+        """Load every suppression into the cache, then set the ready marker. Returns entries."""
+        import uuid
+
+        try:
+            if self.cache_dirty:
+                # Entries written while we could not reach the cache are missing there.
+                await self.cache.mark_cold()
+            got = await self.cache.try_lock_rebuild(ttl_s=600)
+        except (CacheUnavailable, *DB_ERRORS):
+            raise
+        except Exception as exc:
+            raise CacheUnavailable(str(exc)) from exc
+        if not got and not force:
+            log.info("another replica is rebuilding the cache")
+            return 0
+        self.cache_state = "rebuilding"
+        dirty_before = self.cache_dirty
+        self.cache_dirty = False
+        count = 0
+        try:
+            now = utcnow()
+            self._synced_until = now
+            last = ""
+            cols = (
+                Suppression.address,
+                Suppression.scope,
+                Suppression.outcome,
+                Suppression.reason,
+                Suppression.first_seen,
+                Suppression.expires_at,
+                Suppression.verified,
+                Suppression.source,
+                Suppression.revision,
+                Suppression.removed_at,
+            )
+            while True:
+                # Key-set pagination on the (address, scope) unique index keeps every query short.
+                async with self.db.read() as s:
+                    rows = (
+                        await s.execute(
+                            select(*cols)
+                            .where(Suppression.address > last)
+                            .order_by(Suppression.address, Suppression.scope)
+                            .limit(batch)
+                        )
+                    ).all()
+                    if not rows:
+                        break
+                    if len(rows) == batch:
+                        # Never split an address across pages: its version is the sum of its rows.
+                        tail = rows[-1].address
+                        head = [r for r in rows if r.address != tail]
+                        if head:
+                            rows = head
+                        else:
+                            rows = (
+                                await s.execute(select(*cols).where(Suppression.address == tail))
+                            ).all()
+                by_addr: dict[str, tuple[int, list[CachedEntry]]] = {}
+                for r in rows:
+                    version, ents = by_addr.get(r.address, (0, []))
+                    if r.removed_at is None and (r.expires_at is None or r.expires_at > now):
+                        ents.append(
+                            CachedEntry(
+                                scope=r.scope,
+                                outcome=r.outcome,
+                                reason=r.reason,
+                                since=r.first_seen.timestamp(),
+                                expires=_epoch(r.expires_at),
+                                verified=r.verified,
+                                source=r.source,
+                            )
+                        )
+                    by_addr[r.address] = (version + r.revision, ents)
+                pending = [(a, v, e) for a, (v, e) in by_addr.items()]
+                await self.cache.put_many(pending)
+                count += sum(len(e) for _, _, e in pending)
+                last = rows[-1].address
+            await self.cache.mark_ready(uuid.uuid4().hex)
+            self.cache_state = "ok"
+            metrics.CACHE_REBUILDS.inc()
+            log.info("cache rebuilt: %d active suppressions", count)
+            return count
+        except BaseException:
+            self.cache_dirty = dirty_before or self.cache_dirty
+            raise
+        finally:
+            try:
+                await self.cache.unlock_rebuild()
+            except Exception as exc:  # the lock expires by itself
+                log.debug("could not release rebuild lock: %s", exc)
+
+    async def sync_from_database(self, overlap_s: float = 10.0) -> int:
+        """Pick up writes other processes made (embedded mode: the CLI, an import).
+
+        Rows changed since the last sync (with an overlap for transactions that committed late)
+        are re-read and put with their versions, so re-reading one twice is harmless.
+        """
+        if self._synced_until is None:
+            return 0
+        started = utcnow()
+        since = self._synced_until - timedelta(seconds=overlap_s)
+        async with self.db.read() as s:
+            changed = (
+                await s.scalars(
+                    select(Suppression.address).where(Suppression.updated_at >= since).distinct()
+                )
+            ).all()
+        if changed:
+            await self.refresh_cache(list(changed))
+        self._synced_until = started
+        return len(changed)
+
+    # ---------------------------------------------------------------- support reads
+
+    async def get(self, address: str, *, events: int = 20) -> dict[str, Any]:
+        norm = normalise_or_422(address)
+        now = utcnow()
+        async with self.db.read() as s:
+            rows = (
+                await s.scalars(
+                    select(Suppression)
+                    .where(Suppression.address == norm)
+                    .order_by(Suppression.scope)
+                )
+            ).all()
+            evs = (
+                await s.scalars(
+                    select(Event)
+                    .where(Event.address == norm)
+                    .order_by(Event.id.desc())
+                    .limit(events)
+                )
+            ).all()
+        if not rows and not evs:
+            raise NotFound(f"{norm} has never been suppressed")
+        return {
+            "address": norm,
+            "suppressed_globally": any(r.scope == GLOBAL_SCOPE and _active(r, now) for r in rows),
+            "suppressions": [row_to_dict(r, now) for r in rows],
+            "events": [event_to_dict(e) for e in evs],
+        }
+
+    async def history(
+        self, address: str, *, limit: int = 100, before: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Events and audit entries for ``address``, newest first."""
+        norm = normalise_or_422(address)
+        async with self.db.read() as s:
+            eq = select(Event).where(Event.address == norm)
+            aq = select(AuditEntry).where(AuditEntry.address == norm)
+            evs = (await s.scalars(eq.order_by(Event.id.desc()).limit(limit))).all()
+            aud = (await s.scalars(aq.order_by(AuditEntry.id.desc()).limit(limit))).all()
+        items = [{"type": "event", **event_to_dict(e)} for e in evs]
+        items += [{"type": "audit", **audit_to_dict(a)} for a in aud]
+        items.sort(key=lambda i: (i["created_at"], i["type"] == "audit"), reverse=True)
+        return items[:limit]
+
+    async def list(
+        self,
+        *,
+        outcome: str | None = None,
+        reason: str | None = None,
+        stream: str | None = None,
+        domain: str | None = None,
+        since: datetime | None = None,
+        cursor: int | None = None,
+        limit: int = 100,
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        now = utcnow()
+        q = select(Suppression).where(
+            Suppression.removed_at.is_(None),
+            or_(Suppression.expires_at.is_(None), Suppression.expires_at > now),
+        )
+        if outcome:
+            q = q.where(Suppression.outcome == outcome)
+        if reason:
+            q = q.where(Suppression.reason == reason)
+        if stream:
+            q = q.where(Suppression.scope == scope_for(stream))
+        if domain:
+            q = q.where(Suppression.domain == domain.lower().strip())
+        if since:
+            q = q.where(Suppression.last_seen >= since)
+        if cursor:
+            q = q.where(Suppression.id > cursor)
+        q = q.order_by(Suppression.id).limit(limit + 1)
+        async with self.db.read() as s:
+            rows = (await s.scalars(q)).all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = rows[-1].id if more and rows else None
+        return [row_to_dict(r, now) for r in rows], next_cursor
+
+    async def count_by_outcome(self) -> dict[str, int]:
+        from sqlalchemy import func
+
+        now = utcnow()
+        async with self.db.read() as s:
+            res = await s.execute(
+                select(Suppression.outcome, func.count())
+                .where(
+                    and_(
+                        Suppression.removed_at.is_(None),
+                        or_(Suppression.expires_at.is_(None), Suppression.expires_at > now),
+                    )
+                )
+                .group_by(Suppression.outcome)
+            )
+            return {str(o): int(n) for o, n in res.all()}
+
+    async def touch_expired(self) -> int:
+        """Not needed for correctness (expiry is evaluated at read time); kept for housekeeping."""
+        now = utcnow()
+        async with self.db.write() as s:
+            res = await s.execute(
+                update(Suppression)
+                .where(Suppression.expires_at <= now, Suppression.removed_at.is_(None))
+                .values(removed_at=Suppression.expires_at)
+            )
+            return int(getattr(res, "rowcount", 0) or 0)
+
+
+def merge_into(row: Suppression, req: SuppressRequest, now: datetime) -> bool:
+    """Apply ``req`` to an existing row without weakening it. Returns whether it changed."""
+    row.last_seen = now
+    row.updated_at = now
+    row.hit_count += 1
+    row.revision += 1
+    if not _active(row, now):
+        # Removed or expired: a fresh suppression.
+        row.outcome, row.reason, row.source = req.outcome, req.reason, req.source
+        row.detail, row.verified = req.detail, req.verified
+        row.first_seen, row.expires_at, row.removed_at = now, req.expires_at, None
+        row.hit_count = 1
+        return True
+    before = (row.outcome, row.reason, row.expires_at, row.verified)
+    if STRENGTH[req.outcome] >= STRENGTH.get(row.outcome, 0):
+        row.outcome, row.reason, row.source = req.outcome, req.reason, req.source
+        row.detail = req.detail or row.detail
+        row.verified = req.verified or (row.verified and before[0] == req.outcome)
+    if row.expires_at is None or req.expires_at is None:
+        row.expires_at = None
+    else:
+        row.expires_at = max(row.expires_at, req.expires_at)
+    return before != (row.outcome, row.reason, row.expires_at, row.verified)
+
+
+def event_to_dict(e: Event) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "created_at": e.created_at,
+        "kind": e.kind,
+        "scope": e.scope,
+        "outcome": e.outcome,
+        "reason": e.reason,
+        "rule_id": e.rule_id,
+        "status": e.status,
+        "reply_code": e.reply_code,
+        "diagnostic": e.diagnostic,
+        "source": e.source,
+        "actor": e.actor,
+        "verified": e.verified,
+        "message_id": e.message_id,
+        "detail": e.detail or {},
+    }
+
+
+def audit_to_dict(a: AuditEntry) -> dict[str, Any]:
+    return {
+        "id": a.id,
+        "created_at": a.created_at,
+        "actor": a.actor,
+        "action": a.action,
+        "scope": a.scope,
+        "reason": a.reason,
+        "detail": a.detail or {},
+    }
+
+
+def _invalid_slot(raw: object) -> dict[str, Any]:
+    text = raw if isinstance(raw, str) else repr(raw)
+    why = "not a string"
+    if isinstance(raw, str):
+        try:
+            normalise_address(raw)
+            why = "invalid"
+        except InvalidAddress as exc:
+            why = exc.why
+    return {"address": text, "suppressed": None, "error": why}

@@ -1,0 +1,107 @@
+"""Result types of the bounce analysis: one ``MessageAnalysis`` per message,
+one ``RecipientResult`` per recipient the message reports on."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+__all__ = [
+    "DEFAULT_OPTIONS",
+    "AnalysisOptions",
+    "MessageAnalysis",
+    "MessageKind",
+    "RecipientResult",
+]
+
+MessageKind = Literal["bounce", "delay", "complaint", "auto_reply", "delivery_report", "unknown"]
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisOptions:
+    """How our own outgoing mail is marked, so the returned original can be read back.
+
+    ``verp_pattern`` describes the envelope sender we use, either as a regular expression
+    with named groups ``local`` and ``domain`` (or a single group ``recipient``), or as a
+    template such as ``b+{local}={domain}@bounces.example.net`` (``*`` matches anything).
+    """
+
+    recipient_header: str = "X-Stoplist-Recipient"
+    stream_header: str = "X-Stoplist-Stream"
+    ref_header: str = "X-Stoplist-Ref"
+    verp_pattern: str | None = None
+
+
+DEFAULT_OPTIONS: Final = AnalysisOptions()
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientResult:
+    """What one bounce says about one recipient, classified."""
+
+    recipient: str
+    action: str
+    outcome: str
+    reason: str
+    rule_id: str
+    original_recipient: str | None = None
+    status: str | None = None
+    reply_code: int | None = None
+    diagnostic: str = ""
+    remote_mta: str | None = None
+    last_attempt_date: str | None = None
+    will_retry_until: str | None = None
+    stream: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "recipient": self.recipient,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "status": self.status,
+            "reply_code": self.reply_code,
+            "action": self.action,
+            "diagnostic": self.diagnostic,
+            "remote_mta": self.remote_mta,
+            "rule_id": self.rule_id,
+            "stream": self.stream,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class MessageAnalysis:
+    """Everything the analysis learnt from one message."""
+
+    kind: MessageKind
+    results: list[RecipientResult] = field(default_factory=list)
+    mta: str | None = None
+    original_message_id: str | None = None
+    original_sender: str | None = None
+    ref_token: str | None = None
+    stream: str | None = None
+    verp_recipient: str | None = None
+    feedback_type: str | None = None
+    source_ip: str | None = None
+
+    def to_json(self, file: str | None = None) -> dict[str, Any]:
+        """The JSON Lines object of ``stoplist parse --jsonl`` (dump with sorted keys)."""
+        results: list[dict[str, Any]] = []
+        for result in self.results:
+            obj = result.to_json()
+            if self.kind == "complaint":
+                obj["feedback_type"] = self.feedback_type
+                obj["source_ip"] = self.source_ip
+            results.append(obj)
+        return {"file": file, "kind": self.kind, "error": None, "results": results}
+
+
+_WS = re.compile(r"\s+")
+DIAGNOSTIC_MAX: Final = 1000
+
+
+def normalise_diagnostic(text: str | None) -> str:
+    """Collapse whitespace and bound the length of a diagnostic text."""
+    if not text:
+        return ""
+    return _WS.sub(" ", text).strip()[:DIAGNOSTIC_MAX]

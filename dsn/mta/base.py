@@ -1,0 +1,270 @@
+"""What every MTA parser returns, and the text scanning they share.
+
+Most non-standard bounces are a block of prose per failed recipient: an address on a line
+of its own (or ``<addr>:``, ``addr ... reason``) followed by the remote server's reply.
+``scan_text`` finds those *anchors* and the lines that belong to each; the MTA modules
+decide where the report starts and ends and whether the message is theirs at all.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from dsn.address import ADDRESS, normalise_address
+from dsn.mail import Mail
+
+__all__ = [
+    "Found",
+    "Parser",
+    "bounce_own_addresses",
+    "delay_action",
+    "find_reply_code",
+    "find_status",
+    "parse_text_report",
+    "scan_text",
+    "section",
+]
+
+
+@dataclass(slots=True)
+class Found:
+    """One recipient as a parser found it, before classification."""
+
+    recipient: str
+    diagnostic: str = ""
+    status: str | None = None
+    reply_code: int | None = None
+    action: str | None = None
+    remote_mta: str | None = None
+    original_recipient: str | None = None
+    last_attempt_date: str | None = None
+    will_retry_until: str | None = None
+
+
+Parser = Callable[[Mail], list[Found] | None]
+"""A parser returns ``None`` when the message is not its format, else what it found."""
+
+_STATUS: Final = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d]|\.\d)")
+_REPLY_STATUS: Final = re.compile(r"(?<![\d.])([245][0-5]\d)[ -]+#?([245]\.\d{1,3}\.\d{1,3})\b")
+_REPLY: Final = re.compile(
+    r"(?<![\w.\[/:-])([245][0-5][0-9])(?:[ -]|$)(?![\d.]*\s*(?:bytes|KB|MB))"
+)
+
+
+def find_status(text: str | None) -> str | None:
+    """The first enhanced status code (RFC 3463) in a text."""
+    if not text:
+        return None
+    match = _STATUS.search(text)
+    return ".".join(match.groups()) if match else None
+
+
+def find_reply_code(text: str | None) -> int | None:
+    """The SMTP reply code in a diagnostic text: ``550 5.1.1 ...`` or ``... said: 550 ...``."""
+    if not text:
+        return None
+    match = _REPLY_STATUS.search(text) or _REPLY.search(text)
+    return int(match.group(1)) if match else None
+
+
+def section(text: str, start: re.Pattern[str] | None, end: re.Pattern[str] | None) -> str:
+    """The part of ``text`` after the ``start`` line and before the ``end`` line."""
+    if start is not None:
+        match = start.search(text)
+        if match is None:
+            return ""
+        nl = text.find("\n", match.end())
+        text = text[nl + 1 :] if nl >= 0 else ""
+    if end is not None:
+        match = end.search(text)
+        if match is not None:
+            text = text[: match.start()]
+    return text
+
+
+_A = ADDRESS.pattern
+_ERROR_WORD = (
+    r"(?:full|unknown|invalid|disabled|reject\w*|denied|not found|fail\w*|error|refused"
+    r"|unavailable|no such|does not exist|suspended|inactive|locked|over quota)"
+)
+# Positions in which an address names a failed recipient (rather than being mentioned).
+_ANCHORS: Final = [
+    # a line that is just the address: "  user@example.com", "<user@example.com>:", "* addr"
+    re.compile(rf"^[ \t]*(?:[*\-•][ \t]+)?[<\"]?{_A}[>\"]?[ \t]*:?[ \t]*$"),
+    # "<user@example.com>: host said ...", "<user@example.com>... User unknown",
+    # ">>> user@example.com", "554 <user@example.com>... Host unknown" (sendmail transcript)
+    re.compile(
+        rf"^[ \t]*(?:>>>[ \t]*(?:RCPT TO:)?[ \t]*|[245]\d\d[ -]+)?<{_A}>[ \t]*"
+        rf"(?::|\.\.\.|\(|,|[ \t]-|[ \t]*$)"
+    ),
+    re.compile(rf"^[ \t]*>>>[ \t]*{_A}"),
+    # "user@example.com: reason", "user@example.com on <date>", "user@example.com (reason)"
+    re.compile(
+        rf"^[ \t]*\"?{_A}\"?[ \t]*(?::[ \t]|:$|\.\.\.|[ \t]on[ \t]|\(|[ \t]-+[ \t]|[ \t]*<)"
+    ),
+    # prose naming the recipient
+    re.compile(
+        rf"(?:delivering your (?:mail|message) to|deliver(?:y|ed)? to|delivered to the following"
+        rf"|could not be delivered to|not be delivered to|failed to deliver to|addressed to"
+        rf"|deliver (?:the |this |your )?(?:message|mail) to|did not reach"
+        rf"|following (?:address|recipient)(?:\(es\)|es|s)?(?:[^@\n:]{{0,40}}:)?"
+        rf"|recipient address|recipient|your message to|unable to deliver to|message for)"
+        rf"[ \t]*(?:is|was|:)?[ \t]*[\"'(]?<?{_A}>?",
+        re.I,
+    ),
+    # "User's mailbox is full: <user@example.com>", "Invalid final delivery userid: addr"
+    re.compile(rf"\b{_ERROR_WORD}\b[^@\n]{{0,60}}:[ \t]*<?{_A}>?\.?[ \t]*$", re.I),
+    # "RCPT TO:<user@example.com>" / "Final-Recipient: rfc822; user@example.com"
+    re.compile(
+        rf"(?:RCPT TO:?|(?:final|original)-recipient:[ \t]*(?:rfc822;)?)[ \t]*<?{_A}>?", re.I
+    ),
+]
+_WHOLE_LINE: Final = frozenset({4, 5})  # anchors whose own line is part of the explanation
+_HAS_CODE: Final = re.compile(r"(?<![\d.])[245]\d\d(?:[ -]|$)|(?<![\d.])[245]\.\d{1,3}\.\d{1,3}")
+_BLANK_STOP: Final = 2
+
+
+def scan_text(
+    text: str,
+    *,
+    exclude: frozenset[str] = frozenset(),
+    max_lines: int = 12,
+) -> list[Found]:
+    """Find failed recipients in a human-readable report and the text that explains each."""
+    lines = text.split("\n")
+    anchors: list[tuple[int, str, str]] = []  # line index, address, rest of the anchor line
+    for index, line in enumerate(lines):
+        if "@" not in line:
+            continue
+        for number, pattern in enumerate(_ANCHORS):
+            match = pattern.search(line)
+            if match is None:
+                continue
+            addr = normalise_address(match.group(1))
+            if addr is None or addr in exclude:
+                continue
+            rest = line if number in _WHOLE_LINE else line[match.end() :]
+            anchors.append((index, addr, rest))
+            break
+    if not anchors:
+        return []
+    found: dict[str, Found] = {}
+    for position, (index, addr, rest) in enumerate(anchors):
+        stop = anchors[position + 1][0] if position + 1 < len(anchors) else len(lines)
+        chunk = [rest]
+        blanks = 0
+        for line in lines[index + 1 : min(stop, index + 1 + max_lines)]:
+            if not line.strip():
+                blanks += 1
+                if blanks >= _BLANK_STOP and len(chunk) > 1:
+                    break
+                continue
+            blanks = 0
+            chunk.append(line)
+        diagnostic = " ".join(" ".join(chunk).split())
+        if not _HAS_CODE.search(diagnostic):
+            # The explanation sometimes precedes the address ("account is disabled.\n<addr>").
+            previous = _previous_line(lines, index, anchors[position - 1][0] if position else -1)
+            if previous:
+                diagnostic = f"{previous} {diagnostic}".strip()
+        entry = found.get(addr)
+        if entry is None:
+            found[addr] = Found(recipient=addr, diagnostic=diagnostic)
+        elif diagnostic and diagnostic not in entry.diagnostic:
+            entry.diagnostic = f"{entry.diagnostic} {diagnostic}".strip()
+    for entry in found.values():
+        entry.status = find_status(entry.diagnostic)
+        entry.reply_code = find_reply_code(entry.diagnostic)
+    return list(found.values())
+
+
+def _previous_line(lines: list[str], index: int, floor: int) -> str:
+    for back in range(index - 1, max(floor, index - 3), -1):
+        candidate = lines[back].strip()
+        if candidate:
+            if "@" in candidate or set(candidate) <= set("-=_*# "):
+                return ""
+            return candidate
+    return ""
+
+
+def parse_text_report(
+    mail: Mail,
+    *,
+    start: re.Pattern[str] | None = None,
+    end: re.Pattern[str] | None = None,
+    action: str | None = None,
+) -> list[Found] | None:
+    """Scan the report text (optionally only between two marker lines) of a claimed message."""
+    text = section(mail.text, start, end) if start or end else mail.text
+    daemon = normalise_address(mail.sender)
+    found = scan_text(text or mail.text, exclude=frozenset({daemon} if daemon else ()))
+    if not found:
+        return None
+    for entry in found:
+        entry.action = entry.action or action or delay_action(mail, entry.diagnostic)
+    return found
+
+
+_DELAY: Final = re.compile(
+    r"\bdelayed\b|\bdelay\)|warning message only|will (?:be retried|continue trying|retry)"
+    r"|not yet been delivered|still trying|temporar(?:y|ily) (?:failure|deferred)",
+    re.I,
+)
+_PERMANENT: Final = re.compile(r"permanent|fatal|gave up|given up|giving up|failed", re.I)
+
+
+def delay_action(mail: Mail, diagnostic: str) -> str:
+    """``delayed`` for a warning that delivery is still being tried, else ``failed``."""
+    head = f"{mail.subject}\n{mail.text[:2000]}"
+    if _DELAY.search(head) and not _PERMANENT.search(f"{mail.subject}\n{diagnostic}"):
+        return "delayed"
+    return "failed"
+
+
+def bounce_own_addresses(mail: Mail) -> frozenset[str]:
+    """The bounce's own From and To: never the failed recipient of the bounce itself."""
+    addrs = {
+        normalise_address(mail.sender),
+        normalise_address(mail.header("To")),
+    }
+    return frozenset(a for a in addrs if a)
+
+
+def with_failed_recipients_header(mail: Mail, found: list[Found] | None) -> list[Found] | None:
+    """Complete text findings with ``X-Failed-Recipients`` (Exim's header, copied by Gmail).
+
+    The text blocks sometimes name only a local part or a router; listed addresses the text
+    did not name are added (with the report text as diagnostic) when the text found fewer
+    recipients than the header lists.  Text findings are kept: where text and header
+    disagree (a rewritten address), the text names the address the remote server refused.
+    """
+    header = mail.header("X-Failed-Recipients")
+    if not header:
+        return found
+    listed = [a for a in (normalise_address(p) for p in header.split(",")) if a]
+    result = list(found or [])
+    if len(result) >= len(listed):
+        return result or None
+    known = {f.recipient for f in result}
+    for addr in listed:
+        if addr in known:
+            continue
+        diagnostic = result[0].diagnostic if len(result) == 1 else _report_summary(mail.text)
+        result.append(
+            Found(
+                recipient=addr,
+                diagnostic=diagnostic,
+                status=find_status(diagnostic),
+                reply_code=find_reply_code(diagnostic),
+                action=delay_action(mail, diagnostic),
+            )
+        )
+    return result or None
+
+
+def _report_summary(text: str, limit: int = 600) -> str:
+    return " ".join(text.split())[:limit]

@@ -1,0 +1,188 @@
+"""The cache replica under faults: Redis down, Redis flushed, both stores down."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from app.cache import CacheCold, RedisCache
+from app.main import build_services
+from app.settings import Settings
+from app.suppressions import SuppressRequest
+from tests.conftest import Env
+
+
+DEAD_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+DEAD_PG = "postgresql+asyncpg://postgres@127.0.0.1:1/test"
+
+
+async def _hard(env: Env, address: str) -> None:
+    await env.services.suppressions.suppress(
+        SuppressRequest(address=address, outcome="hard", reason="user_unknown", source="bounce")
+    )
+
+
+async def test_redis_down_answers_from_database(pg_env: Env) -> None:
+    await _hard(pg_env, "gone@example.com")
+    settings = Settings(database_url=pg_env.settings.database_url, redis_url=DEAD_REDIS)
+    services = build_services(settings)
+    try:
+        sup = services.suppressions
+        from app import metrics
+
+        before = metrics.CACHE_FALLBACKS.labels("unavailable")._value.get()
+        answers = await sup.check_many(["gone@example.com", "fine@example.com"], None)
+        assert [a["suppressed"] for a in answers] == [True, False]
+        assert metrics.CACHE_FALLBACKS.labels("unavailable")._value.get() == before + 1
+        assert sup.cache_state == "unavailable"
+        # a write while the cache is down is committed; the replica is then distrusted
+        await sup.suppress(
+            SuppressRequest(address="new@example.com", outcome="hard", reason="x", source="api")
+        )
+        assert sup.cache_dirty
+        (answer,) = await sup.check_many(["new@example.com"], None)
+        assert answer["suppressed"] is True
+    finally:
+        await services.cache.close()
+        await services.db.dispose()
+
+
+async def test_readyz_reports_degraded_and_unavailable(pg_env: Env) -> None:
+    from app.main import create_app
+    import httpx
+
+    for db_url, redis_url, status, code in [
+        (pg_env.settings.database_url, DEAD_REDIS, "degraded", 200),
+        (DEAD_PG, DEAD_REDIS, "unavailable", 503),
+    ]:
+        settings = Settings(database_url=db_url, redis_url=redis_url, database_timeout_s=1)
+        services = build_services(settings)
+        app = create_app(settings, services=services)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://t"
+        ) as client:
+            r = await client.get("/readyz")
+        assert (r.status_code, r.json()["status"]) == (code, status)
+        await services.cache.close()
+        await services.db.dispose()
+
+
+async def test_both_stores_down_is_503_never_clear(pg_env: Env) -> None:
+    settings = Settings(database_url=DEAD_PG, redis_url=DEAD_REDIS, database_timeout_s=1)
+    services = build_services(settings)
+    from app.errors import Unavailable
+
+    try:
+        with pytest.raises(Unavailable):
+            await services.suppressions.check_many(["anyone@example.com"], None)
+        with pytest.raises(Unavailable):
+            await services.suppressions.check_one("anyone@example.com", None)
+    finally:
+        await services.cache.close()
+        await services.db.dispose()
+
+
+async def test_both_stores_down_http_503(pg_env: Env) -> None:
+    import httpx
+
+    from app.main import create_app
+
+    settings = Settings(database_url=DEAD_PG, redis_url=DEAD_REDIS, database_timeout_s=1)
+    services = build_services(settings)
+    # the key check itself needs the database: seed the verified-key memo so auth passes
+    from app.auth import KeyInfo, hash_key
+    import time
+
+    key = pg_env.keys["check"]
+    services.keys._verified[hash_key(key)] = (KeyInfo(1, "k", "check"), time.monotonic() + 60)
+    app = create_app(settings, services=services)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        r = await c.get(
+            "/v1/check",
+            params={"address": "a@example.com"},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert r.status_code == 503
+        assert r.json()["error"] == "unavailable"
+        r = await c.post(
+            "/v1/check",
+            json={"addresses": ["a@example.com"]},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert r.status_code == 503
+    await services.cache.close()
+    await services.db.dispose()
+
+
+async def test_flushed_cache_is_detected_and_rebuilt_without_a_clear_window(pg_env: Env) -> None:
+    addresses = [f"s{i}@example.com" for i in range(300)]
+    for a in addresses:
+        await _hard(pg_env, a)
+    sup = pg_env.services.suppressions
+    cache = pg_env.services.cache
+    assert isinstance(cache, RedisCache)
+    await cache.clear()  # as if Redis restarted empty
+    with pytest.raises(CacheCold):
+        await cache.get_many(addresses[:1])
+
+    wrong: list[str] = []
+    stop = asyncio.Event()
+
+    async def check_loop() -> int:
+        rounds = 0
+        while not stop.is_set():
+            for answer in await sup.check_many(addresses, None):
+                if not answer["suppressed"]:
+                    wrong.append(answer["address"])
+            rounds += 1
+            await asyncio.sleep(0)
+        return rounds
+
+    loop_task = asyncio.create_task(check_loop())
+    await asyncio.sleep(0.05)
+    sup.schedule_rebuild()  # the first cold read schedules one too; this one is a no-op then
+    await sup.wait_rebuild()
+    await asyncio.sleep(0.05)
+    stop.set()
+    rounds = await loop_task
+    assert rounds > 1
+    assert wrong == []
+    assert await cache.generation() is not None
+    assert all(e is not None for e in await cache.get_many(addresses))
+
+
+async def test_rebuild_clears_stale_entries(pg_env: Env) -> None:
+    """An entry removed while the cache was unreachable is dropped by the rebuild."""
+    await _hard(pg_env, "stale@example.com")
+    sup = pg_env.services.suppressions
+    await sup.unsuppress(
+        "stale@example.com", stream=None, all_scopes=True, reason="test", actor="t",
+        may_remove_complaints=False,
+    )
+    # simulate the missed write-through: put the old state back with an old version
+    from app.cache import CachedEntry
+
+    old = CachedEntry("global", "hard", "user_unknown", 0.0, None, False, "bounce")
+    cache = pg_env.services.cache
+    assert isinstance(cache, RedisCache)
+    await cache._client.set(cache.key("stale@example.com"), b"1|" + __import__("orjson").dumps([old.as_list()]))
+    assert (await sup.check_many(["stale@example.com"], None))[0]["suppressed"] is True
+    await sup.rebuild_cache()
+    assert (await sup.check_many(["stale@example.com"], None))[0]["suppressed"] is False
+
+
+async def test_older_version_never_overwrites_newer(pg_env: Env) -> None:
+    from app.cache import CachedEntry
+
+    cache = pg_env.services.cache
+    e = CachedEntry("global", "hard", "user_unknown", 0.0, None, False, "bounce")
+    addr = f"v{uuid.uuid4().hex[:6]}@example.com"
+    await cache.put(addr, 5, [e])
+    await cache.put(addr, 4, [])
+    assert (await cache.get_many([addr]))[0] == (e,)
+    await cache.put(addr, 6, [])
+    assert (await cache.get_many([addr]))[0] is None
+    await cache.put(addr, 5, [e])
+    assert (await cache.get_many([addr]))[0] is None

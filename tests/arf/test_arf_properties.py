@@ -1,0 +1,89 @@
+"""Whatever bytes arrive, parsing returns a report or None, or raises ArfParseError."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from arf import ArfParseError, ComplaintReport, parse_bytes
+
+SAMPLES = sorted((Path(__file__).resolve().parents[2] / "samples" / "arf").glob("*.eml"))
+SAMPLE_BYTES = [p.read_bytes() for p in SAMPLES]
+
+# Fragments that steer mutations towards the paths the parser takes.
+TOKENS = [
+    b"\n",
+    b"\r",
+    b"\r\n",
+    b"\n\n",
+    b"--",
+    b":",
+    b";",
+    b"<",
+    b">",
+    b"@",
+    b'"',
+    b"=?utf-8?b?",
+    b"=?unknown-charset?q?x?=",
+    b"Content-Type: multipart/report; report-type=feedback-report; boundary=",
+    b"Content-Type: message/feedback-report\n\n",
+    b"Content-Type: message/rfc822\n\n",
+    b"Content-Type: text/rfc822-headers\n\n",
+    b"Content-Transfer-Encoding: base64\n",
+    b"Content-Transfer-Encoding: quoted-printable\n",
+    b"charset=x-unknown",
+    b"Original-Rcpt-To: ",
+    b"Feedback-Type: ",
+    b"X-HmXmrOriginalRecipient: ",
+    b"\xff\xfe\x80",
+    b"\x00",
+]
+
+
+def check(raw: bytes) -> None:
+    try:
+        result = parse_bytes(raw)
+    except ArfParseError:
+        return
+    assert result is None or isinstance(result, ComplaintReport)
+    if result is not None:
+        for recipient in result.recipients:
+            assert recipient.address is None or "@" in recipient.address
+            assert not (recipient.redacted and recipient.address is not None)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=2000))
+def test_arbitrary_bytes(raw: bytes) -> None:
+    check(raw)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(SAMPLE_BYTES),
+    st.lists(
+        st.tuples(
+            st.floats(min_value=0, max_value=1, exclude_max=True),
+            st.integers(min_value=0, max_value=40),
+            st.one_of(st.sampled_from(TOKENS), st.binary(max_size=20)),
+        ),
+        max_size=8,
+    ),
+)
+def test_mutated_samples(sample: bytes, edits: list[tuple[float, int, bytes]]) -> None:
+    raw = sample
+    for where, cut, insert in edits:
+        at = int(where * len(raw))
+        raw = raw[:at] + insert + raw[at + cut :]
+    check(raw)
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(SAMPLE_BYTES),
+    st.floats(min_value=0, max_value=1, exclude_max=True),
+)
+def test_truncated_samples(sample: bytes, where: float) -> None:
+    check(sample[: int(where * len(sample))])
