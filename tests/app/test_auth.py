@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
 from sqlalchemy import select
 
 from app.auth import SCOPES, hash_key, scope_allows
 from app.models import ApiKey
 from tests.conftest import Env
-
 
 ADDR = "someone@example.com"
 # (method, path, kwargs, minimum scope)
@@ -28,9 +26,7 @@ def test_every_api_route_is_in_the_matrix() -> None:
     from app.openapi import build_spec
 
     paths = {
-        (method.upper(), path)
-        for path, item in build_spec()["paths"].items()
-        for method in item
+        (method.upper(), path) for path, item in build_spec()["paths"].items() for method in item
     }
     public = {("GET", "/healthz"), ("GET", "/readyz")}
     covered = {(m, p.replace(ADDR, "{address}")) for m, p, _, _ in ROUTES}
@@ -43,11 +39,17 @@ async def test_scope_matrix(env: Env) -> None:
         assert r.status_code == 401, (method, path)
         assert r.headers["www-authenticate"] == "Bearer"
         r = await env.client.request(
-            method, path, headers={"Authorization": "Bearer sl_" + "x" * 40}, **kwargs  # type: ignore[arg-type]
+            method,
+            path,
+            headers={"Authorization": "Bearer sl_" + "x" * 40},
+            **kwargs,  # type: ignore[arg-type]
         )
         assert r.status_code == 401, (method, path, "unknown key")
         r = await env.client.request(
-            method, path, headers={"Authorization": f"Basic {env.keys['admin']}"}, **kwargs  # type: ignore[arg-type]
+            method,
+            path,
+            headers={"Authorization": f"Basic {env.keys['admin']}"},
+            **kwargs,  # type: ignore[arg-type]
         )
         assert r.status_code == 401, (method, path, "not bearer")
         for scope in SCOPES:

@@ -13,7 +13,6 @@ from app.settings import Settings
 from app.suppressions import SuppressRequest
 from tests.conftest import Env
 
-
 DEAD_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1
 DEAD_PG = "postgresql+asyncpg://postgres@127.0.0.1:1/test"
 
@@ -50,8 +49,9 @@ async def test_redis_down_answers_from_database(pg_env: Env) -> None:
 
 
 async def test_readyz_reports_degraded_and_unavailable(pg_env: Env) -> None:
-    from app.main import create_app
     import httpx
+
+    from app.main import create_app
 
     for db_url, redis_url, status, code in [
         (pg_env.settings.database_url, DEAD_REDIS, "degraded", 200),
@@ -92,8 +92,9 @@ async def test_both_stores_down_http_503(pg_env: Env) -> None:
     settings = Settings(database_url=DEAD_PG, redis_url=DEAD_REDIS, database_timeout_s=1)
     services = build_services(settings)
     # the key check itself needs the database: seed the verified-key memo so auth passes
-    from app.auth import KeyInfo, hash_key
     import time
+
+    from app.auth import KeyInfo, hash_key
 
     key = pg_env.keys["check"]
     services.keys._verified[hash_key(key)] = (KeyInfo(1, "k", "check"), time.monotonic() + 60)
@@ -158,7 +159,11 @@ async def test_rebuild_clears_stale_entries(pg_env: Env) -> None:
     await _hard(pg_env, "stale@example.com")
     sup = pg_env.services.suppressions
     await sup.unsuppress(
-        "stale@example.com", stream=None, all_scopes=True, reason="test", actor="t",
+        "stale@example.com",
+        stream=None,
+        all_scopes=True,
+        reason="test",
+        actor="t",
         may_remove_complaints=False,
     )
     # simulate the missed write-through: put the old state back with an old version
@@ -167,7 +172,9 @@ async def test_rebuild_clears_stale_entries(pg_env: Env) -> None:
     old = CachedEntry("global", "hard", "user_unknown", 0.0, None, False, "bounce")
     cache = pg_env.services.cache
     assert isinstance(cache, RedisCache)
-    await cache._client.set(cache.key("stale@example.com"), b"1|" + __import__("orjson").dumps([old.as_list()]))
+    await cache._client.set(
+        cache.key("stale@example.com"), b"1|" + __import__("orjson").dumps([old.as_list()])
+    )
     assert (await sup.check_many(["stale@example.com"], None))[0]["suppressed"] is True
     await sup.rebuild_cache()
     assert (await sup.check_many(["stale@example.com"], None))[0]["suppressed"] is False

@@ -1,0 +1,70 @@
+"""One normalisation everywhere; the fast path agrees exactly with flanker's parse."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from app.addresses import (
+    _FAST_RE,
+    InvalidAddress,
+    flanker_normalise,
+    normalise_address,
+    try_normalise,
+)
+
+ATEXT = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+/=?^_`{|}~-"
+LABEL = st.from_regex(r"[A-Za-z0-9]([A-Za-z0-9-]{0,20}[A-Za-z0-9])?", fullmatch=True)
+# Strings shaped like addresses, including near-misses the fast path must reject.
+near = st.builds(
+    lambda local, labels, junk: f"{local}@{'.'.join(labels)}{junk}",
+    st.text(alphabet=ATEXT + '."\\ ()<>,;:[]@', min_size=0, max_size=24),
+    st.lists(LABEL | st.text(alphabet="abc-_.", max_size=5), min_size=1, max_size=4),
+    st.sampled_from(["", "", "", ".", "-", " ", ">", "\n"]),
+)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(near | st.emails() | st.text(max_size=40))
+def test_fast_path_agrees_with_flanker(raw: str) -> None:
+    if _FAST_RE.fullmatch(raw) and len(raw) <= 254:
+        assert flanker_normalise(raw) == raw.lower(), raw
+    assert try_normalise(raw) == flanker_normalise(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("User@Example.COM", "user@example.com"),
+        ("  user@example.com ", "user@example.com"),
+        ("<user@example.com>", "user@example.com"),
+        ("Jane Doe <Jane.Doe@Example.com>", "jane.doe@example.com"),
+        ("user@bücher.example", "user@xn--bcher-kva.example"),
+        ("user@XN--BCHER-KVA.example", "user@xn--bcher-kva.example"),
+        ("a+tag@example.com", "a+tag@example.com"),
+    ],
+)
+def test_normalises(raw: str, expected: str) -> None:
+    assert normalise_address(raw) == expected
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "plain",
+        "a@b",
+        "a..b@example.com",
+        ".a@example.com",
+        "a@-x.example",
+        "a@@example.com",
+        "a@example.com\r\nBcc: x@example.com",
+        "x" * 300 + "@example.com",
+    ],
+)
+def test_rejects_with_a_reason(raw: str) -> None:
+    with pytest.raises(InvalidAddress) as info:
+        normalise_address(raw)
+    assert info.value.why
+    assert try_normalise(raw) is None

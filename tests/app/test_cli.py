@@ -1,0 +1,65 @@
+"""The command line on the embedded default (a fresh SQLite file per test)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from app.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def db_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    db = tmp_path / "cli.db"
+    monkeypatch.setenv("STOPLIST_DATABASE_URL", f"sqlite+aiosqlite:///{db}")
+    monkeypatch.delenv("STOPLIST_REDIS_URL", raising=False)
+    result = runner.invoke(app, ["migrate"])
+    assert result.exit_code == 0, result.output
+    return db
+
+
+def run(*args: str) -> str:
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_keys_create_list_revoke(db_env: Path) -> None:
+    created = json.loads(run("keys", "create", "--name", "campaigns", "--scope", "check", "--json"))
+    assert created["name"] == "campaigns"
+    assert created["scope"] == "check"
+    assert created["key"].startswith("sl_")
+    listing = json.loads(run("keys", "list", "--json"))
+    assert [k["name"] for k in listing] == ["campaigns"]
+    assert created["key"] not in json.dumps(listing)
+    run("keys", "revoke", "campaigns")
+    assert json.loads(run("keys", "list", "--json"))[0]["revoked_at"] is not None
+    bad = runner.invoke(app, ["keys", "create", "--name", "x", "--scope", "root"])
+    assert bad.exit_code == 1
+    assert "scope" in bad.output
+
+
+def test_suppress_check_unsuppress(db_env: Path) -> None:
+    run("suppress", "Someone@Example.com", "--reason", "user_unknown", "--outcome", "hard")
+    (answer,) = [json.loads(x) for x in run("check", "someone@example.com", "--json").splitlines()]
+    assert answer["suppressed"] is True
+    assert answer["outcome"] == "hard"
+    assert "not suppressed" in run("check", "other@example.com")
+    out = run("unsuppress", "someone@example.com", "--reason", "verified by phone")
+    assert "removed global hard/user_unknown" in out
+    assert "not suppressed" in run("check", "someone@example.com")
+    assert "0 active" in run("cache", "rebuild")
+
+
+def test_invalid_configuration_fails_with_the_variable_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("STOPLIST_DATABASE_URL", "mysql://nope")
+    result = runner.invoke(app, ["check", "a@example.com"])
+    assert result.exit_code == 2
+    assert "STOPLIST_DATABASE_URL" in result.output
