@@ -63,6 +63,8 @@ class KeyService:
         self.db = db
         self.ttl = cache_ttl_s
         self._verified: dict[str, tuple[KeyInfo, float]] = {}
+        self._inflight: dict[str, asyncio.Future[KeyInfo | None]] = {}
+        self._touched: dict[int, float] = {}
         self._touch_tasks: set[asyncio.Task[None]] = set()
 
     async def authenticate(self, presented: str) -> KeyInfo | None:
@@ -74,6 +76,24 @@ class KeyService:
         now = time.monotonic()
         if hit is not None and hit[1] > now:
             return hit[0]
+        # One database read per key however many requests arrive at once with it.
+        pending = self._inflight.get(digest)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[KeyInfo | None] = asyncio.get_running_loop().create_future()
+        self._inflight[digest] = future
+        try:
+            info = await self._load(digest)
+            future.set_result(info)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it, nobody logs it twice
+            raise
+        finally:
+            del self._inflight[digest]
+        return info
+
+    async def _load(self, digest: str) -> KeyInfo | None:
         async with self.db.read() as s:
             row = (
                 await s.scalars(
@@ -85,10 +105,14 @@ class KeyService:
             self._verified.pop(digest, None)
             return None
         info = KeyInfo(row.id, row.name, row.scope)
+        now = time.monotonic()
         self._verified[digest] = (info, now + self.ttl)
-        task = asyncio.get_running_loop().create_task(self._touch(row.id))
-        self._touch_tasks.add(task)
-        task.add_done_callback(self._touch_tasks.discard)
+        if self._touched.get(row.id, 0.0) < now - 60:
+            # last_used_at is informational: at most one write a minute per key and replica.
+            self._touched[row.id] = now
+            task = asyncio.get_running_loop().create_task(self._touch(row.id))
+            self._touch_tasks.add(task)
+            task.add_done_callback(self._touch_tasks.discard)
         return info
 
     async def close(self) -> None:

@@ -38,6 +38,10 @@ rules_app = typer.Typer(help="Classification rules.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(cache_app, name="cache")
 app.add_typer(rules_app, name="rules")
+token_app = typer.Typer(
+    help="Signed return paths, references and unsubscribe links.", no_args_is_help=True
+)
+app.add_typer(token_app, name="token")
 
 out = Console()
 err = Console(stderr=True)
@@ -133,6 +137,121 @@ def migrate_cmd() -> None:
     settings = _settings()
     run_migrations(settings)
     out.print("database is at the latest schema")
+
+
+@app.command()
+def smtp(
+    log_level: Annotated[str, typer.Option()] = "info",
+    migrate: Annotated[bool, typer.Option(help="Apply migrations first")] = True,
+) -> None:
+    """Run the SMTP sink and the intake processing alone (no HTTP API)."""
+    import logging
+    import signal
+
+    from app.db import run_migrations
+    from app.smtp import start_sink
+
+    settings = _settings()
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    if migrate:
+        run_migrations(settings)
+
+    async def go(s: Services) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        sink = await start_sink(s)
+        try:
+            await stop.wait()
+        finally:
+            await sink.close()
+
+    _run(go)
+
+
+@app.command()
+def reprocess(
+    failed: Annotated[bool, typer.Option("--failed", help="Only messages that failed")] = False,
+    since: Annotated[
+        datetime | None, typer.Option(help="Only messages received since (ISO 8601, UTC)")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report, write nothing")] = False,
+    limit: Annotated[int | None, typer.Option(help="At most this many messages")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run stored messages through parsing and policy again (e.g. after a rule change) and
+    report what changes."""
+    from app.intake import IntakeStore, policy_applier
+    from app.intake import reprocess as run_reprocess
+    from app.parsing_pool import ParsingPool
+
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+
+    async def go(s: Services) -> Any:
+        cfg = s.settings
+        pool = ParsingPool(
+            workers=cfg.parse_workers,
+            timeout_s=cfg.parse_timeout_s,
+            memory_mb=cfg.parse_memory_mb,
+            inline_max_bytes=cfg.parse_inline_max_bytes,
+        )
+        try:
+            return await run_reprocess(
+                IntakeStore(s.db),
+                pool,
+                policy_applier(s),
+                failed_only=failed,
+                since=since,
+                dry_run=dry_run,
+                limit=limit,
+            )
+        finally:
+            await asyncio.to_thread(pool.close)
+
+    report = _run(go)
+    if as_json:
+        _dump(report.as_dict())
+        return
+    verb = "would change" if dry_run else "changed"
+    out.print(f"examined {report.examined} messages; {verb} {len(report.changes)}")
+    for c in report.changes:
+        line = f"  #{c.id}: {c.old_state}/{c.old_kind} -> {c.new_state}/{c.new_kind}"
+        out.print(line + (f" ({c.error})" if c.error else ""))
+        for ch in c.changes:
+            out.print(
+                f"      {ch['recipient']}: {_decision(ch['before'])} -> {_decision(ch['after'])}"
+            )
+
+
+def _decision(d: dict[str, Any] | None) -> str:
+    return "-" if d is None else f"{d['outcome']}/{d['reason']}"
+
+
+@app.command()
+def purge(
+    days: Annotated[float | None, typer.Option(help="Default STOPLIST_RAW_RETENTION_DAYS")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Drop the raw bytes of processed messages older than the retention (rows and state stay)."""
+    from app.intake import IntakeStore
+
+    async def go(s: Services) -> tuple[float, int]:
+        keep = s.settings.raw_retention_days if days is None else days
+        if keep <= 0:
+            return keep, 0
+        return keep, await IntakeStore(s.db).purge_raw(keep)
+
+    keep, n = _run(go)
+    if as_json:
+        _dump({"days": keep, "purged": n})
+    elif keep <= 0:
+        out.print("retention is 0 (keep raw messages forever): nothing purged")
+    else:
+        out.print(f"dropped the raw bytes of {n} messages older than {keep:g} days")
 
 
 # ------------------------------------------------------------------------------------- keys
@@ -369,6 +488,99 @@ def rules_check() -> None:
     if problems:
         raise typer.Exit(1)
     out.print(f"rules OK ({len(default_rules().rules)} rules)")
+
+
+# ------------------------------------------------------------------------------- signed tokens
+
+
+def _signer() -> Any:
+    from app.signing import build_signer
+
+    signer = build_signer(_settings())
+    if signer is None:
+        err.print("[red]no signing keys: set STOPLIST_SIGNING_KEYS (see `stoplist token new-key`)")
+        raise typer.Exit(2)
+    return signer
+
+
+@token_app.command("mint")
+def token_mint(
+    recipient: Annotated[str, typer.Option(help="The recipient address")],
+    stream: Annotated[str | None, typer.Option(help="The sending stream")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Return path, X-Stoplist-Ref and List-Unsubscribe values for one recipient."""
+    try:
+        values = _signer().headers(recipient, stream)
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    if as_json:
+        _dump({"recipient": recipient, **values})
+        return
+    for name, value in values.items():
+        out.print(f"{name}: {value}", soft_wrap=True, highlight=False)
+
+
+@token_app.command("verify")
+def token_verify(
+    token: Annotated[str, typer.Argument(help="A token, a return path or an unsubscribe address")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Check a token or signed address against the configured keys, for every use."""
+    from app.signing import TokenError
+
+    signer = _signer()
+    checks = [
+        ("ref", signer.verify_ref_token),
+        ("unsubscribe", signer.verify_unsubscribe_token),
+        ("return_path", signer.verify_return_path),
+        ("unsubscribe_address", signer.verify_unsubscribe_address),
+    ]
+    failures: dict[str, str] = {}
+    for use, verify in checks:
+        try:
+            ref = verify(token)
+        except TokenError as exc:
+            failures[use] = str(exc.reason)
+            continue
+        answer = {
+            "valid": True,
+            "use": use,
+            "recipient": ref.recipient,
+            "stream": ref.stream,
+            "issued_at": ref.issued_at,
+            "key_id": ref.key_id,
+        }
+        if as_json:
+            _dump(answer)
+        else:
+            out.print(
+                f"valid {use}: {ref.recipient} stream={ref.stream or '-'} "
+                f"issued {_short(ref.issued_at)} key {ref.key_id}",
+                highlight=False,
+            )
+        return
+    # The most telling reason: anything beats "malformed" (which every other use reports).
+    reason = next((r for r in failures.values() if r != "malformed"), "malformed")
+    if as_json:
+        _dump({"valid": False, "reason": reason, "by_use": failures})
+    else:
+        err.print(f"[red]invalid:[/red] {reason}")
+    raise typer.Exit(1)
+
+
+@token_app.command("new-key")
+def token_new_key(
+    key_id: Annotated[str, typer.Option(help="Key id: 1-8 of a-z 0-9")] = "k1",
+) -> None:
+    """Print a new signing key entry for STOPLIST_SIGNING_KEYS (put it first to sign with it)."""
+    from app.signing import KEY_ID_RE, new_key_secret
+
+    if not KEY_ID_RE.match(key_id):
+        err.print("[red]key id: 1-8 of a-z 0-9[/red]")
+        raise typer.Exit(2)
+    sys.stdout.write(f"{key_id}:{new_key_secret()}\n")
 
 
 def main() -> None:

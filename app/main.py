@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api import check, health, suppressions
+from app.api import check, health, suppressions, tokens, unsubscribe
 from app.api.deps import Services
 from app.api.responses import JSONBytes
 from app.auth import KeyService
@@ -23,6 +23,7 @@ from app.cache import MemoryCache, RedisCache, SuppressionCache
 from app.db import Database
 from app.errors import AppError
 from app.settings import Settings, get_settings
+from app.signing import build_signer
 from app.suppressions import DB_ERRORS, SuppressionService
 
 log = logging.getLogger("stoplist")
@@ -46,6 +47,7 @@ def build_services(settings: Settings, *, auto_rebuild: bool = True) -> Services
         cache=cache,
         suppressions=SuppressionService(db, cache, auto_rebuild=auto_rebuild),
         keys=KeyService(db, cache_ttl_s=settings.auth_cache_ttl_s),
+        signer=build_signer(settings),
     )
 
 
@@ -105,9 +107,16 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         owned = services is None
         await start_services(svc)
         keeper = asyncio.create_task(_housekeeping(svc))
+        sink = None
+        if svc.settings.smtp_enabled and svc.settings.smtp_port > 0:
+            from app.smtp import start_sink  # the sink and the intake processing loop
+
+            sink = await start_sink(svc)
         try:
             yield
         finally:
+            if sink is not None:
+                await sink.close()
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
@@ -135,6 +144,8 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.include_router(check.router)
     app.include_router(suppressions.router)
     app.include_router(health.router)
+    app.include_router(unsubscribe.router)
+    app.include_router(tokens.router)
     return app
 
 

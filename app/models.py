@@ -187,3 +187,10 @@ class InboundMessage(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # A processor owns a message while ``claimed_at`` is fresh; a stale claim is anyone's.
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    stream: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # What the last run made of it (per-recipient outcome, rule, counts): `reprocess` diffs it.
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)

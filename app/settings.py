@@ -5,12 +5,13 @@ A bad value fails at start with a message naming the variable (see :func:`load_s
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 STREAM_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
@@ -62,17 +63,95 @@ class Settings(BaseSettings):
     # SMTP sink (bounce and feedback-loop intake)
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(default=2525, ge=0, le=65535)
-    smtp_domains: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    smtp_domains: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Domains (bounces.example.net) or addresses (fbl@example.net) the sink accepts",
+    )
+    smtp_enabled: bool = Field(default=False, description="Run the SMTP sink inside `serve`")
+    smtp_hostname: str | None = Field(default=None, description="Name in the greeting")
+    smtp_max_message_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    smtp_max_recipients: int = Field(default=100, ge=1)
+    smtp_max_connections: int = Field(default=200, ge=1)
+    smtp_timeout_s: float = Field(
+        default=300.0, gt=0, description="Idle time allowed between commands, and for all of DATA"
+    )
+    smtp_tls_cert: Path | None = None
+    smtp_tls_key: Path | None = None
+    smtp_allowed_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="CIDRs that may connect; empty = anyone"
+    )
+    smtp_storage_timeout_s: float = Field(
+        default=10.0, gt=0, description="Storing a message before 250 may take this long, else 451"
+    )
+
+    # Intake processing (after the message is stored)
+    parse_timeout_s: float = Field(default=10.0, gt=0, description="Wall time per message parse")
+    parse_memory_mb: int = Field(
+        default=512, ge=64, description="Address space a parse worker may grow by"
+    )
+    parse_workers: int = Field(default=0, ge=0, description="0 = one per CPU")
+    parse_inline_max_bytes: int = Field(
+        default=0, ge=0, description="Parse messages up to this size in-process (0 = never)"
+    )
+    intake_concurrency: int = Field(default=8, ge=1, description="Messages applied at once")
+    intake_claim_timeout_s: float = Field(
+        default=300.0, gt=0, description="A claim older than this is retried by any replica"
+    )
+    intake_max_attempts: int = Field(default=3, ge=1)
+    intake_sweep_interval_s: float = Field(default=30.0, gt=0)
+    raw_retention_days: float = Field(
+        default=30.0, ge=0, description="Drop raw bytes of finished messages after this (0 = keep)"
+    )
 
     # Suppression policy
     soft_bounce_threshold: int = Field(default=3, ge=1)
     soft_bounce_window_h: float = Field(default=72.0, gt=0)
     soft_suppression_days: float = Field(default=7.0, gt=0)
 
+    # Signed references (return paths, X-Stoplist-Ref, unsubscribe links): docs/signed-return-paths.md
+    signing_keys: SecretStr | None = Field(
+        default=None,
+        description="<key id>:<base64 secret>,...; the first signs, all verify. Unset = no signing",
+    )
+    require_signed_bounces: bool = Field(
+        default=False, description="Apply only bounces whose return path or reference verifies"
+    )
+    require_signed_reports: bool = Field(
+        default=False, description="Apply only complaints whose X-Stoplist-Ref verifies"
+    )
+    token_max_age_days: float = Field(
+        default=30.0, gt=0, description="Return paths and X-Stoplist-Ref tokens older are refused"
+    )
+    unsubscribe_token_max_age_days: float = Field(
+        default=365.0, gt=0, description="Unsubscribe links and addresses older are refused"
+    )
+    return_path_domain: str | None = Field(default=None, description="bounces.example.net")
+    return_path_prefix: str = Field(default="b", pattern=r"^[a-z0-9][a-z0-9._-]{0,15}$")
+    unsubscribe_domain: str | None = Field(default=None, description="unsubscribe.example.net")
+    unsubscribe_local_prefix: str = Field(
+        default="unsubscribe", pattern=r"^[a-z0-9][a-z0-9._-]{0,15}$"
+    )
+    public_base_url: str | None = Field(
+        default=None, description="https://stoplist.example.net: base of one-click unsubscribe URLs"
+    )
+    unsubscribe_default_stream: str = Field(
+        default="marketing",
+        description="Scope of an unsubscribe that names no stream ('global' blocks every stream)",
+    )
+
     @field_validator("smtp_domains", mode="before")
     @classmethod
     def _domains(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("smtp_allowed_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        value = _split_csv(value)
+        if isinstance(value, list):
+            for net in value:
+                ipaddress.ip_network(str(net), strict=False)  # ValueError names the bad one
+        return value
 
     @field_validator("database_url")
     @classmethod
@@ -99,6 +178,42 @@ class Settings(BaseSettings):
                 "must be at least 32 characters (generate one with `stoplist keys new`)"
             )
         return value
+
+    @field_validator("signing_keys")
+    @classmethod
+    def _signing_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        from app.signing import parse_signing_keys
+
+        parse_signing_keys(
+            value.get_secret_value()
+        )  # ValueError says what is wrong, not the secret
+        return value
+
+    @field_validator("require_signed_bounces", "require_signed_reports")
+    @classmethod
+    def _require_needs_keys(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("signing_keys") is None:
+            raise ValueError("needs STOPLIST_SIGNING_KEYS")
+        return value
+
+    @field_validator("unsubscribe_default_stream")
+    @classmethod
+    def _default_stream(cls, value: str) -> str:
+        if value != GLOBAL_SCOPE and not STREAM_RE.match(value):
+            raise ValueError("a stream name (a-z 0-9 _ . -) or 'global'")
+        return value
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        assert value is not None
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must start with https:// (or http:// for testing)")
+        return value.rstrip("/")
 
     @property
     def is_sqlite(self) -> bool:

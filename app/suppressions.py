@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -81,10 +82,8 @@ def _epoch(dt: datetime | None) -> float | None:
     return None if dt is None else dt.timestamp()
 
 
-def _iso(epoch: float | None) -> str | None:
-    if epoch is None:
-        return None
-    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
+def _iso_dt(dt: datetime) -> str:
+    return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _active(row: Suppression, now: datetime) -> bool:
@@ -115,8 +114,8 @@ def check_answer(address: str, hit: CachedEntry | None) -> dict[str, Any]:
         "outcome": hit.outcome,
         "reason": hit.reason,
         "scope": hit.scope,
-        "since": _iso(hit.since),
-        "expires_at": _iso(hit.expires),
+        "since": hit.since,
+        "expires_at": hit.expires_at,
         "verified": hit.verified,
         "source": hit.source,
     }
@@ -151,15 +150,36 @@ class SuppressResult:
     row: Suppression
 
 
-def row_to_entry(row: Suppression) -> CachedEntry:
+def make_entry(
+    scope: str,
+    outcome: str,
+    reason: str,
+    first_seen: datetime,
+    expires_at: datetime | None,
+    verified: bool,
+    source: str,
+) -> CachedEntry:
     return CachedEntry(
-        scope=row.scope,
-        outcome=row.outcome,
-        reason=row.reason,
-        since=row.first_seen.timestamp(),
-        expires=_epoch(row.expires_at),
-        verified=row.verified,
-        source=row.source,
+        scope=scope,
+        outcome=outcome,
+        reason=reason,
+        since=_iso_dt(first_seen),
+        expires=_epoch(expires_at),
+        expires_at=_iso_dt(expires_at) if expires_at is not None else None,
+        verified=verified,
+        source=source,
+    )
+
+
+def row_to_entry(row: Suppression) -> CachedEntry:
+    return make_entry(
+        row.scope,
+        row.outcome,
+        row.reason,
+        row.first_seen,
+        row.expires_at,
+        row.verified,
+        row.source,
     )
 
 
@@ -194,6 +214,9 @@ class SuppressionService:
         self.cache_state = "unknown"  # ok | cold | unavailable | rebuilding
         self._rebuild_task: asyncio.Task[int] | None = None
         self._synced_until: datetime | None = None
+        # Single-address checks arriving in the same event-loop turn share one cache round trip.
+        self._pending_gets: list[tuple[str, asyncio.Future[Entries | None]]] = []
+        self._get_tasks: set[asyncio.Task[None]] = set()
 
     # ---------------------------------------------------------------- check (hot path)
 
@@ -205,7 +228,7 @@ class SuppressionService:
         normalised = [try_normalise(a) if isinstance(a, str) else None for a in addresses]
         valid = [n for n in normalised if n is not None]
         entries = await self.lookup_entries(valid)
-        now = utcnow().timestamp()
+        now = time.time()
         out: list[dict[str, Any]] = []
         it = iter(entries)
         hits = 0
@@ -228,18 +251,23 @@ class SuppressionService:
     async def check_one(self, address: str, stream: str | None) -> dict[str, Any]:
         scope = scope_for(stream)
         norm = normalise_or_422(address)
-        (ent,) = await self.lookup_entries([norm])
-        hit = decide(ent, scope, utcnow().timestamp())
+        (ent,) = await self.lookup_entries([norm], coalesce=True)
+        hit = decide(ent, scope, time.time())
         metrics.CHECK_ADDRESSES.inc()
         if hit is not None:
             metrics.CHECK_HITS.inc()
         return check_answer(norm, hit)
 
-    async def lookup_entries(self, addresses: Sequence[str]) -> list[Entries | None]:
+    async def lookup_entries(
+        self, addresses: Sequence[str], *, coalesce: bool = False
+    ) -> list[Entries | None]:
         """Cache first; the database when the cache is cold, stale or down; 503 when both fail."""
         if not self.cache_dirty:
             try:
-                result = await self.cache.get_many(addresses)
+                if coalesce and len(addresses) == 1:
+                    result = [await self._coalesced_get(addresses[0])]
+                else:
+                    result = await self.cache.get_many(addresses)
                 self.cache_state = "ok"
                 return result
             except CacheCold:
@@ -260,6 +288,32 @@ class SuppressionService:
             metrics.CHECK_UNAVAILABLE.inc()
             log.error("check failed: cache %s and database unreachable: %s", self.cache_state, exc)
             raise Unavailable("suppression list unavailable (cache and database)") from None
+
+    def _coalesced_get(self, address: str) -> asyncio.Future[Entries | None]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Entries | None] = loop.create_future()
+        self._pending_gets.append((address, future))
+        if len(self._pending_gets) == 1:
+            loop.call_soon(self._flush_gets)
+        return future
+
+    def _flush_gets(self) -> None:
+        batch, self._pending_gets = self._pending_gets, []
+        task = asyncio.get_running_loop().create_task(self._run_gets(batch))
+        self._get_tasks.add(task)
+        task.add_done_callback(self._get_tasks.discard)
+
+    async def _run_gets(self, batch: list[tuple[str, asyncio.Future[Entries | None]]]) -> None:
+        try:
+            results = await self.cache.get_many([address for address, _ in batch])
+        except Exception as exc:  # each waiter handles it (falls back to the database)
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
 
     async def entries_from_db(self, addresses: Sequence[str]) -> list[Entries | None]:
         found: dict[str, list[CachedEntry]] = {}
@@ -548,14 +602,14 @@ class SuppressionService:
                     version, ents = by_addr.get(r.address, (0, []))
                     if r.removed_at is None and (r.expires_at is None or r.expires_at > now):
                         ents.append(
-                            CachedEntry(
-                                scope=r.scope,
-                                outcome=r.outcome,
-                                reason=r.reason,
-                                since=r.first_seen.timestamp(),
-                                expires=_epoch(r.expires_at),
-                                verified=r.verified,
-                                source=r.source,
+                            make_entry(
+                                r.scope,
+                                r.outcome,
+                                r.reason,
+                                r.first_seen,
+                                r.expires_at,
+                                r.verified,
+                                r.source,
                             )
                         )
                     by_addr[r.address] = (version + r.revision, ents)

@@ -16,9 +16,6 @@ taken for the original.
 from __future__ import annotations
 
 import contextlib
-import email
-import email.parser
-import email.policy
 import re
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
@@ -29,8 +26,18 @@ __all__ = ["Mail", "decode_payload", "header_text", "normalise_line_endings", "r
 
 TEXT_LIMIT: Final = 64 * 1024
 _HEADERS_LIMIT: Final = 32 * 1024
-_HEADERS_ONLY: Final = email.parser.Parser(policy=email.policy.compat32)
 MAX_PARTS: Final = 64
+_MAX_MIME_PARTS: Final = 256
+_MAX_DEPTH: Final = 10
+# message/* bodies kept as text: status fields and header blocks are read as text anyway.
+_MESSAGE_AS_TEXT: Final = frozenset(
+    {
+        "message/delivery-status",
+        "message/global-delivery-status",
+        "message/rfc822-headers",
+        "message/global-headers",
+    }
+)
 
 # A text part that is really a delivery-status part (some MTAs label it text/plain).
 _STATUS_LIKE = re.compile(r"^(?:final-recipient|original-recipient)\s*:", re.I | re.M)
@@ -183,9 +190,7 @@ class _Walker:
             return
         if ctype in ("text/rfc822-headers", "message/rfc822-headers", "message/global-headers"):
             if self.original is None:
-                self.original = _HEADERS_ONLY.parsestr(
-                    decode_payload(part, _HEADERS_LIMIT).lstrip(), headersonly=True
-                )
+                self.original = headers_only(decode_payload(part, _HEADERS_LIMIT).lstrip())
             return
         maintype = part.get_content_maintype()
         if ctype == "text/html":
@@ -197,7 +202,7 @@ class _Walker:
             if self.status and self.original is None and _HEADER_LINE.match(text.lstrip()):
                 # Text after the status part that starts with header lines: an original
                 # pasted as text/plain (seen from several MTAs).
-                self.original = _HEADERS_ONLY.parsestr(text.lstrip(), headersonly=True)
+                self.original = headers_only(text.lstrip())
                 return
             if _STATUS_LIKE.search(text) and not self.status:
                 self.status.append(text)
@@ -232,12 +237,124 @@ def _parse_inline_original(text: str) -> Message | None:
         return None
     if not _HEADER_LINE.match(stripped):
         return None
-    return _HEADERS_ONLY.parsestr(stripped[:_HEADERS_LIMIT], headersonly=True)
+    return headers_only(stripped[:_HEADERS_LIMIT])
+
+
+def _split_head(text: str) -> tuple[str, str]:
+    """The header block and the body: the body starts after the first empty line."""
+    if text.startswith("\n"):
+        return "", text[1:]
+    end = text.find("\n\n")
+    if end < 0:
+        return text, ""
+    return text[: end + 1], text[end + 2 :]
+
+
+def _boundary_lines(body: str, boundary: str) -> list[tuple[int, int, bool]]:
+    """``(start, end, closing)`` of each delimiter line ``--boundary[--][ \\t]*`` (RFC 2046
+    §5.1.1), ``start`` including the line break before it, which belongs to the delimiter."""
+    sep = "--" + boundary
+    found: list[tuple[int, int, bool]] = []
+    at = 0 if body.startswith(sep) else body.find("\n" + sep)
+    while at >= 0:
+        begin = at + (0 if at == 0 and body.startswith(sep) else 1)
+        rest_at = begin + len(sep)
+        eol = body.find("\n", rest_at)
+        rest = body[rest_at : eol if eol >= 0 else len(body)]
+        closing = rest.startswith("--")
+        if not (rest[2:] if closing else rest).strip(" \t"):
+            found.append((at, eol + 1 if eol >= 0 else len(body), closing))
+            if closing or eol < 0:
+                break
+        at = body.find("\n" + sep, rest_at)
+    return found
+
+
+_HEADER_START: Final = re.compile(r"[\041-\071\073-\176]*:")
+
+
+def _parse_headers(head: str) -> tuple[Message, str]:
+    """A header block as compat32's feed parser reads it (names and folded values kept as
+    written), and the text after the first line that is no header."""
+    msg = Message()
+    name: str | None = None
+    value: list[str] = []
+    lines = head.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    for number, line in enumerate(lines):
+        if line[:1] in (" ", "\t"):
+            if name is not None:
+                value.append(line)
+            continue  # a continuation with nothing to continue is dropped
+        if name is not None:
+            msg.set_raw(name, "\n".join(value))
+            name = None
+        if line.startswith("From "):
+            if number == 0:
+                msg.set_unixfrom(line)
+                continue
+            if number == len(lines) - 1:
+                return msg, line
+            continue
+        if not _HEADER_START.match(line):
+            return msg, "\n".join(lines[number:])
+        colon = line.find(":")
+        if colon == 0:
+            continue
+        name, first = line[:colon], line[colon + 1 :].lstrip(" \t")
+        value = [first]
+    if name is not None:
+        msg.set_raw(name, "\n".join(value))
+    return msg, ""
+
+
+def headers_only(text: str) -> Message:
+    """The header block at the start of ``text`` (a returned original's headers)."""
+    msg, _ = _parse_headers(_split_head(text)[0])
+    return msg
+
+
+def _parse_part(text: str, depth: int = 0) -> Message:
+    """One MIME entity as compat32 would parse it, but only the headers go through the
+    email package's line-by-line parser: bodies are split on their boundaries with string
+    searches, and leaf bodies are kept as strings.  (The full parse of every returned
+    original and its attachments cost more than all the analysis together.)"""
+    head, body = _split_head(text)
+    msg, spill = _parse_headers(head)
+    if spill:  # a line that is no header ended the header block early: it is body
+        body = f"{spill}\n{body}" if body else spill
+    ctype = msg.get_content_type()
+    if depth < _MAX_DEPTH and ctype.startswith("multipart/"):
+        boundary = msg.get_boundary()
+        lines = _boundary_lines(body, boundary) if boundary else []
+        if lines:
+            parts: list[Message | str] = []
+            for (_, start, closing), following in zip(lines, [*lines[1:], None], strict=True):
+                if closing or len(parts) >= _MAX_MIME_PARTS:
+                    break
+                stop = following[0] if following is not None else len(body)
+                part = _parse_part(body[start:stop], depth + 1)
+                if ctype == "multipart/digest" and part.get("Content-Type") is None:
+                    part.set_default_type("message/rfc822")
+                parts.append(part)
+            msg.set_payload(parts)
+            return msg
+    elif depth < _MAX_DEPTH and ctype.startswith("message/") and ctype not in _MESSAGE_AS_TEXT:
+        msg.set_payload([_parse_part(body, depth + 1)])
+        return msg
+    msg.set_payload(body)
+    return msg
+
+
+def parse_message(raw: bytes) -> Message:
+    """The compat32 ``Message`` tree of a message (see ``_parse_part``)."""
+    return _parse_part(raw.decode("ascii", "surrogateescape"))
 
 
 def read_mail(raw: bytes) -> Mail:
     """Parse normalised bytes into a ``Mail``."""
-    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    msg = parse_message(raw)
     walker = _Walker()
     walker.walk(msg)
     texts = walker.plain or walker.html

@@ -15,6 +15,7 @@ from app.cache import SuppressionCache
 from app.db import Database
 from app.errors import Forbidden, Unauthorized
 from app.settings import Settings
+from app.signing import Signer
 from app.suppressions import SuppressionService
 
 
@@ -25,9 +26,11 @@ class Services:
     cache: SuppressionCache
     suppressions: SuppressionService
     keys: KeyService
+    signer: Signer | None = None  # None: no STOPLIST_SIGNING_KEYS
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # async on purpose: FastAPI runs plain-def dependencies in a thread pool, per request.
     services: Services = request.app.state.services
     return services
 
@@ -42,22 +45,29 @@ _bearer = HTTPBearer(
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
+async def authorize(services: Services, authorization: str | None, scope: str) -> KeyInfo:
+    """The key named by an ``Authorization: Bearer`` header, if it grants ``scope``."""
+    scheme, _, credentials = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not credentials:
+        metrics.AUTH_FAILURES.labels("401").inc()
+        raise Unauthorized("missing bearer API key", headers=_CHALLENGE)
+    key = await services.keys.authenticate(credentials.strip())
+    if key is None:
+        metrics.AUTH_FAILURES.labels("401").inc()
+        raise Unauthorized("invalid or revoked API key", headers=_CHALLENGE)
+    if not scope_allows(key.scope, scope):
+        metrics.AUTH_FAILURES.labels("403").inc()
+        raise Forbidden(f"this key has scope {key.scope!r}; this needs {scope!r}")
+    return key
+
+
 def require(scope: str) -> Callable[..., Awaitable[KeyInfo]]:
     async def dependency(
+        request: Request,
         services: ServicesDep,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> KeyInfo:
-        if credentials is None or credentials.scheme.lower() != "bearer":
-            metrics.AUTH_FAILURES.labels("401").inc()
-            raise Unauthorized("missing bearer API key", headers=_CHALLENGE)
-        key = await services.keys.authenticate(credentials.credentials)
-        if key is None:
-            metrics.AUTH_FAILURES.labels("401").inc()
-            raise Unauthorized("invalid or revoked API key", headers=_CHALLENGE)
-        if not scope_allows(key.scope, scope):
-            metrics.AUTH_FAILURES.labels("403").inc()
-            raise Forbidden(f"this key has scope {key.scope!r}; this needs {scope!r}")
-        return key
+        return await authorize(services, request.headers.get("authorization"), scope)
 
     dependency.__name__ = f"require_{scope}"
     return dependency

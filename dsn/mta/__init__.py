@@ -11,7 +11,8 @@ Order, and why:
    and its phrases) before ``exim`` (Gmail copies Exim's X-Failed-Recipients header);
    ``postfix``, ``qmail`` (also Yahoo!), ``sendmail`` (also V5 sendmail and imitators);
    ``exchange`` (2003 and the Exchange 2007+/Office 365 text notices); ``domino``,
-   ``notes``, ``mailmarshal``.
+   ``notes``, ``mailmarshal``; ``imail`` (by its X-Mailer) and ``kddi`` (whose notices come
+   from ``no-reply@`` with the subject "Mail", so only its own parser can claim them).
 
 Every parser returns ``None`` for messages that are not its format.  The text scanner in
 ``dsn.mta.fallback`` is not in this list: it runs only for messages that look like bounces
@@ -28,6 +29,8 @@ from dsn.mta import (
     exchange,
     exim,
     gmail,
+    imail,
+    kddi,
     mailmarshal,
     notes,
     postfix,
@@ -51,4 +54,6 @@ PARSERS: Final[tuple[tuple[str, Parser], ...]] = (
     ("domino", domino.parse),
     ("notes", notes.parse),
     ("mailmarshal", mailmarshal.parse),
+    ("imail", imail.parse),
+    ("kddi", kddi.parse),
 )

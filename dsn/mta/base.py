@@ -54,11 +54,26 @@ _REPLY: Final = re.compile(
 )
 
 
+def _first_failure(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
+    """The first match whose code is a failure (4xx/5xx), else the first match at all.
+
+    A transcript ("250 2.1.5 Ok ... 451 4.3.0 Error") reports the failure last; a success
+    code only speaks for a text with no failure in it (a delivery report).
+    """
+    first = None
+    for match in pattern.finditer(text):
+        if match.group(1)[0] != "2":
+            return match
+        if first is None:
+            first = match
+    return first
+
+
 def find_status(text: str | None) -> str | None:
-    """The first enhanced status code (RFC 3463) in a text."""
+    """The enhanced status code (RFC 3463) in a text: the first failure, else the first."""
     if not text:
         return None
-    match = _STATUS.search(text)
+    match = _first_failure(_STATUS, text)
     return ".".join(match.groups()) if match else None
 
 
@@ -66,8 +81,12 @@ def find_reply_code(text: str | None) -> int | None:
     """The SMTP reply code in a diagnostic text: ``550 5.1.1 ...`` or ``... said: 550 ...``."""
     if not text:
         return None
-    match = _REPLY_STATUS.search(text) or _REPLY.search(text)
-    return int(match.group(1)) if match else None
+    paired = _first_failure(_REPLY_STATUS, text)
+    if paired is None or paired.group(1)[0] == "2":
+        alone = _first_failure(_REPLY, text)
+        if alone is not None and (paired is None or alone.group(1)[0] != "2"):
+            return int(alone.group(1))
+    return int(paired.group(1)) if paired else None
 
 
 def section(text: str, start: re.Pattern[str] | None, end: re.Pattern[str] | None) -> str:
@@ -123,6 +142,10 @@ _ANCHORS: Final = [
     ),
 ]
 _WHOLE_LINE: Final = frozenset({4, 5})  # anchors whose own line is part of the explanation
+# Lines that begin a new statement, never the continuation of a recipient's explanation:
+# sendmail's per-host verdict ("550 example.org (smtp)... 550 Host unknown") and its
+# session lines ("While talking to mx.example.org:", ">>> DATA").
+_STATEMENT: Final = re.compile(r"^[ \t]*(?:[245]\d\d [^\s<]+ \(\w+\)\.\.\.|While talking to |>>> )")
 _HAS_CODE: Final = re.compile(r"(?<![\d.])[245]\d\d(?:[ -]|$)|(?<![\d.])[245]\.\d{1,3}\.\d{1,3}")
 _BLANK_STOP: Final = 2
 
@@ -162,15 +185,17 @@ def scan_text(
                 if blanks >= _BLANK_STOP and len(chunk) > 1:
                     break
                 continue
+            if ("..." in line or "W" in line or ">>>" in line) and _STATEMENT.match(line):
+                break
             blanks = 0
             chunk.append(line)
         diagnostic = " ".join(" ".join(chunk).split())
+        entry = found.get(addr)
         if not _HAS_CODE.search(diagnostic):
             # The explanation sometimes precedes the address ("account is disabled.\n<addr>").
             previous = _previous_line(lines, index, anchors[position - 1][0] if position else -1)
-            if previous:
+            if previous and (entry is None or previous not in entry.diagnostic):
                 diagnostic = f"{previous} {diagnostic}".strip()
-        entry = found.get(addr)
         if entry is None:
             found[addr] = Found(recipient=addr, diagnostic=diagnostic)
         elif diagnostic and diagnostic not in entry.diagnostic:

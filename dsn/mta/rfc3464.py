@@ -95,8 +95,13 @@ def parse_records(texts: list[str]) -> tuple[dict[str, str], list[dict[str, str]
                 if name not in _RECIPIENT_FIELDS:
                     per_message.setdefault(name, value)
                     continue
+                # Original-Recipient may precede (most MTAs) or directly follow (Postfix,
+                # SES) its Final-Recipient (§2.3 sets no order); after other fields of a
+                # record that has a Final-Recipient, it opens the next record.
                 starts_new = (name in current and name != "diagnostic-code") or (
-                    name == "original-recipient" and "final-recipient" in current
+                    name == "original-recipient"
+                    and "final-recipient" in current
+                    and next(reversed(current)) != "final-recipient"
                 )
                 if starts_new and current:
                     records.append(current)

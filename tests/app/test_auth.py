@@ -19,6 +19,7 @@ ROUTES: list[tuple[str, str, dict[str, object], str]] = [
     ("GET", f"/v1/suppressions/{ADDR}/history", {}, "read"),
     ("PUT", f"/v1/suppressions/{ADDR}", {"json": {"reason": "manual"}}, "write"),
     ("DELETE", f"/v1/suppressions/{ADDR}", {"params": {"reason": "test run"}}, "write"),
+    ("POST", "/v1/tokens", {"json": {"recipients": [ADDR]}}, "write"),
 ]
 
 
@@ -29,6 +30,8 @@ def test_every_api_route_is_in_the_matrix() -> None:
         (method.upper(), path) for path, item in build_spec()["paths"].items() for method in item
     }
     public = {("GET", "/healthz"), ("GET", "/readyz")}
+    # The signed token is the authority for one-click unsubscribes (RFC 8058): no API key.
+    public |= {("GET", "/v1/unsubscribe/{token}"), ("POST", "/v1/unsubscribe/{token}")}
     covered = {(m, p.replace(ADDR, "{address}")) for m, p, _, _ in ROUTES}
     assert paths - public == covered
 
@@ -74,7 +77,7 @@ async def test_keys_are_hashed_and_revocable(env: Env) -> None:
     for key in env.keys.values():
         assert key not in stored
         assert hash_key(key) in stored
-    info, key = await env.services.keys.create("temp", "check", actor="tests")
+    _, key = await env.services.keys.create("temp", "check", actor="tests")
     headers = {"Authorization": f"Bearer {key}"}
     params = {"address": ADDR}
     assert (await env.client.get("/v1/check", params=params, headers=headers)).status_code == 200

@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from sqlalchemy import select
 
 from app.models import AuditEntry
 from app.suppressions import SuppressRequest
 from tests.conftest import Env
-
 
 
 async def suppress(env: Env, address: str, **body: object) -> dict[str, object]:

@@ -74,6 +74,38 @@ def test_records_split_on_repeated_recipient_without_blank_lines() -> None:
 
 
 @pytest.mark.parametrize(
+    "text",
+    [
+        # Postfix: Original-Recipient right after its Final-Recipient
+        "Final-Recipient: rfc822; a@example.org\nOriginal-Recipient: rfc822; x@example.org\n"
+        "Action: failed\nStatus: 4.0.0\n",
+        # Amazon SES inbound: Action first
+        "Action: failed\nFinal-Recipient: rfc822; a@example.org\n"
+        "Original-Recipient: rfc822; x@example.org\nStatus: 4.0.0\n",
+        # most MTAs: Original-Recipient first
+        "Original-Recipient: rfc822; x@example.org\nFinal-Recipient: rfc822; a@example.org\n"
+        "Action: failed\nStatus: 4.0.0\n",
+    ],
+)
+def test_original_recipient_in_any_order_is_one_record(text: str) -> None:
+    _, records = parse_records([text + "\n" + text.replace("a@", "b@").replace("x@", "y@")])
+    assert [(r["final-recipient"], r["original-recipient"], r["status"]) for r in records] == [
+        ("rfc822; a@example.org", "rfc822; x@example.org", "4.0.0"),
+        ("rfc822; b@example.org", "rfc822; y@example.org", "4.0.0"),
+    ]
+
+
+def test_original_recipient_after_a_finished_record_opens_the_next() -> None:
+    text = (
+        "Final-Recipient: rfc822; a@example.org\nAction: failed\nStatus: 5.1.1\n"
+        "Original-Recipient: rfc822; y@example.org\nFinal-Recipient: rfc822; b@example.org\n"
+        "Action: failed\nStatus: 5.2.2\n"
+    )
+    _, records = parse_records([text])
+    assert [r.get("original-recipient") for r in records] == [None, "rfc822; y@example.org"]
+
+
+@pytest.mark.parametrize(
     ("value", "expected"),
     [
         ("rfc822; <User@Example.ORG>", "user@example.org"),
@@ -108,6 +140,25 @@ def test_status_and_reply_code_from_text() -> None:
     assert find_status("host 10.5.4.3 said nothing") is None
     assert find_reply_code("host mx said: 552 5.2.2 mailbox full") == 552
     assert find_reply_code("message of 550 bytes") is None
+
+
+def test_a_transcript_reports_its_failure_not_the_replies_before_it() -> None:
+    transcript = "Out: 250 2.1.5 Ok In: DATA Out: 354 End data Out: 451 4.3.0 Error In: QUIT"
+    assert find_status(transcript) == "4.3.0"
+    assert find_reply_code(transcript) == 451
+    assert find_reply_code("250 2.1.5 Ok then 550 rejected") == 550
+    assert find_status("250 2.0.0 Ok: queued") == "2.0.0"  # a delivery report keeps its own
+
+
+def test_sendmail_host_verdict_is_not_the_recipient_above_it() -> None:
+    text = (
+        "554 <a@example.edu>... Remote protocol error\n"
+        "550 example.org (smtp)... 550 Host unknown\n"
+        "554 <b@example.org>... 550 Host unknown (Authoritative answer from name server)\n"
+    )
+    found = {f.recipient: f.diagnostic for f in scan_text(text)}
+    assert "Host unknown" not in found["a@example.edu"]
+    assert "Host unknown" in found["b@example.org"]
 
 
 def test_multi_recipient_report() -> None:
@@ -273,3 +324,20 @@ def test_unreadable_input_raises_parse_error(raw: object) -> None:
 )
 def test_garbage_never_raises(raw: bytes) -> None:
     analyse_message(raw)
+
+
+def test_a_boundary_that_prefixes_another_splits_only_its_own_parts() -> None:
+    raw = (
+        b"From: MAILER-DAEMON@mx.example.net\nSubject: Undelivered Mail\n"
+        b'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\n\n'
+        b'--b\nContent-Type: multipart/alternative; boundary="b2"\n\n'
+        b"--b2\nContent-Type: text/plain\n\nDelivery failed.\n--b2--\n"
+        b"--b\nContent-Type: message/delivery-status\n\n"
+        b"Reporting-MTA: dns; mx.example.net\n\n"
+        b"Final-Recipient: rfc822; a@example.org\nAction: failed\nStatus: 5.1.1\n"
+        b"--b  \nContent-Type: message/rfc822\n\nFrom: news@example.com\nTo: a@example.org\n"
+        b"Message-ID: <m1@example.com>\n\nHello.\n--b--\nepilogue\n"
+    )
+    analysis = analyse_message(raw)
+    assert [(r.recipient, r.status) for r in analysis.results] == [("a@example.org", "5.1.1")]
+    assert analysis.original_message_id == "m1@example.com"

@@ -1,0 +1,744 @@
+"""From a parsed message to suppressions and events: the policy every intake path goes through.
+
+Who the message is about
+    A bounce comes back to the envelope sender we used; when that is one of our signed return
+    paths, or the returned original carries a valid ``X-Stoplist-Ref``, the recipient and stream
+    come from the signed reference, not from the report's text (``verified``). A reference that is
+    present but does not verify (forged, expired, unknown key, malformed) means the report is
+    recorded and never applied, whatever the settings say; with ``require_signed_bounces`` /
+    ``require_signed_reports`` an unsigned report is recorded and never applied either.
+    Without signing keys no reference can be checked: reports are applied as parsed.
+
+What happens (one row per recipient; duplicate results for one recipient keep the strongest):
+
+    =========================  =============================================================
+    bounce, outcome ``hard``   global permanent suppression (event ``bounce``)
+    bounce, outcome ``soft``   event ``bounce``; at ``soft_bounce_threshold`` soft bounces
+                               within ``soft_bounce_window_h``, a global suppression that
+                               expires after ``soft_suppression_days`` (event ``soft_threshold``)
+    bounce, outcome ``policy`` event ``policy_block`` (about the sender, never suppresses)
+    action ``delayed``         event ``delay``; never counted as a bounce
+    complaint (abuse, fraud,   global permanent ``complaint`` suppression
+    virus, other)
+    complaint ``opt-out``      ``unsubscribe`` in the report's stream; without a stream, in
+                               ``unsubscribe_default_stream`` (``marketing`` unless configured:
+                               an opt-out must not silently stop password resets)
+    complaint ``not-spam``     event ``not_spam``
+    complaint ``auth-failure`` event ``auth_failure`` (RFC 6591: about our authentication)
+    auto-reply, delivery       nothing
+    report, unknown
+    =========================  =============================================================
+
+Applying the same message twice (a retried intake, ``stoplist reprocess``) writes nothing new: a
+step whose event (address, message id, kind, outcome) already exists is skipped.
+
+Mail to the ``mailto:`` unsubscribe address (``unsubscribe+<signed>@<unsubscribe domain>``) is an
+unsubscribe, whatever its content: :func:`apply_analysis` hands it to
+:func:`apply_mailto_unsubscribe`. One-click unsubscribes (RFC 8058) go through
+:func:`unsubscribe_with_token`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import func, select
+
+from app.api.deps import Services
+from app.errors import AppError
+from app.models import Event, utcnow
+from app.settings import GLOBAL_SCOPE, STREAM_RE
+from app.signing import RejectReason, Signer, TokenError, VerifiedRef
+from app.suppressions import REASON_RE, STRENGTH, SuppressRequest
+from arf import normalise_feedback_type, outcome_for
+from dsn.model import MessageAnalysis, RecipientResult
+
+__all__ = [
+    "ApplyResult",
+    "Envelope",
+    "Step",
+    "TokenRejected",
+    "UnsubscribeResult",
+    "apply_analysis",
+    "apply_mailto_unsubscribe",
+    "preview_unsubscribe_token",
+    "unsubscribe_with_token",
+]
+
+log = logging.getLogger(__name__)
+
+# Which result wins when a report names one recipient several times.
+_RANK = {"hard": 5, "soft": 4, "policy": 3, "unsubscribe": 2, "complaint": 6, "none": 0}
+_COMPLAINT_TYPES_RECORDED = {"not-spam": "not_spam", "auth-failure": "auth_failure"}
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    mail_from: str
+    rcpt_to: list[str]
+    peer: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One thing the policy does: write a suppression, record an event, or count a soft bounce."""
+
+    action: Literal["suppress", "record", "soft_bounce"]
+    address: str
+    kind: str  # the event kind
+    source: str  # bounce | complaint | unsubscribe
+    outcome: str | None = None
+    reason: str | None = None
+    stream: str | None = None  # None = global
+    verified: bool = False
+    rule_id: str | None = None
+    status: str | None = None
+    reply_code: int | None = None
+    diagnostic: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "address": self.address,
+            "kind": self.kind,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "scope": self.stream or GLOBAL_SCOPE,
+            "verified": self.verified,
+            "rule_id": self.rule_id,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    applied: int  # suppressions written (or that would be, in a dry run)
+    recorded: int  # events written without a suppression
+    ignored: int  # results with nothing to do, or already applied
+    verified: bool  # a signed reference named the recipient
+    notes: list[str]
+    steps: list[dict[str, Any]] = field(default_factory=list)  # what was (or would be) done
+
+
+@dataclass(frozen=True, slots=True)
+class UnsubscribeResult:
+    address: str
+    scope: str
+    already: bool  # the address was already unsubscribed in that scope: nothing written
+    stream_defaulted: bool
+
+
+class TokenRejected(AppError):
+    """A reference that does not verify: 400 malformed, 410 expired, 404 otherwise."""
+
+    error = "invalid_token"
+
+    def __init__(self, exc: TokenError) -> None:
+        super().__init__({"reason": str(exc.reason), "message": _TOKEN_MESSAGES[exc.reason]})
+        self.reason = exc.reason
+        self.status_code = {RejectReason.MALFORMED: 400, RejectReason.EXPIRED: 410}.get(
+            exc.reason, 404
+        )
+
+
+_TOKEN_MESSAGES = {
+    RejectReason.MALFORMED: "this is not a valid unsubscribe link; check it was copied whole",
+    RejectReason.UNKNOWN_KEY: "this unsubscribe link is not known here",
+    RejectReason.FORGED: "this unsubscribe link is not known here",
+    RejectReason.TAMPERED: "this unsubscribe link is not known here",
+    RejectReason.EXPIRED: "this unsubscribe link has expired; use the link in a recent message",
+}
+
+
+class SigningDisabled(AppError):
+    status_code = 404
+    error = "not_found"
+
+
+# ------------------------------------------------------------------------------------ entry
+
+
+async def apply_analysis(
+    services: Services,
+    *,
+    message_id: int | None,
+    analysis: MessageAnalysis,
+    envelope: Envelope,
+    dry_run: bool = False,
+) -> ApplyResult:
+    """Apply one parsed message; in a dry run, say what would be done and write nothing."""
+    signer = services.signer
+    if signer is not None:
+        unsub = [r for r in envelope.rcpt_to if signer.is_unsubscribe_address(r)]
+        if unsub:
+            return await apply_mailto_unsubscribe(
+                services, rcpt=unsub[0], message_id=message_id, dry_run=dry_run
+            )
+    plan = _plan(services, analysis, envelope)
+    return await _execute(services, plan, message_id=message_id, dry_run=dry_run)
+
+
+async def apply_mailto_unsubscribe(
+    services: Services, *, rcpt: str, message_id: int | None, dry_run: bool = False
+) -> ApplyResult:
+    """Mail sent to a ``mailto:`` unsubscribe address (RFC 2369): the address is the authority.
+
+    The address form is tried first (it survives MTAs that fold case), then a compact token after
+    ``<prefix>+``. A reference that does not verify changes nothing; an expired but genuine one is
+    recorded on its recipient so support can see the request.
+    """
+    signer = services.signer
+    if signer is None:
+        return ApplyResult(0, 0, 1, False, ["unsubscribe address, but no signing keys configured"])
+    try:
+        ref = _verify_mailto(signer, rcpt)
+    except TokenError as exc:
+        note = f"mailto unsubscribe refused: {exc.reason} ({exc.detail})"
+        if exc.expired_ref is None:
+            return ApplyResult(0, 0, 1, False, [note])
+        step = _unverified_unsubscribe(exc.expired_ref, "mailto", exc.reason)
+        plan = _Plan(steps=[step], notes=[note])
+        return await _execute(services, plan, message_id=message_id, dry_run=dry_run)
+    stream, defaulted = _unsubscribe_stream(services, ref.stream)
+    step = Step(
+        "suppress",
+        ref.recipient,
+        kind="unsubscribe",
+        source="unsubscribe",
+        outcome="unsubscribe",
+        reason="mailto",
+        stream=stream,
+        verified=True,
+        detail={"via": "mailto", "key_id": ref.key_id, "stream_defaulted": defaulted},
+    )
+    plan = _Plan(steps=[step], verified=True)
+    return await _execute(services, plan, message_id=message_id, dry_run=dry_run)
+
+
+def _verify_mailto(signer: Signer, rcpt: str) -> VerifiedRef:
+    try:
+        return signer.verify_unsubscribe_address(rcpt)
+    except TokenError as first:
+        local = rcpt.strip().strip("<>").rpartition("@")[0]
+        token = local.partition("+")[2]
+        try:
+            return signer.verify_unsubscribe_token(token)
+        except TokenError as second:
+            raise (first if first.reason != RejectReason.MALFORMED else second) from None
+
+
+async def preview_unsubscribe_token(services: Services, token: str) -> VerifiedRef:
+    """What a one-click token would unsubscribe, without doing it (the GET confirmation page)."""
+    signer = services.signer
+    if signer is None:
+        raise SigningDisabled("unsubscribe links are not enabled on this server")
+    try:
+        return signer.verify_unsubscribe_token(token)
+    except TokenError as exc:
+        raise TokenRejected(exc) from None
+
+
+async def unsubscribe_with_token(
+    services: Services, token: str, *, via: str = "one_click"
+) -> UnsubscribeResult:
+    """RFC 8058 one-click: verify, then unsubscribe in the token's stream. Idempotent."""
+    ref = await preview_unsubscribe_token(services, token)
+    stream, defaulted = _unsubscribe_stream(services, ref.stream)
+    scope = stream or GLOBAL_SCOPE
+    # A repeated click (or a provider retrying its POST) writes nothing new.
+    (entries,) = await services.suppressions.lookup_entries([ref.recipient])
+    for e in entries or ():
+        if (
+            e.scope == scope
+            and e.expires is None
+            and STRENGTH.get(e.outcome, 0) >= STRENGTH["unsubscribe"]
+        ):
+            return UnsubscribeResult(ref.recipient, scope, True, defaulted)
+    await services.suppressions.suppress(
+        SuppressRequest(
+            address=ref.recipient,
+            outcome="unsubscribe",
+            reason=via,
+            source="unsubscribe",
+            stream=stream,
+            verified=True,
+            event_kind="unsubscribe",
+            detail={"via": via, "key_id": ref.key_id, "stream_defaulted": defaulted},
+        )
+    )
+    return UnsubscribeResult(ref.recipient, scope, False, defaulted)
+
+
+# ------------------------------------------------------------------------------------ planning
+
+
+@dataclass(slots=True)
+class _Plan:
+    steps: list[Step] = field(default_factory=list)
+    ignored: int = 0
+    verified: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def _plan(services: Services, analysis: MessageAnalysis, envelope: Envelope) -> _Plan:
+    if analysis.kind == "complaint":
+        return _plan_complaint(services, analysis)
+    if analysis.kind in ("bounce", "delay"):
+        return _plan_bounce(services, analysis, envelope)
+    return _Plan(ignored=len(analysis.results), notes=[f"{analysis.kind}: nothing to apply"])
+
+
+def _verify_refs(
+    services: Services, candidates: list[tuple[str, str]]
+) -> tuple[VerifiedRef | None, list[str]]:
+    """(the verified reference, failures) over (where, value) candidates.
+
+    ``where`` is ``return_path`` (an address) or ``ref`` (an X-Stoplist-Ref token).
+    """
+    signer = services.signer
+    if signer is None:
+        return None, []
+    found: VerifiedRef | None = None
+    failures: list[str] = []
+    for where, value in candidates:
+        try:
+            if where == "return_path":
+                if not signer.is_return_path(value):
+                    continue
+                ref = signer.verify_return_path(value)
+            else:
+                ref = signer.verify_ref_token(value)
+        except TokenError as exc:
+            failures.append(f"{where}: {exc.reason}")
+            continue
+        if found is not None and found.recipient != ref.recipient:
+            failures.append(f"{where}: names {ref.recipient}, another reference names another")
+            continue
+        found = found or ref
+    return found, failures
+
+
+def _plan_bounce(services: Services, analysis: MessageAnalysis, envelope: Envelope) -> _Plan:
+    settings = services.settings
+    candidates = [("return_path", r) for r in envelope.rcpt_to]
+    if analysis.ref_token:
+        candidates.append(("ref", analysis.ref_token))
+    ref, failures = _verify_refs(services, candidates)
+    by_recipient = _strongest_per_recipient(analysis.results)
+    plan = _Plan(verified=ref is not None and not failures)
+    header_stream = _safe_stream(analysis.stream)
+
+    if failures or (ref is None and settings.require_signed_bounces):
+        why = ", ".join(failures) if failures else "unsigned"
+        plan.verified = False
+        plan.notes.append(f"bounce not applied: {why}")
+        for addr, result in by_recipient.items():
+            plan.steps.append(
+                _record_from_result(
+                    "unverified_bounce", addr, result, header_stream, False, why=why
+                )
+            )
+        return plan
+
+    if ref is not None:
+        # The signed recipient is the one that bounced, whatever the report's text names.
+        chosen = by_recipient.get(ref.recipient) or _strongest(list(by_recipient.values()))
+        others = [a for a in by_recipient if a != ref.recipient]
+        if others:
+            plan.notes.append(
+                f"signed recipient {ref.recipient}; report also names {', '.join(others)}"
+            )
+            plan.ignored += len(others) - (0 if ref.recipient in by_recipient else 1)
+        if chosen is None:
+            plan.notes.append("signed reference but no recipient result")
+            return plan
+        _bounce_step(plan, ref.recipient, chosen, ref.stream, verified=True, ref=ref)
+        return plan
+
+    for addr, result in by_recipient.items():
+        _bounce_step(plan, addr, result, result.stream or header_stream, verified=False, ref=None)
+    return plan
+
+
+def _bounce_step(
+    plan: _Plan,
+    address: str,
+    result: RecipientResult,
+    stream: str | None,
+    *,
+    verified: bool,
+    ref: VerifiedRef | None,
+) -> None:
+    stream = _safe_stream(stream)
+    extra: dict[str, Any] = {"remote_mta": result.remote_mta, "action": result.action}
+    if ref is not None:
+        extra["key_id"] = ref.key_id
+        if result.recipient != address:
+            extra["reported_recipient"] = result.recipient
+    if result.action == "delayed":
+        plan.steps.append(_record_from_result("delay", address, result, stream, verified, **extra))
+    elif result.outcome == "hard":
+        plan.steps.append(
+            Step(
+                "suppress",
+                address,
+                kind="bounce",
+                source="bounce",
+                outcome="hard",
+                reason=_reason(result.reason),
+                stream=None,  # a dead mailbox is dead for every stream
+                verified=verified,
+                rule_id=result.rule_id,
+                status=result.status,
+                reply_code=result.reply_code,
+                diagnostic=result.diagnostic or None,
+                detail={**extra, "stream": stream},
+            )
+        )
+    elif result.outcome == "soft":
+        step = _record_from_result("bounce", address, result, stream, verified, **extra)
+        plan.steps.append(_replace_action(step, "soft_bounce"))
+    elif result.outcome == "policy":
+        plan.steps.append(
+            _record_from_result("policy_block", address, result, stream, verified, **extra)
+        )
+    else:
+        plan.ignored += 1
+
+
+def _plan_complaint(services: Services, analysis: MessageAnalysis) -> _Plan:
+    settings = services.settings
+    ft = normalise_feedback_type(analysis.feedback_type)
+    candidates: list[tuple[str, str]] = []
+    if analysis.ref_token:
+        candidates.append(("ref", analysis.ref_token))
+    if analysis.original_sender:
+        # The returned message's envelope sender: our signed return path, when we used one.
+        candidates.append(("return_path", analysis.original_sender))
+    ref, failures = _verify_refs(services, candidates)
+    named = analysis.results[0] if analysis.results else None
+    plan = _Plan(verified=ref is not None and not failures)
+    base_detail: dict[str, Any] = {
+        "feedback_type": ft,
+        "source_ip": analysis.source_ip,
+        "reporter": analysis.mta,
+        "original_message_id": analysis.original_message_id,
+    }
+
+    if failures or (ref is None and settings.require_signed_reports):
+        why = ", ".join(failures) if failures else "unsigned"
+        plan.verified = False
+        plan.notes.append(f"complaint not applied: {why}")
+        if named is not None:
+            plan.steps.append(
+                Step(
+                    "record",
+                    named.recipient,
+                    kind="unverified_complaint",
+                    source="complaint",
+                    outcome=named.outcome,
+                    reason=_reason(named.reason),
+                    stream=_safe_stream(analysis.stream),
+                    rule_id=named.rule_id,
+                    detail={**base_detail, "why": why},
+                )
+            )
+        else:
+            plan.ignored += 1
+        return plan
+
+    if ref is not None:
+        address, stream, verified = ref.recipient, ref.stream, True
+        base_detail["key_id"] = ref.key_id
+    elif named is not None:
+        address, stream, verified = named.recipient, _safe_stream(analysis.stream), False
+    else:
+        plan.ignored += 1
+        plan.notes.append("complaint names no recipient (redacted) and carries no reference")
+        return plan
+    if len(analysis.results) > 1 and ref is None:
+        plan.ignored += len(analysis.results) - 1
+        plan.notes.append("complaint names several recipients: the first one is used")
+
+    rule_id = named.rule_id if named is not None else f"arf-{ft}"
+    outcome, reason = outcome_for(ft)
+    if ft in _COMPLAINT_TYPES_RECORDED:
+        plan.steps.append(
+            Step(
+                "record",
+                address,
+                kind=_COMPLAINT_TYPES_RECORDED[ft],
+                source="complaint",
+                outcome=None,
+                reason=_reason(reason),
+                stream=stream,
+                verified=verified,
+                rule_id=rule_id,
+                detail=base_detail,
+            )
+        )
+    elif outcome == "unsubscribe":
+        scope_stream, defaulted = _unsubscribe_stream(services, stream)
+        plan.steps.append(
+            Step(
+                "suppress",
+                address,
+                kind="unsubscribe",
+                source="unsubscribe",
+                outcome="unsubscribe",
+                reason=_reason(reason),
+                stream=scope_stream,
+                verified=verified,
+                rule_id=rule_id,
+                detail={**base_detail, "via": "feedback_loop", "stream_defaulted": defaulted},
+            )
+        )
+    else:
+        plan.steps.append(
+            Step(
+                "suppress",
+                address,
+                kind="complaint",
+                source="complaint",
+                outcome="complaint",
+                reason=_reason(reason),
+                stream=None,  # a spam complaint stops all mail to the address
+                verified=verified,
+                rule_id=rule_id,
+                detail={**base_detail, "stream": stream},
+            )
+        )
+    return plan
+
+
+def _unverified_unsubscribe(ref: VerifiedRef, via: str, why: str) -> Step:
+    return Step(
+        "record",
+        ref.recipient,
+        kind="unverified_unsubscribe",
+        source="unsubscribe",
+        stream=_safe_stream(ref.stream),
+        detail={"via": via, "why": str(why), "issued_at": ref.issued_at.isoformat()},
+    )
+
+
+# ----------------------------------------------------------------------------------- execution
+
+
+async def _execute(
+    services: Services, plan: _Plan, *, message_id: int | None, dry_run: bool
+) -> ApplyResult:
+    applied = recorded = 0
+    ignored = plan.ignored
+    notes = list(plan.notes)
+    done: list[dict[str, Any]] = []
+    for step in plan.steps:
+        if message_id is not None and await _already_applied(services, step, message_id):
+            ignored += 1
+            notes.append(f"{step.address}: {step.kind} already applied for this message")
+            continue
+        if step.action == "suppress":
+            if not dry_run:
+                await services.suppressions.suppress(_request(step, message_id))
+            applied += 1
+        elif step.action == "record":
+            if not dry_run:
+                await record_event(services, step, message_id=message_id)
+            recorded += 1
+        else:
+            suppressed = await _soft_bounce(services, step, message_id=message_id, dry_run=dry_run)
+            if suppressed:
+                applied += 1
+                notes.append(f"{step.address}: soft bounce threshold reached")
+            else:
+                recorded += 1
+        done.append(step.to_json())
+    return ApplyResult(applied, recorded, ignored, plan.verified, notes, done)
+
+
+async def record_event(services: Services, step: Step, *, message_id: int | None) -> None:
+    """An event that suppresses nothing (delay, policy block, not-spam, unverified report)."""
+    async with services.db.write([step.address]) as s:
+        s.add(_event(step, message_id, utcnow()))
+
+
+async def _soft_bounce(
+    services: Services, step: Step, *, message_id: int | None, dry_run: bool
+) -> bool:
+    """Record a soft bounce; suppress for a while once there are enough in the window."""
+    settings = services.settings
+    now = utcnow()
+    since = now - timedelta(hours=settings.soft_bounce_window_h)
+    count_q = select(func.count(Event.id)).where(
+        Event.address == step.address,
+        Event.kind == "bounce",
+        Event.outcome == "soft",
+        Event.created_at >= since,
+    )
+    if dry_run:
+        async with services.db.read() as s:
+            count = int((await s.scalar(count_q)) or 0) + 1
+    else:
+        # Record and count under the address's write lock, so concurrent soft bounces for one
+        # address cannot each miss the threshold.
+        async with services.db.write([step.address]) as s:
+            s.add(_event(step, message_id, now))
+            await s.flush()
+            count = int((await s.scalar(count_q)) or 0)
+    if count < settings.soft_bounce_threshold:
+        return False
+    if not dry_run:
+        await services.suppressions.suppress(
+            SuppressRequest(
+                address=step.address,
+                outcome="soft",
+                reason=step.reason or "unclassified",
+                source="bounce",
+                expires_at=now + timedelta(days=settings.soft_suppression_days),
+                verified=step.verified,
+                event_kind="soft_threshold",
+                rule_id=step.rule_id,
+                status=step.status,
+                reply_code=step.reply_code,
+                diagnostic=step.diagnostic,
+                message_id=message_id,
+                detail={
+                    "soft_bounces": count,
+                    "window_h": settings.soft_bounce_window_h,
+                    "days": settings.soft_suppression_days,
+                },
+            )
+        )
+    return True
+
+
+async def _already_applied(services: Services, step: Step, message_id: int) -> bool:
+    kind = "bounce" if step.action == "soft_bounce" else step.kind
+    q = select(Event.id).where(
+        Event.address == step.address,
+        Event.message_id == message_id,
+        Event.kind == kind,
+    )
+    q = q.where(Event.outcome.is_(None) if step.outcome is None else Event.outcome == step.outcome)
+    async with services.db.read() as s:
+        return (await s.scalar(q.limit(1))) is not None
+
+
+def _request(step: Step, message_id: int | None) -> SuppressRequest:
+    assert step.outcome is not None and step.reason is not None
+    return SuppressRequest(
+        address=step.address,
+        outcome=step.outcome,
+        reason=step.reason,
+        source=step.source,
+        stream=step.stream,
+        detail=step.detail,
+        verified=step.verified,
+        event_kind=step.kind,
+        rule_id=step.rule_id,
+        status=step.status,
+        reply_code=step.reply_code,
+        diagnostic=step.diagnostic,
+        message_id=message_id,
+    )
+
+
+def _event(step: Step, message_id: int | None, now: datetime) -> Event:
+    return Event(
+        created_at=now,
+        address=step.address,
+        scope=step.stream or GLOBAL_SCOPE,
+        kind=step.kind,
+        outcome=step.outcome,
+        reason=step.reason,
+        rule_id=step.rule_id,
+        status=step.status,
+        reply_code=step.reply_code,
+        diagnostic=step.diagnostic,
+        source=step.source,
+        verified=step.verified,
+        message_id=message_id,
+        detail=step.detail,
+    )
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def _strongest_per_recipient(results: list[RecipientResult]) -> dict[str, RecipientResult]:
+    out: dict[str, RecipientResult] = {}
+    for r in results:
+        addr = r.recipient.strip().lower()
+        if not addr or "@" not in addr:
+            continue
+        best = out.get(addr)
+        if best is None or _rank(r) > _rank(best):
+            out[addr] = r
+    return out
+
+
+def _strongest(results: list[RecipientResult]) -> RecipientResult | None:
+    return max(results, key=_rank, default=None)
+
+
+def _rank(r: RecipientResult) -> int:
+    # A failure outranks a delay report for the same recipient.
+    return _RANK.get(r.outcome, 0) * 2 + (0 if r.action == "delayed" else 1)
+
+
+def _record_from_result(
+    kind: str,
+    address: str,
+    result: RecipientResult,
+    stream: str | None,
+    verified: bool,
+    **detail: Any,
+) -> Step:
+    return Step(
+        "record",
+        address,
+        kind=kind,
+        source="bounce",
+        outcome=None if kind == "delay" else result.outcome,
+        reason=_reason(result.reason),
+        stream=_safe_stream(stream),
+        verified=verified,
+        rule_id=result.rule_id,
+        status=result.status,
+        reply_code=result.reply_code,
+        diagnostic=result.diagnostic or None,
+        detail={k: v for k, v in detail.items() if v is not None},
+    )
+
+
+def _replace_action(step: Step, action: Literal["suppress", "record", "soft_bounce"]) -> Step:
+    from dataclasses import replace
+
+    return replace(step, action=action)
+
+
+def _reason(reason: str | None) -> str:
+    return reason if reason and REASON_RE.match(reason) else "unclassified"
+
+
+def _safe_stream(stream: str | None) -> str | None:
+    """A stream name from a header we do not control: valid, or none at all."""
+    if not stream:
+        return None
+    text = stream.strip().lower()
+    if text == GLOBAL_SCOPE or not STREAM_RE.match(text):
+        return None
+    return text
+
+
+def _unsubscribe_stream(services: Services, stream: str | None) -> tuple[str | None, bool]:
+    """(scope stream or None for global, whether the default was used)."""
+    stream = _safe_stream(stream)
+    if stream is not None:
+        return stream, False
+    default = services.settings.unsubscribe_default_stream
+    return (None if default == GLOBAL_SCOPE else default), True
