@@ -251,7 +251,7 @@ class RedisCache:
             key = prefix + address.encode()
             parts.append(b"$%d\r\n%b\r\n" % (len(key), key))
         pool = self._client.connection_pool
-        conn = await pool.get_connection()
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             await conn.send_packed_command(b"".join(parts), check_health=False)
             values = await conn.read_response()

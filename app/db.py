@@ -1,14 +1,16 @@
 """Engine, sessions and the write discipline shared by every service.
 
-Writes to one address are serialised: on PostgreSQL by a transaction-scoped advisory lock keyed on
-the address, on SQLite (one process, one writer) by a process-wide lock. That makes the per-address
-revision sum a strictly growing version the cache can trust.
+``Database.write(addresses)`` is a transaction that commits on success. Given addresses, it also
+serialises writers of those addresses (read-then-write logic such as soft-bounce counting): on
+PostgreSQL with transaction-scoped advisory locks, on SQLite (one process, one writer) with a
+process-wide lock that every write takes anyway.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -31,16 +34,28 @@ def _advisory_key(address: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+_LOCK_MANY = text(
+    "SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS k ORDER BY k"
+)
+
+
 class Database:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, *, pool_size: int | None = None, pre_ping: bool = True
+    ) -> None:
+        """``pre_ping=False`` for engines whose callers retry anyway (the intake's): the ping
+        costs up to three round trips per checkout, and a dead connection then fails one attempt
+        (and invalidates the pool) instead."""
         self.settings = settings
         self.dialect = "sqlite" if settings.is_sqlite else "postgresql"
-        self.engine = self._make_engine(settings)
+        self.engine = self._make_engine(
+            settings, pool_size or settings.database_pool_size, pre_ping=pre_ping
+        )
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._sqlite_write_lock = asyncio.Lock()
 
     @staticmethod
-    def _make_engine(settings: Settings) -> AsyncEngine:
+    def _make_engine(settings: Settings, pool_size: int, *, pre_ping: bool) -> AsyncEngine:
         if settings.is_sqlite:
             path = settings.sqlite_path()
             if path is not None:
@@ -48,7 +63,7 @@ class Database:
             engine = create_async_engine(
                 settings.database_url,
                 connect_args={"timeout": 30},
-                pool_size=settings.database_pool_size,
+                pool_size=pool_size,
             )
 
             @event.listens_for(engine.sync_engine, "connect")
@@ -63,9 +78,9 @@ class Database:
         timeout = settings.database_timeout_s
         return create_async_engine(
             settings.database_url,
-            pool_size=settings.database_pool_size,
-            max_overflow=settings.database_pool_size,
-            pool_pre_ping=True,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_pre_ping=pre_ping,
             pool_timeout=timeout,
             connect_args={
                 "timeout": timeout,
@@ -88,9 +103,24 @@ class Database:
                 yield session
             return
         async with self.sessions() as session, session.begin():
-            for key in keys:
-                await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+            if len(keys) == 1:
+                await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": keys[0]})
+            elif keys:
+                # One round trip for a batch. Output expressions are evaluated after ORDER BY, so
+                # the locks are taken in key order, like every other writer: no deadlock.
+                await session.execute(_LOCK_MANY, {"keys": keys})
             yield session
+
+    @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[AsyncConnection]:
+        """A connection on which each statement commits by itself: a one-statement write is one
+        round trip, durable when it returns. Takes no address locks (SQLite: the write lock)."""
+        if self.dialect == "sqlite":
+            async with self._sqlite_write_lock, self.engine.connect() as conn:
+                yield await conn.execution_options(isolation_level="AUTOCOMMIT")
+            return
+        async with self.engine.connect() as conn:
+            yield await conn.execution_options(isolation_level="AUTOCOMMIT")
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
@@ -108,9 +138,12 @@ def run_migrations(settings: Settings) -> None:
 
     from alembic import command
 
-    root = Path(__file__).resolve().parent.parent
+    # The source tree's alembic/, or where an installed image put it (see Dockerfile).
+    scripts = os.environ.get("STOPLIST_MIGRATIONS_DIR") or str(
+        Path(__file__).resolve().parent.parent / "alembic"
+    )
     cfg = Config()
-    cfg.set_main_option("script_location", str(root / "alembic"))
+    cfg.set_main_option("script_location", scripts)
     cfg.set_main_option("sqlalchemy.url", settings.database_url)
     cfg.attributes["configure_logging"] = False
     command.upgrade(cfg, "head")

@@ -34,9 +34,10 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, Final
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Table, and_, bindparam, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -44,7 +45,7 @@ from app.api.deps import Services
 from app.db import Database
 from app.models import InboundMessage, utcnow
 from app.parsing_pool import ParseOutcome, ParsingPool
-from app.policy import ApplyResult, Envelope, apply_analysis
+from app.policy import ApplyResult, BatchItem, Envelope, apply_analysis, apply_batch
 from app.settings import Settings
 from app.suppressions import DB_ERRORS
 from dsn.model import MessageAnalysis
@@ -58,6 +59,28 @@ FAILED: Final = "failed"
 # Kinds that carry nothing to act on unless the policy says otherwise.
 NOTHING_TO_APPLY: Final = frozenset({"unknown", "auto_reply", "delivery_report"})
 _T = InboundMessage
+_TABLE: Table = InboundMessage.__table__  # type: ignore[assignment]
+# Statements run once per batch with one parameter set per message (executemany).
+_FINISH = (
+    update(_TABLE)
+    .where(_TABLE.c.id == bindparam("b_id"))
+    .values(
+        state=bindparam("b_state"),
+        error=bindparam("b_error"),
+        claimed_at=None,
+        claimed_by=None,
+        kind=bindparam("b_kind"),
+        summary=bindparam("b_summary", type_=_TABLE.c.summary.type),
+        verified=bindparam("b_verified"),
+        stream=bindparam("b_stream"),
+        processed_at=bindparam("b_at", type_=_TABLE.c.processed_at.type),
+    )
+)
+_RELEASE = (
+    update(_TABLE)
+    .where(_TABLE.c.id == bindparam("b_id"))
+    .values(state=PENDING, error=bindparam("b_error"), claimed_at=None, claimed_by=None)
+)
 
 
 def envelope_digest(mail_from: str, rcpt_to: Sequence[str], raw: bytes) -> str:
@@ -87,6 +110,41 @@ class StoredMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class IncomingMessage:
+    """What a session hands over at the end of DATA."""
+
+    mail_from: str
+    rcpt_to: list[str]
+    peer: str | None
+    raw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """How one claimed message ends: a final state, or ``pending`` again for a retry."""
+
+    id: int
+    state: str
+    kind: str | None = None
+    error: str | None = None
+    summary: dict[str, Any] | None = None
+    verified: bool = False
+    stream: str | None = None
+
+    def params(self, now: datetime) -> dict[str, Any]:
+        return {
+            "b_id": self.id,
+            "b_state": self.state,
+            "b_error": self.error[:2000] if self.error else None,
+            "b_kind": self.kind,
+            "b_summary": self.summary,
+            "b_verified": self.verified,
+            "b_stream": self.stream,
+            "b_at": now,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class StoreResult:
     id: int | None  # None for a duplicate
     duplicate: bool
@@ -100,33 +158,55 @@ class IntakeStore:
         self.instance = instance or instance_name()
 
     def _insert(self) -> Any:
-        return pg_insert(_T) if self.db.dialect == "postgresql" else sqlite_insert(_T)
+        return pg_insert(_TABLE) if self.db.dialect == "postgresql" else sqlite_insert(_TABLE)
 
     async def store(
         self, *, mail_from: str, rcpt_to: Sequence[str], peer: str | None, raw: bytes
     ) -> StoreResult:
         """Commit one accepted message (the caller answers 250 only after this returns)."""
-        digest = envelope_digest(mail_from, rcpt_to, raw)
+        [result] = await self.store_many([IncomingMessage(mail_from, list(rcpt_to), peer, raw)])
+        return result
+
+    async def store_many(self, messages: Sequence[IncomingMessage]) -> list[StoreResult]:
+        """Commit several accepted messages with one INSERT and one COMMIT, results in order.
+
+        A digest already in the table, or earlier in the same batch, is a duplicate: stored once."""
+        now = utcnow()
+        digests = [envelope_digest(m.mail_from, m.rcpt_to, m.raw) for m in messages]
+        first: dict[str, int] = {}
+        rows = []
+        for i, (m, digest) in enumerate(zip(messages, digests, strict=True)):
+            if digest in first:
+                continue
+            first[digest] = i
+            rows.append(
+                {
+                    "received_at": now,
+                    "digest": digest,
+                    "peer": (m.peer or None) and m.peer[:64],
+                    "mail_from": m.mail_from[:512],
+                    "rcpt_to": list(m.rcpt_to),
+                    "size": len(m.raw),
+                    "raw": m.raw,
+                    "state": PENDING,
+                    "attempts": 0,
+                    "verified": False,
+                }
+            )
+        # executemany: SQLAlchemy sends the rows as one multi-row INSERT (compiled once, cached).
         stmt = (
             self._insert()
-            .values(
-                received_at=utcnow(),
-                digest=digest,
-                peer=(peer or None) and peer[:64],
-                mail_from=mail_from[:512],
-                rcpt_to=list(rcpt_to),
-                size=len(raw),
-                raw=raw,
-                state=PENDING,
-                attempts=0,
-                verified=False,
-            )
             .on_conflict_do_nothing(index_elements=["digest"])
-            .returning(_T.id)
+            .returning(_TABLE.c.id, _TABLE.c.digest)
         )
-        async with self.db.write() as session:
-            new_id = (await session.execute(stmt)).scalar_one_or_none()
-        return StoreResult(id=new_id, duplicate=new_id is None)
+        # One statement in autocommit: one round trip, and durable when it returns.
+        async with self.db.autocommit() as conn:
+            new_ids = {str(d): int(i) for i, d in (await conn.execute(stmt, rows)).all()}
+        out = []
+        for i, digest in enumerate(digests):
+            new_id = new_ids.get(digest) if first[digest] == i else None
+            out.append(StoreResult(id=new_id, duplicate=new_id is None))
+        return out
 
     def _claimable(self, stale_before: datetime) -> Any:
         return and_(_T.state == PENDING, or_(_T.claimed_at.is_(None), _T.claimed_at < stale_before))
@@ -206,6 +286,29 @@ class IntakeStore:
             log.warning("message %s: claim lost before it was finished as %s", message_id, state)
         return done
 
+    async def finish_many(self, items: Sequence[Finish]) -> set[int]:
+        """Finish claimed messages in one transaction; returns the ids that were still ours."""
+        if not items:
+            return set()
+        now = utcnow()
+        async with self.db.write() as session:
+            held_q = select(_T.id).where(
+                _T.id.in_([f.id for f in items]), _T.claimed_by == self.instance
+            )
+            if self.db.dialect == "postgresql":
+                held_q = held_q.with_for_update()
+            held = set((await session.execute(held_q)).scalars())
+            final = [f.params(now) for f in items if f.id in held and f.state != PENDING]
+            again = [f.params(now) for f in items if f.id in held and f.state == PENDING]
+            if final:
+                await session.execute(_FINISH, final)
+            if again:
+                await session.execute(_RELEASE, again)
+        for f in items:
+            if f.id not in held:
+                log.warning("message %s: claim lost before it was finished as %s", f.id, f.state)
+        return held
+
     async def purge_raw(self, older_than_days: float, *, batch: int = 1000) -> int:
         """Drop the raw bytes of finished messages received before the cut-off; rows stay."""
         cutoff = utcnow() - timedelta(days=older_than_days)
@@ -264,6 +367,32 @@ def policy_applier(services: Services) -> Applier:
     return apply
 
 
+# Applies several messages at once (one transaction) with the given database engine; one result
+# per message, in order. An exception means none of them was applied.
+BatchApplier = Callable[
+    [Sequence[tuple[StoredMessage, MessageAnalysis]], Database], Awaitable[list[ApplyResult]]
+]
+
+
+def policy_batch_applier(services: Services) -> BatchApplier:
+    """``app.policy.apply_batch``: the whole batch in one transaction and one cache refresh."""
+
+    async def apply(
+        items: Sequence[tuple[StoredMessage, MessageAnalysis]], db: Database
+    ) -> list[ApplyResult]:
+        batch = [
+            BatchItem(
+                msg.id,
+                analysis,
+                Envelope(mail_from=msg.mail_from, rcpt_to=list(msg.rcpt_to), peer=msg.peer),
+            )
+            for msg, analysis in items
+        ]
+        return await apply_batch(services, batch, db=db)
+
+    return apply
+
+
 def summarise(analysis: MessageAnalysis, result: ApplyResult | None) -> dict[str, Any]:
     """What is kept on the row about one run; ``reprocess`` compares two of these."""
     summary: dict[str, Any] = {
@@ -301,15 +430,17 @@ def state_for(analysis: MessageAnalysis, result: ApplyResult) -> str:
 
 @dataclass(slots=True)
 class IntakeStats:
-    """Timing counters (seconds summed over messages) for the benchmark and /metrics."""
+    """Counters and timings (seconds summed over batches) for the benchmark and /metrics."""
 
     stored: int = 0
     duplicates: int = 0
+    store_batches: int = 0
     store_s: float = 0.0
     processed: int = 0
     ignored: int = 0
     failed: int = 0
     retried: int = 0
+    batches: int = 0
     claim_s: float = 0.0
     parse_s: float = 0.0
     apply_s: float = 0.0
@@ -319,8 +450,107 @@ class IntakeStats:
         return dataclasses.asdict(self)
 
 
+class GroupCommit:
+    """Sessions that finish DATA at the same time share one INSERT and one COMMIT.
+
+    One commit is in flight at a time; messages arriving meanwhile wait, and the next commit takes
+    all of them (up to ``max_messages`` / ``max_bytes``). Each waiter gets the result of the
+    commit that held its message, only after that commit returned, or that commit's exception:
+    nobody is acknowledged before their bytes are durable, and a failed commit fails every session
+    in it. A waiter that gave up before its commit started (the storage timeout) is left out.
+    """
+
+    def __init__(
+        self,
+        store: IntakeStore,
+        stats: IntakeStats,
+        after_commit: Callable[[IncomingMessage, StoreResult], None],
+        *,
+        max_messages: int = 256,
+        max_bytes: int = 32 * 1024 * 1024,
+    ) -> None:
+        self.store = store
+        self.stats = stats
+        self.after_commit = after_commit
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self._waiting: list[tuple[IncomingMessage, asyncio.Future[StoreResult]]] = []
+        self._committing: list[tuple[IncomingMessage, asyncio.Future[StoreResult]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def store_message(self, msg: IncomingMessage) -> StoreResult:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[StoreResult] = loop.create_future()
+        self._waiting.append((msg, future))
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._run(), name="intake-group-commit")
+        return await future
+
+    def _take(self) -> list[tuple[IncomingMessage, asyncio.Future[StoreResult]]]:
+        size = 0
+        n = 0
+        for msg, _ in self._waiting:
+            if n and (n >= self.max_messages or size + len(msg.raw) > self.max_bytes):
+                break
+            size += len(msg.raw)
+            n += 1
+        batch, self._waiting = self._waiting[:n], self._waiting[n:]
+        return [(m, f) for m, f in batch if not f.done()]
+
+    async def _run(self) -> None:
+        while self._waiting:
+            batch = self._committing = self._take()
+            if not batch:
+                continue
+            started = time.perf_counter()
+            try:
+                try:
+                    results = await self.store.store_many([m for m, _ in batch])
+                except DB_ERRORS as exc:
+                    # Once more at once (a connection that died idle fails only its first use).
+                    # Safe: if the failed commit did land, the digests make this one a no-op and
+                    # the sessions are answered "already received".
+                    log.warning(
+                        "intake: storing %d messages failed (%s); retrying", len(batch), exc
+                    )
+                    results = await self.store.store_many([m for m, _ in batch])
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            finally:
+                self._committing = []
+                self.stats.store_s += time.perf_counter() - started
+                self.stats.store_batches += 1
+            for (msg, future), result in zip(batch, results, strict=True):
+                if result.duplicate:
+                    self.stats.duplicates += 1
+                else:
+                    self.stats.stored += 1
+                self.after_commit(msg, result)
+                if not future.done():
+                    future.set_result(result)
+
+    async def close(self) -> None:
+        """Stop committing; sessions still waiting get an error (answered 451, retried by their
+        MTA; a commit cut off here may have landed, which the retry finds as a duplicate)."""
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        closing = ConnectionAbortedError("intake closed")
+        for _, future in self._committing + self._waiting:
+            if not future.done():
+                future.set_exception(closing)
+        self._committing, self._waiting = [], []
+
+
 class IntakeProcessor:
-    """Feeds stored messages through parse -> apply -> finish; see the module docstring."""
+    """Feeds stored messages through parse -> apply -> finish, a batch at a time; see the module
+    docstring. A worker takes what is waiting (up to ``process_batch``), parses it in the pool,
+    applies it in one transaction (``batch_applier``) and finishes it with one UPDATE."""
 
     def __init__(
         self,
@@ -329,19 +559,31 @@ class IntakeProcessor:
         pool: ParsingPool,
         applier: Applier,
         *,
+        batch_applier: BatchApplier | None = None,
+        own_database: Callable[[], Database] | None = None,
         queue_size: int = 10_000,
         claim_batch: int = 200,
+        process_batch: int = 100,
     ) -> None:
         self.settings = settings
         self.store = store
+        self._shared_store = store
         self.pool = pool
         self.applier = applier
+        self.batch_applier = batch_applier
         self.claim_batch = claim_batch
+        self.process_batch = process_batch
         self.stats = IntakeStats()
+        # While running, processing uses its own engine (own_database), so a burst of processing
+        # cannot take the connections the SMTP sink needs to acknowledge mail.
+        self._own_database = own_database
+        self._own_db: Database | None = None
         # Stored by the sink, not yet claimed.
         self._incoming: asyncio.Queue[StoredMessage] = asyncio.Queue(queue_size)
-        # Claimed by us, waiting for a processing slot (small: claims age while they wait).
-        self._work: asyncio.Queue[StoredMessage] = asyncio.Queue(settings.intake_concurrency * 4)
+        # Claimed by us, waiting for a worker (bounded: claims age while they wait).
+        self._work: asyncio.Queue[StoredMessage] = asyncio.Queue(
+            max(settings.intake_concurrency * 4, process_batch * 2)
+        )
         self._sweep_now = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._busy = 0
@@ -362,6 +604,9 @@ class IntakeProcessor:
         if self.running:
             return
         await self.pool.start()
+        if self._own_database is not None and self._own_db is None:
+            self._own_db = self._own_database()
+            self.store = IntakeStore(self._own_db, instance=self.store.instance)
         self.running = True
         self._tasks = [
             asyncio.create_task(self._claim_incoming(), name="intake-claim"),
@@ -382,6 +627,10 @@ class IntakeProcessor:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        if self._own_db is not None:
+            own, self._own_db = self._own_db, None
+            self.store = self._shared_store
+            await own.dispose()
 
     async def drain(self, timeout_s: float = 30.0) -> None:
         """Wait until the local queues are empty and nothing is in progress (tests, benchmarks)."""
@@ -452,40 +701,89 @@ class IntakeProcessor:
 
     async def _worker(self) -> None:
         while True:
-            msg = await self._work.get()
-            self._busy += 1
+            batch = [await self._work.get()]
+            while len(batch) < self.process_batch and not self._work.empty():
+                batch.append(self._work.get_nowait())
+            self._busy += len(batch)
             try:
-                await self.process(msg)
+                await self.process_many(batch)
             except Exception:
-                log.exception("intake: message %s crashed the processor", msg.id)
+                log.exception("intake: a batch of %d messages crashed the processor", len(batch))
             finally:
-                self._busy -= 1
+                self._busy -= len(batch)
 
     async def process(self, msg: StoredMessage) -> str:
         """Parse, apply and finish one claimed message; returns the state it was left in."""
-        rcpt = msg.rcpt_to[0] if msg.rcpt_to else None
+        [state] = await self.process_many([msg])
+        return state
+
+    async def process_many(self, msgs: Sequence[StoredMessage]) -> list[str]:
+        """Parse, apply and finish claimed messages; returns the state each was left in."""
+        self.stats.batches += 1
         started = time.perf_counter()
-        parsed: ParseOutcome = await self.pool.parse(msg.raw, rcpt)
+        parsed: list[ParseOutcome] = await asyncio.gather(
+            *(self.pool.parse(m.raw, m.rcpt_to[0] if m.rcpt_to else None) for m in msgs)
+        )
         self.stats.parse_s += time.perf_counter() - started
-        if parsed.retry:
-            return await self._retry(msg, parsed.error or "parse worker died")
-        if parsed.analysis is None:
-            return await self._finish(msg, FAILED, error=parsed.error or "unparsable")
-        analysis = parsed.analysis
+        finishes: dict[int, Finish] = {}
+        to_apply: list[tuple[StoredMessage, MessageAnalysis]] = []
+        for msg, outcome in zip(msgs, parsed, strict=True):
+            if outcome.retry:
+                finishes[msg.id] = self._retry(msg, outcome.error or "parse worker died")
+            elif outcome.analysis is None:
+                finishes[msg.id] = Finish(msg.id, FAILED, error=outcome.error or "unparsable")
+            else:
+                to_apply.append((msg, outcome.analysis))
         started = time.perf_counter()
         try:
-            result = await self.applier(msg, analysis, False)
-        except DB_ERRORS as exc:
-            return await self._retry(msg, f"storage: {exc}"[:500])
-        except Exception as exc:
-            log.exception("intake: applying message %s failed", msg.id)
-            return await self._finish(
-                msg, FAILED, error=f"apply: {type(exc).__name__}: {exc}"[:500], kind=analysis.kind
-            )
+            applied = await self._apply(to_apply)
         finally:
             self.stats.apply_s += time.perf_counter() - started
-        return await self._finish(
-            msg,
+        for (msg, analysis), result in zip(to_apply, applied, strict=True):
+            finishes[msg.id] = self._outcome(msg, analysis, result)
+        ordered = [finishes[m.id] for m in msgs]
+        await self._finish(ordered)
+        return [f.state for f in ordered]
+
+    async def _apply(
+        self, items: list[tuple[StoredMessage, MessageAnalysis]]
+    ) -> list[ApplyResult | BaseException]:
+        """The whole batch at once; if that fails for a reason other than storage, each message
+        alone, so one bad message fails by itself."""
+        if not items:
+            return []
+        if self.batch_applier is not None and len(items) > 1:
+            try:
+                return list(await self.batch_applier(items, self.store.db))
+            except DB_ERRORS as exc:
+                return [exc] * len(items)
+            except Exception:
+                log.exception("intake: applying a batch of %d failed; one at a time", len(items))
+        out: list[ApplyResult | BaseException] = []
+        for msg, analysis in items:
+            try:
+                if self.batch_applier is not None:
+                    [result] = await self.batch_applier([(msg, analysis)], self.store.db)
+                else:
+                    result = await self.applier(msg, analysis, False)
+                out.append(result)
+            except DB_ERRORS as exc:
+                out.append(exc)
+            except Exception as exc:
+                log.exception("intake: applying message %s failed", msg.id)
+                out.append(exc)
+        return out
+
+    def _outcome(
+        self, msg: StoredMessage, analysis: MessageAnalysis, result: ApplyResult | BaseException
+    ) -> Finish:
+        if isinstance(result, DB_ERRORS):
+            return self._retry(msg, f"storage: {result}"[:500])
+        if isinstance(result, BaseException):
+            error = f"apply: {type(result).__name__}: {result}"[:500]
+            return Finish(msg.id, FAILED, error=error, kind=analysis.kind)
+        return Finish(
+            msg.id,
             state_for(analysis, result),
             kind=analysis.kind,
             summary=summarise(analysis, result),
@@ -493,40 +791,39 @@ class IntakeProcessor:
             stream=analysis.stream,
         )
 
-    async def _retry(self, msg: StoredMessage, error: str) -> str:
+    def _retry(self, msg: StoredMessage, error: str) -> Finish:
         if msg.attempts >= self.settings.intake_max_attempts:
-            return await self._finish(msg, FAILED, error=f"{error} (after {msg.attempts} attempts)")
+            return Finish(msg.id, FAILED, error=f"{error} (after {msg.attempts} attempts)")
         self.stats.retried += 1
-        with contextlib.suppress(*DB_ERRORS):
-            await self.store.finish(msg.id, state=PENDING, error=error)
         self._sweep_now.set()
-        return PENDING
+        return Finish(msg.id, PENDING, error=error)
 
-    async def _finish(self, msg: StoredMessage, state: str, **kw: Any) -> str:
+    async def _finish(self, items: list[Finish]) -> None:
         started = time.perf_counter()
         for delay in (0.0, 0.5, 2.0):  # the database may blink; the claim timeout is the backstop
             await asyncio.sleep(delay)
             try:
-                await self.store.finish(msg.id, state=state, **kw)
+                await self.store.finish_many(items)
                 break
             except DB_ERRORS as exc:
-                log.warning("intake: finishing message %s failed: %s", msg.id, exc)
+                log.warning("intake: finishing %d messages failed: %s", len(items), exc)
         self.stats.finish_s += time.perf_counter() - started
-        if state == PROCESSED:
-            self.stats.processed += 1
-        elif state == IGNORED:
-            self.stats.ignored += 1
-        elif state == FAILED:
-            self.stats.failed += 1
-            log.warning("intake: message %s failed: %s", msg.id, kw.get("error"))
-        return state
+        for f in items:
+            if f.state == PROCESSED:
+                self.stats.processed += 1
+            elif f.state == IGNORED:
+                self.stats.ignored += 1
+            elif f.state == FAILED:
+                self.stats.failed += 1
+                log.warning("intake: message %s failed: %s", f.id, f.error)
 
 
 # ------------------------------------------------------------------------------------ facade
 
 
 class Intake:
-    """What the SMTP sink talks to: store (before the 250), then hand over for processing."""
+    """What the SMTP sink talks to: store (before the 250, in group commits), then hand over for
+    processing."""
 
     def __init__(
         self,
@@ -545,29 +842,53 @@ class Intake:
             inline_max_bytes=settings.parse_inline_max_bytes,
         )
         self._owns_pool = pool is None
+        sink_store = self.store
+        own_database: Callable[[], Database] | None = None
+        self._sink_db: Database | None = None
+        if services.db.dialect != "sqlite":  # SQLite: one writer per process, one engine only
+            # Engines of their own (same database) for storing and for processing, so neither
+            # waits for the other's connections. Their callers retry, so no pre-ping.
+            self._sink_db = Database(settings, pool_size=2, pre_ping=False)
+            sink_store = IntakeStore(self._sink_db, instance=self.store.instance)
+            own_database = partial(Database, settings, pre_ping=False)
         self.processor = IntakeProcessor(
-            settings, self.store, self.pool, applier or policy_applier(services)
+            settings,
+            self.store,
+            self.pool,
+            applier or policy_applier(services),
+            batch_applier=None if applier is not None else policy_batch_applier(services),
+            own_database=own_database,
         )
+        self.committer = GroupCommit(sink_store, self.processor.stats, self._stored)
+
+    def _stored(self, msg: IncomingMessage, result: StoreResult) -> None:
+        if result.id is not None and self.processor.running:
+            self.processor.submit(
+                StoredMessage(result.id, msg.raw, msg.mail_from, msg.rcpt_to, msg.peer)
+            )
 
     async def close(self) -> None:
+        await self.committer.close()
         await self.processor.stop()
+        if self._sink_db is not None:
+            await self._sink_db.dispose()
+        stats = self.processor.stats.as_dict()
+        log.warning(
+            "intake stats: %s",
+            " ".join(
+                f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in stats.items()
+            ),
+        )
         if self._owns_pool:
             await asyncio.to_thread(self.pool.close)
 
     async def accept(
         self, *, mail_from: str, rcpt_to: Sequence[str], peer: str | None, raw: bytes
     ) -> StoreResult:
-        started = time.perf_counter()
-        result = await self.store.store(mail_from=mail_from, rcpt_to=rcpt_to, peer=peer, raw=raw)
-        stats = self.processor.stats
-        stats.store_s += time.perf_counter() - started
-        if result.id is None:
-            stats.duplicates += 1
-            return result
-        stats.stored += 1
-        if self.processor.running:
-            self.processor.submit(StoredMessage(result.id, raw, mail_from, list(rcpt_to), peer))
-        return result
+        """Store one message; returns once the commit that holds it has returned."""
+        return await self.committer.store_message(
+            IncomingMessage(mail_from, list(rcpt_to), peer, raw)
+        )
 
 
 # ------------------------------------------------------------------------------------ reprocess

@@ -162,6 +162,8 @@ class ParsingPool:
         self.backstop_s = timeout_s * 2 + backstop_grace_s
         self._executor: ProcessPoolExecutor | None = None
         self._generation = 0
+        self._ready_generation = -1
+        self._warming: tuple[int, asyncio.Future[list[int]]] | None = None
         # Two in flight per worker keeps workers busy across the IPC round trip while bounding
         # how long a task can wait behind others (the backstop below allows for one).
         self._slots = asyncio.Semaphore(self.workers * 2)
@@ -179,12 +181,24 @@ class ParsingPool:
 
     async def start(self) -> None:
         """Start the workers now (instead of on the first message) and wait until they are up."""
+        await self._ready()
+
+    async def _ready(self) -> tuple[ProcessPoolExecutor, int]:
+        """The current pool once its workers are up: a parse's timeout must not be spent on
+        starting interpreters (after a restart, say)."""
         if self._executor is None:
             self._executor = self._new_executor()
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(
-            *(loop.run_in_executor(self._executor, os.getpid) for _ in range(self.workers))
-        )
+        executor, generation = self._executor, self._generation
+        if self._ready_generation != generation:
+            if self._warming is None or self._warming[0] != generation:
+                loop = asyncio.get_running_loop()
+                warm = asyncio.gather(
+                    *(loop.run_in_executor(executor, os.getpid) for _ in range(self.workers))
+                )
+                self._warming = (generation, warm)
+            await asyncio.shield(self._warming[1])
+            self._ready_generation = generation
+        return executor, generation
 
     async def parse(self, raw: bytes, envelope_rcpt: str | None = None) -> ParseOutcome:
         if len(raw) <= self.inline_max_bytes:
@@ -192,9 +206,12 @@ class ParsingPool:
             self._count(outcome)
             return outcome
         async with self._slots:
-            if self._executor is None:
-                self._executor = self._new_executor()
-            executor, generation = self._executor, self._generation
+            try:
+                executor, generation = await self._ready()
+            except BrokenProcessPool:
+                log.error("parse workers failed to start: restarting the pool")
+                self._restart(self._generation, kill=False)
+                return ParseOutcome(retry=True, error="parse workers failed to start")
             loop = asyncio.get_running_loop()
             started = time.perf_counter()
             future = loop.run_in_executor(

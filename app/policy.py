@@ -4,10 +4,11 @@ Who the message is about
     A bounce comes back to the envelope sender we used; when that is one of our signed return
     paths, or the returned original carries a valid ``X-Stoplist-Ref``, the recipient and stream
     come from the signed reference, not from the report's text (``verified``). A reference that is
-    present but does not verify (forged, expired, unknown key, malformed) means the report is
+    present but does not verify (forged, tampered, expired, unknown key) means the report is
     recorded and never applied, whatever the settings say; with ``require_signed_bounces`` /
-    ``require_signed_reports`` an unsigned report is recorded and never applied either.
-    Without signing keys no reference can be checked: reports are applied as parsed.
+    ``require_signed_reports`` an unsigned report is recorded and never applied either. A value
+    that is not one of our references at all (malformed) counts as absent. Without signing keys
+    no reference can be checked: reports are applied as parsed.
 
 What happens (one row per recipient; duplicate results for one recipient keep the strongest):
 
@@ -41,28 +42,42 @@ unsubscribe, whatever its content: :func:`apply_analysis` hands it to
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import metrics
+from app.addresses import try_normalise
 from app.api.deps import Services
+from app.db import Database
 from app.errors import AppError
 from app.models import Event, utcnow
 from app.settings import GLOBAL_SCOPE, STREAM_RE
 from app.signing import RejectReason, Signer, TokenError, VerifiedRef
-from app.suppressions import REASON_RE, STRENGTH, SuppressRequest
+from app.suppressions import (
+    DB_ERRORS,
+    EVENTS_TABLE,
+    REASON_RE,
+    STRENGTH,
+    SuppressRequest,
+    SuppressResult,
+)
 from arf import normalise_feedback_type, outcome_for
 from dsn.model import MessageAnalysis, RecipientResult
 
 __all__ = [
     "ApplyResult",
+    "BatchItem",
     "Envelope",
     "Step",
     "TokenRejected",
     "UnsubscribeResult",
     "apply_analysis",
+    "apply_batch",
     "apply_mailto_unsubscribe",
     "preview_unsubscribe_token",
     "unsubscribe_with_token",
@@ -171,15 +186,41 @@ async def apply_analysis(
     dry_run: bool = False,
 ) -> ApplyResult:
     """Apply one parsed message; in a dry run, say what would be done and write nothing."""
+    plan = _plan_message(services, analysis, envelope)
+    if dry_run:
+        return await _preview(services, plan, message_id=message_id)
+    [result] = await apply_plans(services, [(message_id, plan)])
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    """One parsed message of a batch (see :func:`apply_batch`)."""
+
+    message_id: int | None
+    analysis: MessageAnalysis
+    envelope: Envelope
+
+
+async def apply_batch(
+    services: Services, items: Sequence[BatchItem], *, db: Database | None = None
+) -> list[ApplyResult]:
+    """Apply several parsed messages in one transaction; one result per item, in order.
+
+    The same policy as :func:`apply_analysis`, with the writes of the whole batch grouped (see
+    :func:`apply_plans`). ``db`` is the engine to write with (the intake has its own); it must be
+    the service's database. An exception means nothing of the batch was written."""
+    plans = [(i.message_id, _plan_message(services, i.analysis, i.envelope)) for i in items]
+    return await apply_plans(services, plans, db=db)
+
+
+def _plan_message(services: Services, analysis: MessageAnalysis, envelope: Envelope) -> _Plan:
     signer = services.signer
     if signer is not None:
         unsub = [r for r in envelope.rcpt_to if signer.is_unsubscribe_address(r)]
         if unsub:
-            return await apply_mailto_unsubscribe(
-                services, rcpt=unsub[0], message_id=message_id, dry_run=dry_run
-            )
-    plan = _plan(services, analysis, envelope)
-    return await _execute(services, plan, message_id=message_id, dry_run=dry_run)
+            return _plan_mailto(services, unsub[0])
+    return _plan(services, analysis, envelope)
 
 
 async def apply_mailto_unsubscribe(
@@ -191,18 +232,25 @@ async def apply_mailto_unsubscribe(
     ``<prefix>+``. A reference that does not verify changes nothing; an expired but genuine one is
     recorded on its recipient so support can see the request.
     """
+    plan = _plan_mailto(services, rcpt)
+    if dry_run:
+        return await _preview(services, plan, message_id=message_id)
+    [result] = await apply_plans(services, [(message_id, plan)])
+    return result
+
+
+def _plan_mailto(services: Services, rcpt: str) -> _Plan:
     signer = services.signer
     if signer is None:
-        return ApplyResult(0, 0, 1, False, ["unsubscribe address, but no signing keys configured"])
+        return _Plan(ignored=1, notes=["unsubscribe address, but no signing keys configured"])
     try:
         ref = _verify_mailto(signer, rcpt)
     except TokenError as exc:
         note = f"mailto unsubscribe refused: {exc.reason} ({exc.detail})"
         if exc.expired_ref is None:
-            return ApplyResult(0, 0, 1, False, [note])
+            return _Plan(ignored=1, notes=[note])
         step = _unverified_unsubscribe(exc.expired_ref, "mailto", exc.reason)
-        plan = _Plan(steps=[step], notes=[note])
-        return await _execute(services, plan, message_id=message_id, dry_run=dry_run)
+        return _Plan(steps=[step], notes=[note])
     stream, defaulted = _unsubscribe_stream(services, ref.stream)
     step = Step(
         "suppress",
@@ -215,8 +263,7 @@ async def apply_mailto_unsubscribe(
         verified=True,
         detail={"via": "mailto", "key_id": ref.key_id, "stream_defaulted": defaulted},
     )
-    plan = _Plan(steps=[step], verified=True)
-    return await _execute(services, plan, message_id=message_id, dry_run=dry_run)
+    return _Plan(steps=[step], verified=True)
 
 
 def _verify_mailto(signer: Signer, rcpt: str) -> VerifiedRef:
@@ -293,11 +340,14 @@ def _plan(services: Services, analysis: MessageAnalysis, envelope: Envelope) -> 
 
 
 def _verify_refs(
-    services: Services, candidates: list[tuple[str, str]]
+    services: Services, candidates: list[tuple[str, str]], notes: list[str]
 ) -> tuple[VerifiedRef | None, list[str]]:
     """(the verified reference, failures) over (where, value) candidates.
 
-    ``where`` is ``return_path`` (an address) or ``ref`` (an X-Stoplist-Ref token).
+    ``where`` is ``return_path`` (an address) or ``ref`` (an X-Stoplist-Ref token). A value that is
+    not one of our references at all (``malformed``: an older unsigned VERP address with the same
+    prefix, another system's header) counts as absent, with a note: refusing the report for it
+    would stop nothing, since a forger can leave the value out.
     """
     signer = services.signer
     if signer is None:
@@ -313,7 +363,10 @@ def _verify_refs(
             else:
                 ref = signer.verify_ref_token(value)
         except TokenError as exc:
-            failures.append(f"{where}: {exc.reason}")
+            if exc.reason == RejectReason.MALFORMED:
+                notes.append(f"{where}: not a signed reference, ignored")
+            else:
+                failures.append(f"{where}: {exc.reason}")
             continue
         if found is not None and found.recipient != ref.recipient:
             failures.append(f"{where}: names {ref.recipient}, another reference names another")
@@ -327,9 +380,10 @@ def _plan_bounce(services: Services, analysis: MessageAnalysis, envelope: Envelo
     candidates = [("return_path", r) for r in envelope.rcpt_to]
     if analysis.ref_token:
         candidates.append(("ref", analysis.ref_token))
-    ref, failures = _verify_refs(services, candidates)
+    notes: list[str] = []
+    ref, failures = _verify_refs(services, candidates, notes)
     by_recipient = _strongest_per_recipient(analysis.results)
-    plan = _Plan(verified=ref is not None and not failures)
+    plan = _Plan(verified=ref is not None and not failures, notes=notes)
     header_stream = _safe_stream(analysis.stream)
 
     if failures or (ref is None and settings.require_signed_bounces):
@@ -393,7 +447,7 @@ def _bounce_step(
                 stream=None,  # a dead mailbox is dead for every stream
                 verified=verified,
                 rule_id=result.rule_id,
-                status=result.status,
+                status=(result.status or None) and result.status[:16],
                 reply_code=result.reply_code,
                 diagnostic=result.diagnostic or None,
                 detail={**extra, "stream": stream},
@@ -419,9 +473,13 @@ def _plan_complaint(services: Services, analysis: MessageAnalysis) -> _Plan:
     if analysis.original_sender:
         # The returned message's envelope sender: our signed return path, when we used one.
         candidates.append(("return_path", analysis.original_sender))
-    ref, failures = _verify_refs(services, candidates)
-    named = analysis.results[0] if analysis.results else None
-    plan = _Plan(verified=ref is not None and not failures)
+    notes: list[str] = []
+    ref, failures = _verify_refs(services, candidates, notes)
+    usable = [r for r in analysis.results if try_normalise(r.recipient)]
+    named = (
+        replace(usable[0], recipient=try_normalise(usable[0].recipient) or "") if usable else None
+    )
+    plan = _Plan(verified=ref is not None and not failures, notes=notes)
     base_detail: dict[str, Any] = {
         "feedback_type": ft,
         "source_ip": analysis.source_ip,
@@ -460,8 +518,8 @@ def _plan_complaint(services: Services, analysis: MessageAnalysis) -> _Plan:
         plan.ignored += 1
         plan.notes.append("complaint names no recipient (redacted) and carries no reference")
         return plan
-    if len(analysis.results) > 1 and ref is None:
-        plan.ignored += len(analysis.results) - 1
+    if len(usable) > 1 and ref is None:
+        plan.ignored += len(usable) - 1
         plan.notes.append("complaint names several recipients: the first one is used")
 
     rule_id = named.rule_id if named is not None else f"arf-{ft}"
@@ -529,9 +587,152 @@ def _unverified_unsubscribe(ref: VerifiedRef, via: str, why: str) -> Step:
 # ----------------------------------------------------------------------------------- execution
 
 
-async def _execute(
-    services: Services, plan: _Plan, *, message_id: int | None, dry_run: bool
-) -> ApplyResult:
+async def apply_plans(
+    services: Services,
+    plans: Sequence[tuple[int | None, _Plan]],
+    *,
+    db: Database | None = None,
+) -> list[ApplyResult]:
+    """Carry out (message id, plan) pairs in one transaction, then refresh the cache once.
+
+    Under the write locks of every address the batch touches (taken in one statement, in key
+    order): one read of the events these messages already wrote (a step whose event exists is
+    skipped, so applying a message twice writes nothing new), one multi-row insert of the recorded
+    and soft-bounce events, one count of the soft bounces in the window per address, then the
+    suppressions with their events (``SuppressionService.write_suppressions``). The n-th soft bounce
+    of an address in the batch sees the count it would have seen alone, so the threshold is
+    crossed where it would have been one message at a time. After the commit the cache is
+    refreshed from a fresh read of every suppressed address (see ``app.cache``).
+    """
+    settings = services.settings
+    db = db or services.db
+    applied = [0] * len(plans)
+    recorded = [0] * len(plans)
+    ignored = [plan.ignored for _, plan in plans]
+    notes = [list(plan.notes) for _, plan in plans]
+    done: list[list[dict[str, Any]]] = [[] for _ in plans]
+    steps = [(i, mid, step) for i, (mid, plan) in enumerate(plans) for step in plan.steps]
+    written: list[SuppressResult] = []
+    requests: list[SuppressRequest] = []
+    if steps:
+        now = utcnow()
+        addresses = sorted({step.address for _, _, step in steps})
+        message_ids = sorted({mid for _, mid, _ in steps if mid is not None})
+        async with db.write(addresses) as s:
+            seen = await _applied_keys(s, addresses, message_ids)
+            events: list[dict[str, Any]] = []
+            soft: dict[str, list[tuple[int, int | None, Step]]] = {}
+            for i, mid, step in steps:
+                key = (step.address, mid, _event_kind(step), step.outcome)
+                if mid is not None:
+                    if key in seen:
+                        ignored[i] += 1
+                        notes[i].append(
+                            f"{step.address}: {step.kind} already applied for this message"
+                        )
+                        continue
+                    seen.add(key)
+                done[i].append(step.to_json())
+                if step.action == "suppress":
+                    requests.append(_request(step, mid))
+                    applied[i] += 1
+                else:
+                    events.append(_event_row(step, mid, now))
+                    if step.action == "record":
+                        recorded[i] += 1
+                    else:
+                        soft.setdefault(step.address, []).append((i, mid, step))
+            if events:
+                await s.execute(EVENTS_TABLE.insert(), events)
+            if soft:
+                since = now - timedelta(hours=settings.soft_bounce_window_h)
+                counts = await _soft_counts(s, sorted(soft), since)
+                for address, found in soft.items():
+                    before = counts.get(address, 0) - len(found)
+                    for nth, (i, mid, step) in enumerate(found, start=1):
+                        count = before + nth
+                        if count < settings.soft_bounce_threshold:
+                            recorded[i] += 1
+                            continue
+                        applied[i] += 1
+                        notes[i].append(f"{address}: soft bounce threshold reached")
+                        requests.append(_soft_request(services, step, mid, count, now))
+            if requests:
+                written = await services.suppressions.write_suppressions(s, requests, now)
+    if written:
+        for req in requests:
+            metrics.SUPPRESSIONS_WRITTEN.labels(req.outcome, req.source).inc()
+        try:
+            await services.suppressions.refresh_cache(sorted({r.address for r in written}), db=db)
+        except DB_ERRORS as exc:
+            # Committed, but the fresh read failed: stop trusting the replica until rebuilt.
+            log.error("cache refresh after apply failed (%s); checks use the database", exc)
+            services.suppressions.cache_dirty = True
+    return [
+        ApplyResult(applied[i], recorded[i], ignored[i], plan.verified, notes[i], done[i])
+        for i, (_, plan) in enumerate(plans)
+    ]
+
+
+def _event_kind(step: Step) -> str:
+    return "bounce" if step.action == "soft_bounce" else step.kind
+
+
+async def _applied_keys(
+    s: AsyncSession, addresses: Sequence[str], message_ids: Sequence[int]
+) -> set[tuple[str, int | None, str, str | None]]:
+    """(address, message id, kind, outcome) of the events these messages already wrote."""
+    if not message_ids:
+        return set()
+    q = select(Event.address, Event.message_id, Event.kind, Event.outcome).where(
+        Event.address.in_(list(addresses)), Event.message_id.in_(list(message_ids))
+    )
+    return {(a, m, k, o) for a, m, k, o in (await s.execute(q)).all()}
+
+
+async def _soft_counts(
+    s: AsyncSession, addresses: Sequence[str], since: datetime
+) -> dict[str, int]:
+    q = (
+        select(Event.address, func.count(Event.id))
+        .where(
+            Event.address.in_(list(addresses)),
+            Event.kind == "bounce",
+            Event.outcome == "soft",
+            Event.created_at >= since,
+        )
+        .group_by(Event.address)
+    )
+    return {str(a): int(n) for a, n in (await s.execute(q)).all()}
+
+
+def _soft_request(
+    services: Services, step: Step, message_id: int | None, count: int, now: datetime
+) -> SuppressRequest:
+    settings = services.settings
+    return SuppressRequest(
+        address=step.address,
+        outcome="soft",
+        reason=step.reason or "unclassified",
+        source="bounce",
+        expires_at=now + timedelta(days=settings.soft_suppression_days),
+        verified=step.verified,
+        event_kind="soft_threshold",
+        rule_id=step.rule_id,
+        status=step.status,
+        reply_code=step.reply_code,
+        diagnostic=step.diagnostic,
+        message_id=message_id,
+        detail={
+            "soft_bounces": count,
+            "window_h": settings.soft_bounce_window_h,
+            "days": settings.soft_suppression_days,
+        },
+    )
+
+
+async def _preview(services: Services, plan: _Plan, *, message_id: int | None) -> ApplyResult:
+    """What :func:`apply_plans` would do with ``plan`` (a dry run): reads only."""
     applied = recorded = 0
     ignored = plan.ignored
     notes = list(plan.notes)
@@ -542,86 +743,30 @@ async def _execute(
             notes.append(f"{step.address}: {step.kind} already applied for this message")
             continue
         if step.action == "suppress":
-            if not dry_run:
-                await services.suppressions.suppress(_request(step, message_id))
             applied += 1
         elif step.action == "record":
-            if not dry_run:
-                await record_event(services, step, message_id=message_id)
             recorded += 1
+        elif await _soft_count(services, step) + 1 >= services.settings.soft_bounce_threshold:
+            applied += 1
+            notes.append(f"{step.address}: soft bounce threshold reached")
         else:
-            suppressed = await _soft_bounce(services, step, message_id=message_id, dry_run=dry_run)
-            if suppressed:
-                applied += 1
-                notes.append(f"{step.address}: soft bounce threshold reached")
-            else:
-                recorded += 1
+            recorded += 1
         done.append(step.to_json())
     return ApplyResult(applied, recorded, ignored, plan.verified, notes, done)
 
 
-async def record_event(services: Services, step: Step, *, message_id: int | None) -> None:
-    """An event that suppresses nothing (delay, policy block, not-spam, unverified report)."""
-    async with services.db.write([step.address]) as s:
-        s.add(_event(step, message_id, utcnow()))
-
-
-async def _soft_bounce(
-    services: Services, step: Step, *, message_id: int | None, dry_run: bool
-) -> bool:
-    """Record a soft bounce; suppress for a while once there are enough in the window."""
-    settings = services.settings
-    now = utcnow()
-    since = now - timedelta(hours=settings.soft_bounce_window_h)
-    count_q = select(func.count(Event.id)).where(
-        Event.address == step.address,
-        Event.kind == "bounce",
-        Event.outcome == "soft",
-        Event.created_at >= since,
-    )
-    if dry_run:
-        async with services.db.read() as s:
-            count = int((await s.scalar(count_q)) or 0) + 1
-    else:
-        # Record and count under the address's write lock, so concurrent soft bounces for one
-        # address cannot each miss the threshold.
-        async with services.db.write([step.address]) as s:
-            s.add(_event(step, message_id, now))
-            await s.flush()
-            count = int((await s.scalar(count_q)) or 0)
-    if count < settings.soft_bounce_threshold:
-        return False
-    if not dry_run:
-        await services.suppressions.suppress(
-            SuppressRequest(
-                address=step.address,
-                outcome="soft",
-                reason=step.reason or "unclassified",
-                source="bounce",
-                expires_at=now + timedelta(days=settings.soft_suppression_days),
-                verified=step.verified,
-                event_kind="soft_threshold",
-                rule_id=step.rule_id,
-                status=step.status,
-                reply_code=step.reply_code,
-                diagnostic=step.diagnostic,
-                message_id=message_id,
-                detail={
-                    "soft_bounces": count,
-                    "window_h": settings.soft_bounce_window_h,
-                    "days": settings.soft_suppression_days,
-                },
-            )
-        )
-    return True
+async def _soft_count(services: Services, step: Step) -> int:
+    since = utcnow() - timedelta(hours=services.settings.soft_bounce_window_h)
+    async with services.db.read() as s:
+        counts = await _soft_counts(s, [step.address], since)
+    return counts.get(step.address, 0)
 
 
 async def _already_applied(services: Services, step: Step, message_id: int) -> bool:
-    kind = "bounce" if step.action == "soft_bounce" else step.kind
     q = select(Event.id).where(
         Event.address == step.address,
         Event.message_id == message_id,
-        Event.kind == kind,
+        Event.kind == _event_kind(step),
     )
     q = q.where(Event.outcome.is_(None) if step.outcome is None else Event.outcome == step.outcome)
     async with services.db.read() as s:
@@ -647,23 +792,24 @@ def _request(step: Step, message_id: int | None) -> SuppressRequest:
     )
 
 
-def _event(step: Step, message_id: int | None, now: datetime) -> Event:
-    return Event(
-        created_at=now,
-        address=step.address,
-        scope=step.stream or GLOBAL_SCOPE,
-        kind=step.kind,
-        outcome=step.outcome,
-        reason=step.reason,
-        rule_id=step.rule_id,
-        status=step.status,
-        reply_code=step.reply_code,
-        diagnostic=step.diagnostic,
-        source=step.source,
-        verified=step.verified,
-        message_id=message_id,
-        detail=step.detail,
-    )
+def _event_row(step: Step, message_id: int | None, now: datetime) -> dict[str, Any]:
+    return {
+        "created_at": now,
+        "address": step.address,
+        "scope": step.stream or GLOBAL_SCOPE,
+        "kind": step.kind,
+        "outcome": step.outcome,
+        "reason": step.reason,
+        "rule_id": step.rule_id,
+        "status": step.status,
+        "reply_code": step.reply_code,
+        "diagnostic": step.diagnostic,
+        "source": step.source,
+        "actor": None,
+        "verified": step.verified,
+        "message_id": message_id,
+        "detail": step.detail,
+    }
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -672,8 +818,8 @@ def _event(step: Step, message_id: int | None, now: datetime) -> Event:
 def _strongest_per_recipient(results: list[RecipientResult]) -> dict[str, RecipientResult]:
     out: dict[str, RecipientResult] = {}
     for r in results:
-        addr = r.recipient.strip().lower()
-        if not addr or "@" not in addr:
+        addr = try_normalise(r.recipient) if r.recipient else None
+        if addr is None:
             continue
         best = out.get(addr)
         if best is None or _rank(r) > _rank(best):
@@ -708,7 +854,7 @@ def _record_from_result(
         stream=_safe_stream(stream),
         verified=verified,
         rule_id=result.rule_id,
-        status=result.status,
+        status=(result.status or None) and result.status[:16],
         reply_code=result.reply_code,
         diagnostic=result.diagnostic or None,
         detail={k: v for k, v in detail.items() if v is not None},
@@ -716,8 +862,6 @@ def _record_from_result(
 
 
 def _replace_action(step: Step, action: Literal["suppress", "record", "soft_bounce"]) -> Step:
-    from dataclasses import replace
-
     return replace(step, action=action)
 
 

@@ -67,7 +67,10 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Domains (bounces.example.net) or addresses (fbl@example.net) the sink accepts",
     )
-    smtp_enabled: bool = Field(default=False, description="Run the SMTP sink inside `serve`")
+    smtp_enabled: bool | None = Field(
+        default=None,
+        description="Run the SMTP sink inside `serve`; unset = on when STOPLIST_SMTP_DOMAINS is set",
+    )
     smtp_hostname: str | None = Field(default=None, description="Name in the greeting")
     smtp_max_message_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     smtp_max_recipients: int = Field(default=100, ge=1)
@@ -214,6 +217,11 @@ class Settings(BaseSettings):
         if not value.startswith(("https://", "http://")):
             raise ValueError("must start with https:// (or http:// for testing)")
         return value.rstrip("/")
+
+    @property
+    def sink_enabled(self) -> bool:
+        enabled = bool(self.smtp_domains) if self.smtp_enabled is None else self.smtp_enabled
+        return enabled and self.smtp_port > 0
 
     @property
     def is_sqlite(self) -> bool:

@@ -16,8 +16,8 @@ Two encodings of the same claim (recipient, stream, issue time, key id), each HM
       prefix (configurable)
 
   Everything in it is lower case, so it survives MTAs that fold the case of a local part. RFC 5321
-  §4.5.3.1.1 limits a local part to 64 octets; the fixed part is about 30 octets, so long
-  recipients exceed it. Common MTAs accept longer local parts; see docs/signed-return-paths.md.
+  §4.5.3.1.1 limits a local part to 64 octets; the fixed part is 23 octets plus the stream, so
+  long recipients exceed it. Common MTAs accept longer local parts; see docs/signed-return-paths.md.
 
 * a **compact token** (base64url, no padding) for the ``X-Stoplist-Ref`` header and the one-click
   unsubscribe URL: version, key id, issue time, stream and recipient, then a 128-bit MAC.
@@ -346,7 +346,7 @@ class Signer:
         if unsub:
             out["list_unsubscribe"] = ", ".join(unsub)
         if self.unsubscribe_base_url:
-            out["list_unsubscribe_post"] = "List-Unsubscribe=One-Click"  # RFC 8058 §3.1
+            out["list_unsubscribe_post"] = "List-Unsubscribe=One-Click"  # RFC 8058 §3
         return out
 
     def _address_local(

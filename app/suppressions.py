@@ -16,6 +16,7 @@ versions always mean equal content; see ``app.cache``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 import time
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Table, and_, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -139,6 +140,48 @@ class SuppressRequest:
     reply_code: int | None = None
     diagnostic: str | None = None
     message_id: int | None = None
+
+
+def validate_request(req: SuppressRequest, now: datetime) -> SuppressRequest:
+    """``req`` with its address normalised and ``stream`` set to the scope; 422 if invalid."""
+    address = normalise_or_422(req.address)
+    scope = scope_for(req.stream)
+    if req.outcome not in SUPPRESSING_OUTCOMES:
+        raise InvalidInput(f"outcome {req.outcome!r}: one of {sorted(SUPPRESSING_OUTCOMES)}")
+    if not REASON_RE.match(req.reason):
+        raise InvalidInput(f"reason {req.reason!r}: snake_case, at most 48 characters")
+    if req.source not in SOURCES:
+        raise InvalidInput(f"source {req.source!r}: one of {sorted(SOURCES)}")
+    if req.expires_at is not None and req.expires_at <= now:
+        raise InvalidInput("expires_at is in the past")
+    if address == req.address and scope == req.stream:
+        return req
+    return dataclasses.replace(req, address=address, stream=scope)
+
+
+def _new_row(req: SuppressRequest, scope: str, now: datetime) -> dict[str, Any]:
+    return {
+        "address": req.address,
+        "domain": domain_of(req.address),
+        "scope": scope,
+        "outcome": req.outcome,
+        "reason": req.reason,
+        "source": req.source,
+        "detail": req.detail,
+        "verified": req.verified,
+        "first_seen": now,
+        "last_seen": now,
+        "expires_at": req.expires_at,
+        "hit_count": 1,
+        "revision": 1,
+        "updated_at": now,
+    }
+
+
+# Core tables: the write path builds plain INSERTs, without ORM unit-of-work bookkeeping.
+SUPPRESSIONS_TABLE: Table = Suppression.__table__  # type: ignore[assignment]
+EVENTS_TABLE: Table = Event.__table__  # type: ignore[assignment]
+_AUDIT: Table = AuditEntry.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,99 +378,111 @@ class SuppressionService:
     # ---------------------------------------------------------------- writes
 
     async def suppress(self, req: SuppressRequest) -> SuppressResult:
-        address = normalise_or_422(req.address)
-        scope = scope_for(req.stream)
-        if req.outcome not in SUPPRESSING_OUTCOMES:
-            raise InvalidInput(f"outcome {req.outcome!r}: one of {sorted(SUPPRESSING_OUTCOMES)}")
-        if not REASON_RE.match(req.reason):
-            raise InvalidInput(f"reason {req.reason!r}: snake_case, at most 48 characters")
-        if req.source not in SOURCES:
-            raise InvalidInput(f"source {req.source!r}: one of {sorted(SOURCES)}")
         now = utcnow()
-        if req.expires_at is not None and req.expires_at <= now:
-            raise InvalidInput("expires_at is in the past")
+        checked = validate_request(req, now)  # before any connection is taken
         async with self.db.write() as s:
-            result = await self._upsert(s, address, scope, req, now)
-            s.add(
-                Event(
-                    created_at=now,
-                    address=address,
-                    scope=scope,
-                    kind=req.event_kind or req.source,
-                    outcome=req.outcome,
-                    reason=req.reason,
-                    rule_id=req.rule_id,
-                    status=req.status,
-                    reply_code=req.reply_code,
-                    diagnostic=req.diagnostic,
-                    source=req.source,
-                    actor=req.actor,
-                    verified=req.verified,
-                    message_id=req.message_id,
-                    detail={"note": req.note, **req.detail} if req.note else dict(req.detail),
-                )
+            [result] = await self.write_suppressions(s, [checked], now)
+        await self.refresh_cache([result.address])
+        metrics.SUPPRESSIONS_WRITTEN.labels(req.outcome, req.source).inc()
+        return result
+
+    async def write_suppressions(
+        self, s: AsyncSession, requests: Sequence[SuppressRequest], now: datetime
+    ) -> list[SuppressResult]:
+        """Write ``requests`` (in order) with their events and audit entries inside the caller's
+        transaction; the caller commits, then refreshes the cache from a read after the commit.
+
+        Round trips, however many requests: one multi-row ``INSERT … ON CONFLICT DO NOTHING
+        RETURNING`` for the (address, scope) pairs that are new; one ``SELECT … FOR UPDATE`` of the
+        pairs that already existed (or that a request earlier in this batch created), merged in
+        Python by :func:`merge_into` (the no-weakening rule lives in one place) and flushed; one
+        multi-row event insert; one audit insert when a request names an actor.
+        """
+        checked = [validate_request(r, now) for r in requests]
+        first: dict[tuple[str, str], int] = {}
+        for i, r in enumerate(checked):
+            first.setdefault((r.address, r.stream or GLOBAL_SCOPE), i)
+        insert = pg_insert if self.db.dialect == "postgresql" else sqlite_insert
+        rows = [_new_row(checked[i], key[1], now) for key, i in first.items()]
+        # executemany: one multi-row INSERT on the wire, compiled once (cached).
+        stmt = (
+            insert(SUPPRESSIONS_TABLE)
+            .on_conflict_do_nothing(index_elements=["address", "scope"])
+            .returning(*SUPPRESSIONS_TABLE.c)
+        )
+        created: dict[tuple[str, str], Suppression] = {}
+        for rec in (await s.execute(stmt, rows)).mappings():
+            created[(rec["address"], rec["scope"])] = Suppression(**rec)
+        # Pairs that existed, and pairs named again later in this batch: merged row by row.
+        merge_keys = {k for k in first if k not in created}
+        merge_keys |= {
+            (r.address, r.stream or GLOBAL_SCOPE)
+            for i, r in enumerate(checked)
+            if first[(r.address, r.stream or GLOBAL_SCOPE)] != i
+        }
+        existing: dict[tuple[str, str], Suppression] = {}
+        if merge_keys:
+            q = (
+                select(Suppression)
+                .where(tuple_(Suppression.address, Suppression.scope).in_(sorted(merge_keys)))
+                .with_for_update()
+            )
+            existing = {(row.address, row.scope): row for row in (await s.scalars(q)).all()}
+        results: list[SuppressResult] = []
+        events: list[dict[str, Any]] = []
+        audits: list[dict[str, Any]] = []
+        for i, req in enumerate(checked):
+            scope = req.stream or GLOBAL_SCOPE
+            key = (req.address, scope)
+            if first[key] == i and key in created:
+                result = SuppressResult(req.address, scope, True, True, created[key])
+            else:
+                row = existing[key]
+                result = SuppressResult(req.address, scope, False, merge_into(row, req, now), row)
+            results.append(result)
+            events.append(
+                {
+                    "created_at": now,
+                    "address": req.address,
+                    "scope": scope,
+                    "kind": req.event_kind or req.source,
+                    "outcome": req.outcome,
+                    "reason": req.reason,
+                    "rule_id": req.rule_id,
+                    "status": req.status,
+                    "reply_code": req.reply_code,
+                    "diagnostic": req.diagnostic,
+                    "source": req.source,
+                    "actor": req.actor,
+                    "verified": req.verified,
+                    "message_id": req.message_id,
+                    "detail": {"note": req.note, **req.detail} if req.note else dict(req.detail),
+                }
             )
             if req.actor is not None:
-                s.add(
-                    AuditEntry(
-                        created_at=now,
-                        actor=req.actor,
-                        action="suppress",
-                        address=address,
-                        scope=scope,
-                        reason=req.note or req.reason,
-                        detail={
+                audits.append(
+                    {
+                        "created_at": now,
+                        "actor": req.actor,
+                        "action": "suppress",
+                        "address": req.address,
+                        "scope": scope,
+                        "reason": req.note or req.reason,
+                        "detail": {
                             "outcome": req.outcome,
                             "reason": req.reason,
                             "expires_at": req.expires_at.isoformat() if req.expires_at else None,
                             "created": result.created,
                             "changed": result.changed,
                         },
-                    )
+                    }
                 )
-        await self.refresh_cache([address])
-        metrics.SUPPRESSIONS_WRITTEN.labels(req.outcome, req.source).inc()
-        return result
-
-    async def _upsert(
-        self, s: AsyncSession, address: str, scope: str, req: SuppressRequest, now: datetime
-    ) -> SuppressResult:
-        values = {
-            "address": address,
-            "domain": domain_of(address),
-            "scope": scope,
-            "outcome": req.outcome,
-            "reason": req.reason,
-            "source": req.source,
-            "detail": req.detail,
-            "verified": req.verified,
-            "first_seen": now,
-            "last_seen": now,
-            "expires_at": req.expires_at,
-            "hit_count": 1,
-            "revision": 1,
-            "updated_at": now,
-        }
-        insert = pg_insert if self.db.dialect == "postgresql" else sqlite_insert
-        stmt = (
-            insert(Suppression)
-            .values(**values)
-            .on_conflict_do_nothing(index_elements=["address", "scope"])
-            .returning(Suppression.id)
-        )
-        new_id = (await s.execute(stmt)).scalar_one_or_none()
-        if new_id is not None:
-            row = await s.get_one(Suppression, new_id)
-            return SuppressResult(address, scope, created=True, changed=True, row=row)
-        row = (
-            await s.scalars(
-                select(Suppression)
-                .where(Suppression.address == address, Suppression.scope == scope)
-                .with_for_update()
-            )
-        ).one()
-        changed = merge_into(row, req, now)
-        return SuppressResult(address, scope, created=False, changed=changed, row=row)
+        if existing:
+            await s.flush()
+        await s.execute(EVENTS_TABLE.insert(), events)
+        if audits:
+            await s.execute(_AUDIT.insert(), audits)
+        return results
 
     async def unsuppress(
         self,
@@ -491,10 +546,15 @@ class SuppressionService:
 
     # ---------------------------------------------------------------- cache upkeep
 
-    async def refresh_cache(self, addresses: Sequence[str]) -> None:
-        """Write the committed state of ``addresses`` through to the cache."""
+    async def refresh_cache(self, addresses: Sequence[str], *, db: Database | None = None) -> None:
+        """Write the committed state of ``addresses`` through to the cache.
+
+        Call it after the commit: the state is a fresh read (``db``: another engine on the same
+        database, such as the intake's), so equal versions always mean equal content."""
+        if not addresses:
+            return
         try:
-            items = await self.cache_state_for(addresses)
+            items = await self.cache_state_for(addresses, db=db)
             await self.cache.put_many(items)
         except CacheUnavailable as exc:
             # The replica now lacks a committed change: stop trusting it until rebuilt.
@@ -503,19 +563,46 @@ class SuppressionService:
             metrics.CACHE_WRITE_FAILURES.inc()
 
     async def cache_state_for(
-        self, addresses: Sequence[str]
+        self, addresses: Sequence[str], *, db: Database | None = None
     ) -> list[tuple[str, int, list[CachedEntry]]]:
         now = utcnow()
-        versions: dict[str, int] = {a: 0 for a in addresses}
+        addresses = list(dict.fromkeys(addresses))
+        versions: dict[str, int] = dict.fromkeys(addresses, 0)
         entries: dict[str, list[CachedEntry]] = {a: [] for a in addresses}
-        async with self.db.read() as s:
+        c = SUPPRESSIONS_TABLE.c
+        cols = (
+            c.address,
+            c.scope,
+            c.outcome,
+            c.reason,
+            c.first_seen,
+            c.expires_at,
+            c.verified,
+            c.source,
+            c.revision,
+            c.removed_at,
+        )
+        async with (db or self.db).read() as s:
             for start in range(0, len(addresses), 1000):
                 chunk = addresses[start : start + 1000]
-                rows = await s.scalars(select(Suppression).where(Suppression.address.in_(chunk)))
-                for row in rows:
-                    versions[row.address] += row.revision
-                    if _active(row, now):
-                        entries[row.address].append(row_to_entry(row))
+                rows = await s.execute(select(*cols).where(c.address.in_(chunk)))
+                for (
+                    address,
+                    scope,
+                    outcome,
+                    reason,
+                    first,
+                    expires,
+                    verified,
+                    source,
+                    rev,
+                    gone,
+                ) in rows:
+                    versions[address] += rev
+                    if gone is None and (expires is None or expires > now):
+                        entries[address].append(
+                            make_entry(scope, outcome, reason, first, expires, verified, source)
+                        )
         return [(a, versions[a], entries[a]) for a in addresses]
 
     def schedule_rebuild(self) -> None:

@@ -14,7 +14,9 @@ app = FastAPI()
 
 @app.get("/check")
 async def check(address: str) -> Response:
-    return Response(orjson.dumps({"address": address, "suppressed": False}), media_type="application/json")
+    return Response(
+        orjson.dumps({"address": address, "suppressed": False}), media_type="application/json"
+    )
 
 
 @app.post("/check")

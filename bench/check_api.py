@@ -78,9 +78,21 @@ async def load_rows(dsn: str, rows: int) -> float:
             "suppressions",
             records=records,
             columns=[
-                "address", "domain", "scope", "outcome", "reason", "source", "detail",
-                "verified", "first_seen", "last_seen", "expires_at", "hit_count",
-                "removed_at", "revision", "updated_at",
+                "address",
+                "domain",
+                "scope",
+                "outcome",
+                "reason",
+                "source",
+                "detail",
+                "verified",
+                "first_seen",
+                "last_seen",
+                "expires_at",
+                "hit_count",
+                "removed_at",
+                "revision",
+                "updated_at",
             ],
         )
     await conn.execute("ANALYZE suppressions")
@@ -104,7 +116,7 @@ def wait_http(url: str, predicate: Any = None, timeout: float = 600) -> dict[str
 
 
 def start(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(  # noqa: S603
+    return subprocess.Popen(
         cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
 
@@ -118,7 +130,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def wrk(url: str, script: Path, duration: int, connections: int) -> dict[str, float]:
-    out = subprocess.run(  # noqa: S603
+    out = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
         capture_output=True,
         text=True,
@@ -142,13 +154,16 @@ def wrk(url: str, script: Path, duration: int, connections: int) -> dict[str, fl
 
 def lua_get(path: str, rows: int, auth: bool) -> str:
     header = f'wrk.headers["Authorization"] = "Bearer {KEY}"\n' if auth else ""
-    return header + f"""
+    return (
+        header
+        + f"""
 math.randomseed(42)
 request = function()
   local i = math.random(0, {rows * 2 - 1})
   return wrk.format("GET", "{path}?address=user" .. i .. "@d" .. (i % 5000) .. ".example.com")
 end
 """
+    )
 
 
 def lua_post(path: str, rows: int, auth: bool, batch: int) -> str:
@@ -211,7 +226,7 @@ def main() -> None:
         "STOPLIST_REDIS_URL": args.redis,
         "STOPLIST_BOOTSTRAP_ADMIN_KEY": KEY,
     }
-    subprocess.run([str(BIN / "stoplist"), "migrate"], env=env, check=True, cwd=ROOT)  # noqa: S603
+    subprocess.run([str(BIN / "stoplist"), "migrate"], env=env, check=True, cwd=ROOT)
     log(f"loading {args.rows:,} suppressions with COPY")
     load_s = asyncio.run(load_rows(f"{pg_base}/{DB_NAME}", args.rows))
     log(f"loaded in {load_s:.1f}s")
@@ -236,61 +251,118 @@ def main() -> None:
 
         # The floor: bare FastAPI, served the same way.
         bare = start(
-            [str(BIN / "uvicorn"), "bench.bare_app:app", "--port", "8202", "--log-level",
-             "warning", "--no-access-log"],
+            [
+                str(BIN / "uvicorn"),
+                "bench.bare_app:app",
+                "--port",
+                "8202",
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
             env,
         )
         wait_http("http://127.0.0.1:8202/check?address=x@example.com")
         log("floor: bare GET")
-        results["bare_get"] = wrk("http://127.0.0.1:8202", t / "bare_get.lua", args.duration, args.connections)
+        results["bare_get"] = wrk(
+            "http://127.0.0.1:8202", t / "bare_get.lua", args.duration, args.connections
+        )
         log("floor: bare POST")
-        results["bare_post"] = wrk("http://127.0.0.1:8202", t / "bare_post.lua", args.duration, args.connections)
+        results["bare_post"] = wrk(
+            "http://127.0.0.1:8202", t / "bare_post.lua", args.duration, args.connections
+        )
         stop(bare)
 
         # Stoplist on PostgreSQL + Redis.
         started = time.perf_counter()
-        svc = start([str(BIN / "stoplist"), "serve", "--port", "8201", "--no-migrate",
-                     "--log-level", "warning"], env)
+        svc = start(
+            [
+                str(BIN / "stoplist"),
+                "serve",
+                "--port",
+                "8201",
+                "--no-migrate",
+                "--log-level",
+                "warning",
+            ],
+            env,
+        )
         wait_http("http://127.0.0.1:8201/readyz", lambda r: r.get("cache") == "ok")
         results["cache_rebuild_s"] = round(time.perf_counter() - started, 1)
         log(f"cache warm after {results['cache_rebuild_s']}s")
+        info = redis.Redis.from_url(args.redis).info("memory")
+        results["redis_used_memory_mb"] = round(int(info["used_memory"]) / 2**20, 1)
         results["wrong_answers_redis"] = verify_answers("http://127.0.0.1:8201", args.rows)
         log("stoplist GET /v1/check")
-        results["get"] = wrk("http://127.0.0.1:8201", t / "get.lua", args.duration, args.connections)
+        results["get"] = wrk(
+            "http://127.0.0.1:8201", t / "get.lua", args.duration, args.connections
+        )
         log("stoplist POST /v1/check")
-        results["post"] = wrk("http://127.0.0.1:8201", t / "post.lua", args.duration, args.connections)
+        results["post"] = wrk(
+            "http://127.0.0.1:8201", t / "post.lua", args.duration, args.connections
+        )
         stop(svc)
 
         # Redis unreachable: database fallback.
         env_down = {**env, "STOPLIST_REDIS_URL": "redis://127.0.0.1:1/0"}
-        svc = start([str(BIN / "stoplist"), "serve", "--port", "8203", "--no-migrate",
-                     "--log-level", "error"], env_down)
+        svc = start(
+            [
+                str(BIN / "stoplist"),
+                "serve",
+                "--port",
+                "8203",
+                "--no-migrate",
+                "--log-level",
+                "error",
+            ],
+            env_down,
+        )
         wait_http("http://127.0.0.1:8203/readyz", lambda r: r.get("status") == "degraded")
         results["wrong_answers_db"] = verify_answers("http://127.0.0.1:8203", args.rows)
         log("fallback GET /v1/check")
-        results["get_db"] = wrk("http://127.0.0.1:8203", t / "get.lua", args.duration, args.connections)
+        results["get_db"] = wrk(
+            "http://127.0.0.1:8203", t / "get.lua", args.duration, args.connections
+        )
         log("fallback POST /v1/check")
-        results["post_db"] = wrk("http://127.0.0.1:8203", t / "post.lua", args.duration, args.connections)
+        results["post_db"] = wrk(
+            "http://127.0.0.1:8203", t / "post.lua", args.duration, args.connections
+        )
         stop(svc)
 
     b = args.batch
     g, bg, p, bp = results["get"], results["bare_get"], results["post"], results["bare_post"]
     gd, pd = results["get_db"], results["post_db"]
     print()
-    print(f"machine: {results['machine']}; {args.rows:,} suppressions; {args.connections} connections; wrk -t2 -d{args.duration}s")
+    print(
+        f"machine: {results['machine']}; {args.rows:,} suppressions; {args.connections} connections; wrk -t2 -d{args.duration}s"
+    )
     print(f"{'':34}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'addr/s':>12}{'errors':>8}")
     for label, r, n in [
-        ("bare GET (floor)", bg, 1), ("GET /v1/check, Redis", g, 1), ("GET /v1/check, DB fallback", gd, 1),
-        (f"bare POST {b} (floor)", bp, b), (f"POST /v1/check {b}, Redis", p, b),
+        ("bare GET (floor)", bg, 1),
+        ("GET /v1/check, Redis", g, 1),
+        ("GET /v1/check, DB fallback", gd, 1),
+        (f"bare POST {b} (floor)", bp, b),
+        (f"POST /v1/check {b}, Redis", p, b),
         (f"POST /v1/check {b}, DB fallback", pd, b),
     ]:
-        print(f"{label:34}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['rps'] * n:>12.0f}{r['errors']:>8.0f}")
+        print(
+            f"{label:34}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['rps'] * n:>12.0f}{r['errors']:>8.0f}"
+        )
     print()
-    print(f"single check: {g['rps'] / bg['rps']:.0%} of the floor's requests/s (goal >= 60%), p99 {g['p99_ms']:.1f} ms (goal <= 20 ms)")
-    print(f"batch check: {p['rps'] * b:,.0f} addresses/s (goal >= 300,000), {p['rps'] / bp['rps']:.0%} of the JSON floor")
+    print(
+        f"single check: {g['rps'] / bg['rps']:.0%} of the floor's requests/s (goal >= 60%), p99 {g['p99_ms']:.1f} ms (goal <= 20 ms)"
+    )
+    print(
+        f"batch check: {p['rps'] * b:,.0f} addresses/s (goal >= 300,000), {p['rps'] / bp['rps']:.0%} of the JSON floor"
+    )
     print(f"DB fallback: single {gd['rps']:.0f} req/s, batch {pd['rps'] * b:,.0f} addresses/s")
-    print(f"wrong answers: {results['wrong_answers_redis']} with Redis, {results['wrong_answers_db']} on the DB fallback")
-    print(f"cache rebuild of {args.rows:,} rows at start-up: {results['cache_rebuild_s']} s")
+    print(
+        f"wrong answers: {results['wrong_answers_redis']} with Redis, {results['wrong_answers_db']} on the DB fallback"
+    )
+    print(
+        f"cache rebuild of {args.rows:,} rows at start-up: {results['cache_rebuild_s']} s; "
+        f"Redis used memory {results['redis_used_memory_mb']} MB"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
 

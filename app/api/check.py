@@ -29,7 +29,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorBody},
     503: {"model": ErrorBody, "description": "Cache and database both unreachable"},
 }
-_SECURITY = [{"HTTPBearer": []}]
+_SECURITY: list[dict[str, list[str]]] = [{"HTTPBearer": []}]
 _STREAM_PARAM = {
     "name": "stream",
     "in": "query",

@@ -2,10 +2,10 @@
 authority (``docs/signed-return-paths.md``).
 
 * ``POST /v1/unsubscribe/{token}`` unsubscribes. Mailbox providers POST
-  ``List-Unsubscribe=One-Click`` (RFC 8058 §3.2) and get JSON; a browser submitting the
+  ``List-Unsubscribe=One-Click`` (RFC 8058 §3) and get JSON; a browser submitting the
   confirmation form (``Accept: text/html``) gets a page.
 * ``GET /v1/unsubscribe/{token}`` only shows a page with a button that POSTs: mail scanners and
-  link previewers fetch every URL in a message, so a GET must never unsubscribe (RFC 8058 §4).
+  link previewers fetch every URL in a message, so a GET must never unsubscribe (RFC 8058 §1).
 
 A token that does not verify changes nothing: 400 malformed, 404 unknown/forged, 410 expired.
 """

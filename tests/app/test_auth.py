@@ -19,6 +19,8 @@ ROUTES: list[tuple[str, str, dict[str, object], str]] = [
     ("GET", f"/v1/suppressions/{ADDR}/history", {}, "read"),
     ("PUT", f"/v1/suppressions/{ADDR}", {"json": {"reason": "manual"}}, "write"),
     ("DELETE", f"/v1/suppressions/{ADDR}", {"params": {"reason": "test run"}}, "write"),
+    ("POST", "/v1/suppressions/import", {"content": b"address\n"}, "write"),
+    ("GET", "/v1/suppressions/export", {}, "read"),
     ("POST", "/v1/tokens", {"json": {"recipients": [ADDR]}}, "write"),
 ]
 

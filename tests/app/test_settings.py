@@ -42,3 +42,17 @@ def test_bad_value_names_the_variable(
     with pytest.raises(SettingsError) as info:
         load_settings()
     assert name in str(info.value)
+
+
+def test_every_setting_is_documented_in_the_readme() -> None:
+    from pathlib import Path
+
+    from app.settings import Settings
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    missing = [
+        f"STOPLIST_{name.upper()}"
+        for name in Settings.model_fields
+        if f"STOPLIST_{name.upper()}" not in readme
+    ]
+    assert missing == []

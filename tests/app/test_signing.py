@@ -320,3 +320,23 @@ def test_build_signer_from_settings() -> None:
     assert s.current.key_id == "k2"
     assert s.bounce_max_age == timedelta(days=10)
     assert s.return_path("carol@example.net").endswith("@bounces.example.net")
+
+
+def test_known_answers() -> None:
+    """The format is a contract with sending code outside this repository: pin it down.
+
+    Key ``k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=`` (bytes 0..31), issued at 1780000000.
+    """
+    s = signer()
+    assert s.return_path("carol@example.net", "newsletter", now=NOW) == (
+        "b+k1-tfrksg-ot4x6ro6-newsletter=carol=example.net@bounces.example.net"
+    )
+    assert s.ref_token("carol@example.net", "newsletter", now=NOW) == (
+        "AQJrMWoYpQAKbmV3c2xldHRlcmNhcm9sQGV4YW1wbGUubmV0lii8ixv0men3u4J9uq2wjg"
+    )
+    assert s.unsubscribe_token("carol@example.net", "newsletter", now=NOW) == (
+        "AQJrMWoYpQAKbmV3c2xldHRlcmNhcm9sQGV4YW1wbGUubmV0o-Uha06kGNAth9job-1Vlg"
+    )
+    assert s.unsubscribe_mailto_address("carol@example.net", "newsletter", now=NOW) == (
+        "unsubscribe+k1-tfrksg-mqxfchw2-newsletter=carol=example.net@unsubscribe.example.net"
+    )
