@@ -3,7 +3,8 @@
 Import is streamed end to end: bytes (gzip by header or magic, a multipart upload unwrapped on the
 fly) -> an incremental UTF-8 decoder (BOM dropped, bad bytes flagged per row) -> ``csv.reader`` over
 lines fed as they arrive -> validated rows, folded per (address, scope), in batches -> one set-based
-upsert per batch. Nothing holds more than a batch or two in memory.
+upsert per batch. Nothing holds more than a few batches in memory. Parsing, two PostgreSQL writers
+and the cache write-through run concurrently (``_import``).
 
 The upsert states the no-weakening rule of :func:`app.suppressions.merge_into` in SQL: the stronger
 outcome wins, permanence beats expiry, a removed or expired entry is replaced by a fresh one, and the
@@ -40,20 +41,14 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from asyncpg.exceptions import DeadlockDetectedError as DeadlockError  # type: ignore[import-untyped]
-from redis.exceptions import RedisError
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app import metrics
 from app.addresses import InvalidAddress, normalise_address, try_normalise
 from app.cache import (
-    TOMBSTONE_TTL_MS,
     CachedEntry,
     CacheUnavailable,
-    RedisCache,
-    SuppressionCache,
-    encode,
-    expiry_ms,
 )
 from app.db import Database
 from app.errors import InvalidInput
@@ -1490,77 +1485,6 @@ async def _import(
     return summary
 
 
-# RedisCache's compare-and-set (a newer version is never replaced by an older one), for many keys
-# per call: KEYS = address keys; ARGV = "<expire-at ms or 0>:<value>" per key, where the value is
-# app.cache.encode()'s "<version>|<entries>".
-_PUT_MANY_LUA = """
-local written = 0
-for i, key in ipairs(KEYS) do
-  local expire, value = string.match(ARGV[i], '^(%d+):(.*)$')
-  local version = tonumber(string.match(value, '^(%d+)|'))
-  local cur = redis.call('GET', key)
-  local cv = cur and tonumber(string.match(cur, '^(%d+)|'))
-  if not (cv and cv > version) then
-    redis.call('SET', key, value)
-    if expire ~= '0' then redis.call('PEXPIREAT', key, expire) end
-    written = written + 1
-  end
-end
-return written
-"""
-_PUT_MANY_SHA = hashlib.sha1(_PUT_MANY_LUA.encode()).hexdigest().encode()  # noqa: S324 - script id
-
-
-async def put_cache_items(
-    cache: SuppressionCache, items: Sequence[tuple[str, int, Sequence[CachedEntry]]]
-) -> None:
-    """``cache.put_many`` for thousands of addresses at once.
-
-    On Redis, ``put_many`` pays redis-py's generic command packing for every key (~10 µs); here
-    the RESP of one EVALSHA per 1,000 keys is built directly (as ``RedisCache._mget`` does) and
-    all of a batch's calls go in one round trip. Values, keys and expiries come from app.cache."""
-    if not isinstance(cache, RedisCache) or not items:
-        await cache.put_many(items)
-        return
-    now_ms = int(time.time() * 1000)
-    payload: list[bytes] = []
-    calls = 0
-    for start in range(0, len(items), 1000):
-        part = items[start : start + 1000]
-        keys: list[bytes] = []
-        args: list[bytes] = []
-        for address, version, entries in part:
-            keys.append(cache.key(address).encode())
-            expire = expiry_ms(entries) if entries else now_ms + TOMBSTONE_TTL_MS
-            args.append(b"%d:%b" % (expire, encode(version, entries)))
-        count = len(keys)
-        payload.append(
-            b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%b\r\n$%d\r\n%d\r\n"
-            % (3 + 2 * count, _PUT_MANY_SHA, len(str(count)), count)
-        )
-        payload += [b"$%d\r\n%b\r\n" % (len(v), v) for v in keys]
-        payload += [b"$%d\r\n%b\r\n" % (len(v), v) for v in args]
-        calls += 1
-    client: Any = cache._client
-    try:
-        await client.script_load(_PUT_MANY_LUA)  # idempotent; survives a SCRIPT FLUSH or restart
-        pool = client.connection_pool
-        conn = await pool.get_connection()
-        try:
-            await conn.send_packed_command(b"".join(payload), check_health=False)
-            for _ in range(calls):
-                reply = await conn.read_response()
-                if isinstance(reply, Exception):
-                    raise reply
-        except BaseException:
-            await conn.disconnect()  # never hand a half-read connection to the next user
-            raise
-        finally:
-            await pool.release(conn)
-    except (RedisError, OSError) as exc:
-        raise CacheUnavailable(str(exc)) from exc
-
-
 async def _refresh(
     service: SuppressionService, store: _PgStore | _SqliteStore, addresses: list[str]
 ) -> None:
@@ -1569,7 +1493,7 @@ async def _refresh(
         return
     try:
         items = await store.cache_items(addresses, utcnow())
-        await put_cache_items(service.cache, items)
+        await service.cache.put_many(items)
     except (CacheUnavailable, *DB_ERRORS) as exc:
         # The rows are committed; the replica lacks them: stop trusting it until rebuilt.
         log.error("cache write-through failed during import (%s); checks use the database", exc)
@@ -1612,7 +1536,7 @@ async def _audit(
 
 
 async def file_chunks(
-    path: str, *, chunk_size: int = 1 << 20, on_read: Callable[[int], None] | None = None
+    path: str, *, chunk_size: int = 1 << 16, on_read: Callable[[int], None] | None = None
 ) -> AsyncIterator[bytes]:
     """A local file in chunks (the CLI's source); ``on_read`` gets the bytes read so far."""
     done = 0
