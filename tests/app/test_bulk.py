@@ -438,6 +438,32 @@ async def test_a_large_body_streams_in_batches(env: Env) -> None:
     )
 
 
+async def test_cache_stays_consistent_with_concurrent_writes(env: Env) -> None:
+    """Imports take row locks, not the per-address locks of single writes: the cache must still
+    end up equal to the database when both touch the same addresses at once."""
+    import asyncio
+
+    from app.suppressions import SuppressRequest
+
+    addresses = [f"race{i}@example.com" for i in range(3000)]
+    body = ("address,outcome\n" + "".join(f"{a},hard\n" for a in addresses)).encode()
+
+    async def singles() -> None:
+        for i, address in enumerate(addresses[::50]):
+            await env.services.suppressions.suppress(
+                SuppressRequest(
+                    address=address,
+                    outcome="unsubscribe" if i % 2 else "complaint",
+                    reason="unsubscribe" if i % 2 else "complaint",
+                    source="api",
+                    stream="news" if i % 2 else None,
+                )
+            )
+
+    await asyncio.gather(do_import(env, body), singles())
+    await assert_cache_matches_db(env, addresses)
+
+
 async def test_import_is_not_held_to_the_json_body_limit(env: Env) -> None:
     from app.main import MAX_BODY
 
