@@ -169,7 +169,9 @@ async def test_rebuild_clears_stale_entries(pg_env: Env) -> None:
     # simulate the missed write-through: put the old state back with an old version
     from app.cache import CachedEntry
 
-    old = CachedEntry("global", "hard", "user_unknown", "2026-01-01T00:00:00Z", None, None, False, "bounce")
+    old = CachedEntry(
+        "global", "hard", "user_unknown", "2026-01-01T00:00:00Z", None, None, False, "bounce"
+    )
     cache = pg_env.services.cache
     assert isinstance(cache, RedisCache)
     await cache._client.set(
@@ -184,7 +186,9 @@ async def test_older_version_never_overwrites_newer(pg_env: Env) -> None:
     from app.cache import CachedEntry
 
     cache = pg_env.services.cache
-    e = CachedEntry("global", "hard", "user_unknown", "2026-01-01T00:00:00Z", None, None, False, "bounce")
+    e = CachedEntry(
+        "global", "hard", "user_unknown", "2026-01-01T00:00:00Z", None, None, False, "bounce"
+    )
     addr = f"v{uuid.uuid4().hex[:6]}@example.com"
     await cache.put(addr, 5, [e])
     await cache.put(addr, 4, [])
