@@ -1,8 +1,12 @@
 """The durable intake pipeline: store, claim, parse, apply, and keep the raw mail for a while.
 
-1. **Store** (``IntakeStore.store``): the SMTP sink writes raw bytes + envelope to
-   ``inbound_messages`` and commits *before* answering 250. The ``digest`` (SHA-256 over envelope and
-   bytes) is unique, so an MTA that redelivers after an ambiguous reply is stored once.
+1. **Store** (``GroupCommit`` -> ``IntakeStore.store_many``): the SMTP sink writes raw bytes +
+   envelope to ``inbound_messages`` and commits *before* answering 250. Sessions that finish DATA
+   while a commit is in flight wait for the next one, which stores all of them with one multi-row
+   INSERT in autocommit (one round trip, durable when it returns); each session is answered once
+   the commit holding its message returned, or 451 if it failed. The ``digest`` (SHA-256 over
+   envelope and bytes) is unique, so an MTA that redelivers after an ambiguous reply is stored
+   once, also when both copies land in the same commit.
 2. **Claim**: a row is processed by whoever claims it. A claim is a conditional UPDATE (``state =
    'pending'`` and no fresh claim), on PostgreSQL over ``FOR UPDATE SKIP LOCKED`` rows when
    sweeping, so several replicas share one table without processing a message twice; a claim older
@@ -10,14 +14,21 @@
 3. **Feed**: the sink hands each stored message to a local queue (fast path, raw bytes already in
    memory); a sweep at start-up and every ``intake_sweep_interval_s`` takes pending rows from the
    table, so a crash between the 250 and processing loses nothing.
-4. **Parse** in bounded worker processes (``app.parsing_pool``), then **apply** through the policy
-   (``app.policy.apply_analysis``), then **finish**: ``processed``, ``ignored`` (unknown, auto-reply
-   or delivery report with nothing to apply) or ``failed`` with the reason. A transient problem
-   (database down, parse pool died) leaves the row pending for a retry until ``intake_max_attempts``.
+4. **Process in batches** (``intake_concurrency`` batches at once, up to ``process_batch`` messages
+   each): **parse** in bounded worker processes (``app.parsing_pool``, several messages per worker
+   task), **apply** the batch through the policy in one transaction (``app.policy.apply_batch``;
+   if that fails for a reason other than storage, message by message, so one bad message fails
+   alone), then **finish** every message with one UPDATE: ``processed``, ``ignored`` (unknown,
+   auto-reply or delivery report with nothing to apply) or ``failed`` with the reason. A transient
+   problem (database down, parse pool died) leaves the row pending for a retry until
+   ``intake_max_attempts``.
 
-The policy commits its own writes, then the row is finished: a crash between the two means the
-message is applied again after the claim times out (the policy's writes are idempotent for hard
-bounces, complaints and unsubscribes).
+On PostgreSQL storing and processing each have an engine of their own on the service's database,
+so a processing burst never holds the connections the sink needs to acknowledge mail.
+
+The policy commits its writes, then the rows are finished: a crash between the two means the
+messages are applied again after the claim times out (the policy skips a step whose event the
+message already wrote, so nothing is written twice).
 """
 
 from __future__ import annotations
@@ -519,6 +530,11 @@ class GroupCommit:
                     if not future.done():
                         future.set_exception(exc)
                 continue
+            except asyncio.CancelledError:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(ConnectionAbortedError("intake closed"))
+                raise
             finally:
                 self._committing = []
                 self.stats.store_s += time.perf_counter() - started
@@ -563,7 +579,7 @@ class IntakeProcessor:
         own_database: Callable[[], Database] | None = None,
         queue_size: int = 10_000,
         claim_batch: int = 200,
-        process_batch: int = 100,
+        process_batch: int = 32,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -721,9 +737,19 @@ class IntakeProcessor:
         """Parse, apply and finish claimed messages; returns the state each was left in."""
         self.stats.batches += 1
         started = time.perf_counter()
-        parsed: list[ParseOutcome] = await asyncio.gather(
-            *(self.pool.parse(m.raw, m.rcpt_to[0] if m.rcpt_to else None) for m in msgs)
+        # First attempts are parsed in chunks; a retried message alone, so that a message that
+        # kills its worker takes no innocent one down with it twice.
+        first = [m for m in msgs if m.attempts <= 1]
+        again = [m for m in msgs if m.attempts > 1]
+        chunked, alone = await asyncio.gather(
+            self.pool.parse_many([(m.raw, m.rcpt_to[0] if m.rcpt_to else None) for m in first]),
+            asyncio.gather(
+                *(self.pool.parse(m.raw, m.rcpt_to[0] if m.rcpt_to else None) for m in again)
+            ),
         )
+        by_id = dict(zip([m.id for m in first], chunked, strict=True))
+        by_id.update(zip([m.id for m in again], alone, strict=True))
+        parsed: list[ParseOutcome] = [by_id[m.id] for m in msgs]
         self.stats.parse_s += time.perf_counter() - started
         finishes: dict[int, Finish] = {}
         to_apply: list[tuple[StoredMessage, MessageAnalysis]] = []

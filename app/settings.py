@@ -96,7 +96,9 @@ class Settings(BaseSettings):
     parse_inline_max_bytes: int = Field(
         default=0, ge=0, description="Parse messages up to this size in-process (0 = never)"
     )
-    intake_concurrency: int = Field(default=8, ge=1, description="Messages applied at once")
+    intake_concurrency: int = Field(
+        default=2, ge=1, description="Batches of messages processed at once (see app.intake)"
+    )
     intake_claim_timeout_s: float = Field(
         default=300.0, gt=0, description="A claim older than this is retried by any replica"
     )

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from app.intake import Intake, StoreResult
 from app.main import build_services
@@ -234,6 +235,104 @@ async def test_duplicate_delivery_is_stored_once(env: Env, sink: Sink) -> None:
     assert again == (250, Reply.DUPLICATE[4:].encode())
     assert other_rcpt[0] == 250
     assert len(await rows(env)) == 2  # a different envelope is a different delivery
+
+
+# ---------------------------------------------------------------------------------- group commit
+
+
+class HeldCommits:
+    """Wraps the sink's ``store_many``: each commit waits for ``gate``, then runs (or fails with
+    ``fail``); records the size of every commit and the bytes of those that returned."""
+
+    def __init__(self, s: Sink, monkeypatch: pytest.MonkeyPatch, fail: bool = False) -> None:
+        self.committer = s.intake.committer
+        self.real = self.committer.store.store_many
+        self.gate = asyncio.Event()
+        self.fail = fail
+        self.sizes: list[int] = []
+        self.committed: set[bytes] = set()
+        monkeypatch.setattr(self.committer.store, "store_many", self.store_many)
+
+    async def store_many(self, messages: Any) -> list[StoreResult]:
+        self.sizes.append(len(messages))
+        await self.gate.wait()
+        if self.fail:
+            raise OperationalError("INSERT", {}, ConnectionResetError("commit failed"))
+        results = await self.real(messages)
+        self.committed.update(m.raw for m in messages)
+        return results
+
+    async def until_waiting(self, n: int) -> None:
+        async def queued() -> bool:
+            return bool(self.sizes) and len(self.committer._waiting) >= n
+
+        await wait_for(queued, timeout=10)
+
+
+def send_and_check(port: int, raw: bytes, held: HeldCommits) -> tuple[int, bytes, bool]:
+    """(code, text, whether the commit holding the message had returned when the reply came)."""
+    code, text = send(port, raw)
+    return code, text, raw in held.committed
+
+
+async def test_sessions_finishing_together_share_one_commit(
+    env: Env, sink: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = HeldCommits(sink, monkeypatch)
+    raws = [HARD_BOUNCE + b"group-%d\r\n" % i for i in range(6)]
+    first = asyncio.create_task(asyncio.to_thread(send_and_check, sink.port, raws[0], held))
+    await held.until_waiting(0)  # the first commit is in flight, held at the gate
+    rest = [
+        asyncio.create_task(asyncio.to_thread(send_and_check, sink.port, raw, held))
+        for raw in raws[1:]
+    ]
+    await held.until_waiting(5)  # the others wait for the next commit, unanswered
+    assert not any(t.done() for t in [first, *rest])
+    held.gate.set()
+    replies = await asyncio.gather(first, *rest)
+    # Every session got its 250 only once the commit holding its message had returned.
+    assert all(r == (250, Reply.ACCEPTED[4:].encode(), True) for r in replies), replies
+    assert held.sizes == [1, 5]  # five sessions, one INSERT and one COMMIT
+    assert sorted(bytes(r.raw or b"") for r in await rows(env)) == sorted(raws)
+
+
+async def test_failed_group_commit_answers_451_to_every_session(
+    env: Env, sink: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = HeldCommits(sink, monkeypatch, fail=True)
+    raws = [HARD_BOUNCE + b"doomed-%d\r\n" % i for i in range(4)]
+    first = asyncio.create_task(asyncio.to_thread(send_and_check, sink.port, raws[0], held))
+    await held.until_waiting(0)
+    rest = [
+        asyncio.create_task(asyncio.to_thread(send_and_check, sink.port, raw, held))
+        for raw in raws[1:]
+    ]
+    await held.until_waiting(3)
+    held.gate.set()
+    replies = await asyncio.gather(first, *rest)
+    assert all(r == (451, Reply.TEMPORARY[4:].encode(), False) for r in replies), replies
+    assert 3 in held.sizes  # the three waiting sessions were one commit (tried twice), all 451
+    assert await rows(env) == []
+    # The sink recovers with the database: the MTA's retry is stored.
+    monkeypatch.undo()
+    assert (await asyncio.to_thread(send, sink.port, raws[0]))[0] == 250
+    assert len(await rows(env)) == 1
+
+
+async def test_same_message_twice_in_one_commit_is_stored_once(
+    env: Env, sink: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = HeldCommits(sink, monkeypatch)
+    primer = asyncio.create_task(asyncio.to_thread(send, sink.port, HARD_BOUNCE + b"primer\r\n"))
+    await held.until_waiting(0)
+    twins = [asyncio.create_task(asyncio.to_thread(send, sink.port, HARD_BOUNCE)) for _ in "ab"]
+    await held.until_waiting(2)
+    held.gate.set()
+    await primer
+    replies = sorted(t.decode() for _, t in await asyncio.gather(*twins))
+    assert replies == sorted([Reply.ACCEPTED[4:], Reply.DUPLICATE[4:]])
+    assert held.sizes == [1, 2]
+    assert len(await rows(env)) == 2
 
 
 async def test_bare_lf_and_cr_dots_do_not_end_data(env: Env, sink: Sink) -> None:
