@@ -132,6 +132,9 @@ def _kind(results: list[RecipientResult]) -> MessageKind:
     return "bounce"
 
 
+_PROVIDER_PARSERS = frozenset({"gmail"})
+
+
 def _classify(found: Found, mta: str | None, stream: str | None) -> RecipientResult:
     action = found.action or (
         "delivered" if found.status and found.status.startswith("2") else "failed"
@@ -141,8 +144,11 @@ def _classify(found: Found, mta: str | None, stream: str | None) -> RecipientRes
         status=found.status,
         reply_code=found.reply_code,
         diagnostic=diagnostic or None,
-        provider=mta,
-        remote_mta=found.remote_mta,
+        # A parser named after a provider knows it; otherwise the classifier detects the provider
+        # from the host that refused the message (Remote-MTA, else the Reporting-MTA) or the
+        # recipient's domain. Parser names such as "rfc3464" are formats, not providers.
+        provider=mta if mta in _PROVIDER_PARSERS else None,
+        remote_mta=found.remote_mta or found.reporting_mta,
         recipient_domain=domain_of(found.recipient),
     )
     outcome = str(classification.outcome)

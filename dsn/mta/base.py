@@ -39,6 +39,9 @@ class Found:
     reply_code: int | None = None
     action: str | None = None
     remote_mta: str | None = None
+    # RFC 3464 §2.2.2: the MTA that wrote the report. With no Remote-MTA, it is the host that
+    # refused the message itself (a provider's own MX bouncing after acceptance).
+    reporting_mta: str | None = None
     original_recipient: str | None = None
     last_attempt_date: str | None = None
     will_retry_until: str | None = None

@@ -148,6 +148,7 @@ def records_to_found(per_message: dict[str, str], records: list[dict[str, str]])
                 remote_mta=strip_type(record["remote-mta"]).lower() or None
                 if "remote-mta" in record
                 else None,
+                reporting_mta=strip_type(per_message.get("reporting-mta", "")).lower() or None,
                 original_recipient=original,
                 last_attempt_date=record.get("last-attempt-date"),
                 will_retry_until=record.get("will-retry-until"),
