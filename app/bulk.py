@@ -55,12 +55,13 @@ from app.errors import InvalidInput
 from app.models import AuditEntry, Suppression, utcnow
 from app.settings import GLOBAL_SCOPE, STREAM_RE
 from app.suppressions import (
+    CACHE_COLUMNS,
     DB_ERRORS,
     REASON_RE,
     STRENGTH,
     SUPPRESSING_OUTCOMES,
     SuppressionService,
-    make_entry,
+    cache_items,
     scope_for,
 )
 
@@ -1150,7 +1151,7 @@ class _PgStore:
             " revision, removed_at FROM suppressions WHERE address = ANY($1::text[])",
             list(addresses),
         )
-        return _cache_items(addresses, records, now)
+        return cache_items(addresses, records, now)
 
 
 class _Rollback(Exception):
@@ -1267,37 +1268,9 @@ class _SqliteStore:
             for start in range(0, len(addresses), 1000):
                 chunk = addresses[start : start + 1000]
                 records += (
-                    await s.execute(
-                        select(
-                            Suppression.address,
-                            Suppression.scope,
-                            Suppression.outcome,
-                            Suppression.reason,
-                            Suppression.first_seen,
-                            Suppression.expires_at,
-                            Suppression.verified,
-                            Suppression.source,
-                            Suppression.revision,
-                            Suppression.removed_at,
-                        ).where(Suppression.address.in_(chunk))
-                    )
+                    await s.execute(select(*CACHE_COLUMNS).where(Suppression.address.in_(chunk)))
                 ).all()
-        return _cache_items(addresses, records, now)
-
-
-def _cache_items(
-    addresses: Sequence[str], records: Sequence[Any], now: datetime
-) -> list[tuple[str, int, list[CachedEntry]]]:
-    """The committed state of each address as the cache holds it (see ``cache_state_for``)."""
-    versions = dict.fromkeys(addresses, 0)
-    entries: dict[str, list[CachedEntry]] = {a: [] for a in addresses}
-    for address, scope, outcome, reason, first, expires, verified, source, rev, removed in records:
-        versions[address] += rev
-        if removed is None and (expires is None or expires > now):
-            entries[address].append(
-                make_entry(scope, outcome, reason, first, expires, bool(verified), source)
-            )
-    return [(a, versions[a], entries[a]) for a in addresses]
+        return cache_items(addresses, records, now)
 
 
 # ------------------------------------------------------------------------------ import

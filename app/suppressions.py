@@ -20,7 +20,7 @@ import dataclasses
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -180,6 +180,38 @@ def _new_row(req: SuppressRequest, scope: str, now: datetime) -> dict[str, Any]:
 
 # Core tables: the write path builds plain INSERTs, without ORM unit-of-work bookkeeping.
 SUPPRESSIONS_TABLE: Table = Suppression.__table__  # type: ignore[assignment]
+
+# What the cache needs of every row of an address (active or not: the version counts them all).
+CACHE_COLUMNS = (
+    SUPPRESSIONS_TABLE.c.address,
+    SUPPRESSIONS_TABLE.c.scope,
+    SUPPRESSIONS_TABLE.c.outcome,
+    SUPPRESSIONS_TABLE.c.reason,
+    SUPPRESSIONS_TABLE.c.first_seen,
+    SUPPRESSIONS_TABLE.c.expires_at,
+    SUPPRESSIONS_TABLE.c.verified,
+    SUPPRESSIONS_TABLE.c.source,
+    SUPPRESSIONS_TABLE.c.revision,
+    SUPPRESSIONS_TABLE.c.removed_at,
+)
+
+
+def cache_items(
+    addresses: Sequence[str], records: Iterable[Sequence[Any]], now: datetime
+) -> list[tuple[str, int, list[CachedEntry]]]:
+    """The cache value of each address from its rows (``CACHE_COLUMNS`` order, read after the
+    commit): the version is the sum of the rows' revisions, the entries are the active rows."""
+    versions = dict.fromkeys(addresses, 0)
+    entries: dict[str, list[CachedEntry]] = {a: [] for a in addresses}
+    for address, scope, outcome, reason, first, expires, verified, source, rev, gone in records:
+        versions[address] += rev
+        if gone is None and (expires is None or expires > now):
+            entries[address].append(
+                make_entry(scope, outcome, reason, first, expires, bool(verified), source)
+            )
+    return [(a, versions[a], entries[a]) for a in addresses]
+
+
 EVENTS_TABLE: Table = Event.__table__  # type: ignore[assignment]
 _AUDIT: Table = AuditEntry.__table__  # type: ignore[assignment]
 
@@ -567,43 +599,13 @@ class SuppressionService:
     ) -> list[tuple[str, int, list[CachedEntry]]]:
         now = utcnow()
         addresses = list(dict.fromkeys(addresses))
-        versions: dict[str, int] = dict.fromkeys(addresses, 0)
-        entries: dict[str, list[CachedEntry]] = {a: [] for a in addresses}
-        c = SUPPRESSIONS_TABLE.c
-        cols = (
-            c.address,
-            c.scope,
-            c.outcome,
-            c.reason,
-            c.first_seen,
-            c.expires_at,
-            c.verified,
-            c.source,
-            c.revision,
-            c.removed_at,
-        )
+        records: list[Any] = []
         async with (db or self.db).read() as s:
             for start in range(0, len(addresses), 1000):
                 chunk = addresses[start : start + 1000]
-                rows = await s.execute(select(*cols).where(c.address.in_(chunk)))
-                for (
-                    address,
-                    scope,
-                    outcome,
-                    reason,
-                    first,
-                    expires,
-                    verified,
-                    source,
-                    rev,
-                    gone,
-                ) in rows:
-                    versions[address] += rev
-                    if gone is None and (expires is None or expires > now):
-                        entries[address].append(
-                            make_entry(scope, outcome, reason, first, expires, verified, source)
-                        )
-        return [(a, versions[a], entries[a]) for a in addresses]
+                where = SUPPRESSIONS_TABLE.c.address.in_(chunk)
+                records += (await s.execute(select(*CACHE_COLUMNS).where(where))).all()
+        return cache_items(addresses, records, now)
 
     def schedule_rebuild(self) -> None:
         if not self.auto_rebuild:
@@ -649,18 +651,7 @@ class SuppressionService:
             now = utcnow()
             self._synced_until = now
             last = ""
-            cols = (
-                Suppression.address,
-                Suppression.scope,
-                Suppression.outcome,
-                Suppression.reason,
-                Suppression.first_seen,
-                Suppression.expires_at,
-                Suppression.verified,
-                Suppression.source,
-                Suppression.revision,
-                Suppression.removed_at,
-            )
+            cols = CACHE_COLUMNS
             while True:
                 # Key-set pagination on the (address, scope) unique index keeps every query short.
                 async with self.db.read() as s:
@@ -684,23 +675,7 @@ class SuppressionService:
                             rows = (
                                 await s.execute(select(*cols).where(Suppression.address == tail))
                             ).all()
-                by_addr: dict[str, tuple[int, list[CachedEntry]]] = {}
-                for r in rows:
-                    version, ents = by_addr.get(r.address, (0, []))
-                    if r.removed_at is None and (r.expires_at is None or r.expires_at > now):
-                        ents.append(
-                            make_entry(
-                                r.scope,
-                                r.outcome,
-                                r.reason,
-                                r.first_seen,
-                                r.expires_at,
-                                r.verified,
-                                r.source,
-                            )
-                        )
-                    by_addr[r.address] = (version + r.revision, ents)
-                pending = [(a, v, e) for a, (v, e) in by_addr.items()]
+                pending = cache_items(list(dict.fromkeys(r.address for r in rows)), rows, now)
                 await self.cache.put_many(pending)
                 count += sum(len(e) for _, _, e in pending)
                 last = rows[-1].address
