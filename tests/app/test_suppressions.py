@@ -302,3 +302,14 @@ async def test_lookup_shows_evidence(env: Env) -> None:
     assert "does not exist" in event["diagnostic"]
     r = await env.client.get("/v1/suppressions/never@example.com", headers=env.auth("read"))
     assert r.status_code == 404
+
+
+async def test_oversized_body_is_refused(env: Env) -> None:
+    body = b'{"addresses": ["' + b"a" * (5 * 1024 * 1024) + b'@example.com"]}'
+    r = await env.client.post(
+        "/v1/check",
+        content=body,
+        headers={**env.auth("check"), "Content-Type": "application/json"},
+    )
+    assert r.status_code == 413
+    assert r.json()["error"] == "too_large"
