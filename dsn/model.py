@@ -93,7 +93,12 @@ class MessageAnalysis:
                 obj["feedback_type"] = self.feedback_type
                 obj["source_ip"] = self.source_ip
             results.append(obj)
-        return {"file": file, "kind": self.kind, "error": None, "results": results}
+        obj: dict[str, Any] = {"file": file, "kind": self.kind, "error": None, "results": results}
+        if self.ref_token is not None:
+            # Unverified here: the service checks its signature and takes recipient and stream
+            # from it (a redacted complaint has no result without it).
+            obj["ref_token"] = self.ref_token
+        return obj
 
 
 _WS = re.compile(r"\s+")
