@@ -88,11 +88,11 @@ class MessageAnalysis:
         """The JSON Lines object of ``stoplist parse --jsonl`` (dump with sorted keys)."""
         results: list[dict[str, Any]] = []
         for result in self.results:
-            obj = result.to_json()
+            row = result.to_json()
             if self.kind == "complaint":
-                obj["feedback_type"] = self.feedback_type
-                obj["source_ip"] = self.source_ip
-            results.append(obj)
+                row["feedback_type"] = self.feedback_type
+                row["source_ip"] = self.source_ip
+            results.append(row)
         obj: dict[str, Any] = {"file": file, "kind": self.kind, "error": None, "results": results}
         if self.ref_token is not None:
             # Unverified here: the service checks its signature and takes recipient and stream
