@@ -13,7 +13,9 @@
    than ``intake_claim_timeout_s`` (its processor died) is anyone's. Every claim counts an attempt.
 3. **Feed**: the sink hands each stored message to a local queue (fast path, raw bytes already in
    memory); a sweep at start-up and every ``intake_sweep_interval_s`` takes pending rows from the
-   table, so a crash between the 250 and processing loses nothing.
+   table, so a crash between the 250 and processing loses nothing. With the processing in a
+   child process (``app.intake_process``, PostgreSQL) there is no local queue: the sink wakes the
+   child after each commit and the child's sweep takes the rows.
 4. **Process in batches** (``intake_concurrency`` batches at once, up to ``process_batch`` messages
    each): **parse** in bounded worker processes (``app.parsing_pool``, several messages per worker
    task), **apply** the batch through the policy in one transaction (``app.policy.apply_batch``;
@@ -46,7 +48,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import Table, and_, bindparam, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -60,6 +62,9 @@ from app.policy import ApplyResult, BatchItem, Envelope, apply_analysis, apply_b
 from app.settings import Settings
 from app.suppressions import DB_ERRORS
 from dsn.model import MessageAnalysis
+
+if TYPE_CHECKING:
+    from app.intake_process import ProcessorChild
 
 log = logging.getLogger(__name__)
 
@@ -614,6 +619,10 @@ class IntakeProcessor:
         except asyncio.QueueFull:
             self._sweep_now.set()
 
+    def wake(self) -> None:
+        """Sweep now (rows were stored by a sink in another process)."""
+        self._sweep_now.set()
+
     # -- life cycle
 
     async def start(self) -> None:
@@ -691,11 +700,15 @@ class IntakeProcessor:
         Also purges old raw bytes about once an hour."""
         last_purge = 0.0
         while True:
+            # Cleared before the round, so a wake-up during the round makes one more round.
+            self._sweep_now.clear()
             try:
                 while True:
+                    started = time.perf_counter()
                     msgs = await self.store.claim_pending(
                         self.claim_batch, self.settings.intake_claim_timeout_s
                     )
+                    self.stats.claim_s += time.perf_counter() - started
                     for msg in msgs:
                         await self._work.put(msg)
                     if len(msgs) < self.claim_batch:
@@ -709,7 +722,6 @@ class IntakeProcessor:
                 log.warning("intake sweep: database unreachable: %s", exc)
             except Exception:
                 log.exception("intake sweep failed")
-            self._sweep_now.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
                     self._sweep_now.wait(), timeout=self.settings.intake_sweep_interval_s
@@ -857,9 +869,19 @@ class Intake:
         *,
         applier: Applier | None = None,
         pool: ParsingPool | None = None,
+        separate: bool | None = None,
     ) -> None:
         settings = services.settings
         self.settings = settings
+        if separate is None:
+            separate = settings.intake_process == "separate"
+        # Processing in a child process (app.intake_process): PostgreSQL only (SQLite has one
+        # writer per process file lock and the embedded mode is a single process).
+        self.child: ProcessorChild | None = None
+        if separate and services.db.dialect == "postgresql":
+            from app.intake_process import ProcessorChild
+
+            self.child = ProcessorChild(settings)
         self.store = IntakeStore(services.db)
         self.pool = pool or ParsingPool(
             workers=settings.parse_workers,
@@ -887,15 +909,28 @@ class Intake:
         )
         self.committer = GroupCommit(sink_store, self.processor.stats, self._stored)
 
+    async def start(self) -> None:
+        """Start processing: in the child process, or on this loop."""
+        if self.child is not None:
+            await self.child.start()
+        else:
+            await self.processor.start()
+
     def _stored(self, msg: IncomingMessage, result: StoreResult) -> None:
-        if result.id is not None and self.processor.running:
+        if result.id is None:
+            return
+        if self.processor.running:
             self.processor.submit(
                 StoredMessage(result.id, msg.raw, msg.mail_from, msg.rcpt_to, msg.peer)
             )
+        elif self.child is not None:
+            self.child.wake()
 
     async def close(self) -> None:
         await self.committer.close()
         await self.processor.stop()
+        if self.child is not None:
+            await self.child.close()
         if self._sink_db is not None:
             await self._sink_db.dispose()
         stats = self.processor.stats.as_dict()

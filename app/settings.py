@@ -9,7 +9,7 @@ import ipaddress
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -97,13 +97,18 @@ class Settings(BaseSettings):
         default=0, ge=0, description="Parse messages up to this size in-process (0 = never)"
     )
     intake_concurrency: int = Field(
-        default=2, ge=1, description="Batches of messages processed at once (see app.intake)"
+        default=4, ge=1, description="Batches of messages processed at once (see app.intake)"
     )
     intake_claim_timeout_s: float = Field(
         default=300.0, gt=0, description="A claim older than this is retried by any replica"
     )
     intake_max_attempts: int = Field(default=3, ge=1)
     intake_sweep_interval_s: float = Field(default=30.0, gt=0)
+    intake_process: Literal["inline", "separate"] = Field(
+        default="separate",
+        description="Where stored messages are processed on PostgreSQL: on the service's event "
+        "loop, or in one child process of its own (see app.intake_process)",
+    )
     raw_retention_days: float = Field(
         default=30.0, ge=0, description="Drop raw bytes of finished messages after this (0 = keep)"
     )

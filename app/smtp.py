@@ -287,10 +287,11 @@ class SmtpSink:
 async def start_sink(
     services: Services, *, process: bool = True, settings: Settings | None = None
 ) -> SmtpSink:
-    """The sink and (unless ``process`` is false) the processing loop, on the running loop."""
+    """The sink and (unless ``process`` is false) the processing loop: on the running loop, or in
+    a child process (``intake_process = "separate"`` on PostgreSQL, see ``app.intake_process``)."""
     intake = Intake(services)
     if process:
-        await intake.processor.start()
+        await intake.start()
     sink = SmtpSink(settings or services.settings, intake)
     try:
         await sink.start()
