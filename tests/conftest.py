@@ -24,6 +24,7 @@ from sqlalchemy import text
 from app.api.deps import Services
 from app.db import run_migrations
 from app.main import build_services, create_app
+from app.parsing_pool import ParsingPool
 from app.settings import Settings
 
 PG_ADMIN_URL = os.environ.get(
@@ -103,6 +104,14 @@ def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = f"sqlite+aiosqlite:///{path}"
     run_migrations(Settings(database_url=url))
     yield url
+
+
+@pytest.fixture(scope="session")
+def parse_pool() -> Iterator[ParsingPool]:
+    """One parse worker process shared by the intake tests."""
+    pool = ParsingPool(workers=1, timeout_s=5.0)
+    yield pool
+    pool.close()
 
 
 @dataclass

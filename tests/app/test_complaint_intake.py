@@ -9,10 +9,8 @@ from pydantic import SecretStr
 
 from app.parsing_pool import ParsingPool
 from tests.app.test_policy import KEYS, configure
-from tests.app.test_smtp import SINK_DOMAINS, parse_pool, send, start_sink, wait_for
+from tests.app.test_smtp import SINK_DOMAINS, send, start_sink, wait_for
 from tests.conftest import Env
-
-__all__ = ["parse_pool"]  # the session fixture, shared with test_smtp
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 

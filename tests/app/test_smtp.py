@@ -77,13 +77,6 @@ class Sink:
         await self.intake.close()
 
 
-@pytest.fixture(scope="session")
-def parse_pool() -> Any:
-    pool = ParsingPool(workers=1, timeout_s=5.0)
-    yield pool
-    pool.close()
-
-
 async def start_sink(
     env: Env, pool: ParsingPool | None = None, *, process: bool = False, **overrides: Any
 ) -> Sink:
