@@ -446,7 +446,7 @@ def state_for(analysis: MessageAnalysis, result: ApplyResult) -> str:
 
 @dataclass(slots=True)
 class IntakeStats:
-    """Counters and timings (seconds summed over batches) for the benchmark and /metrics."""
+    """Counters and timings (seconds summed over batches) logged when the intake stops and printed by the benchmark (not yet on /metrics)."""
 
     stored: int = 0
     duplicates: int = 0
