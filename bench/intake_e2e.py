@@ -5,11 +5,16 @@
 1. The floor: a do-nothing aiosmtpd server (its own process, answers 250 to every DATA) receives
    the messages; messages/s from the first connection to the last 250.
 2. The service: ``stoplist serve`` (subprocess) on a fresh PostgreSQL database and Redis, with the
-   sink enabled, receives the same number of hard-bounce DSNs (one recipient each, all distinct);
-   messages/s from the first connection until every row in ``inbound_messages`` is finished
-   (polled in the database), i.e. stored, parsed, applied (suppressed) and marked.
+   sink enabled, receives the same number of messages: hard-bounce DSNs to the bounce domain and,
+   every ``--complaint-every``-th message (default 10), an RFC 5965 abuse report to the feedback
+   address (one recipient each, all distinct); messages/s from the first connection until every
+   row in ``inbound_messages`` is finished (polled in the database), i.e. stored, parsed, applied
+   (suppressed) and marked.
+3. The check: every bounce recipient is suppressed with outcome ``hard`` and every complaint
+   recipient with ``complaint`` (read from ``suppressions``); the counts are printed and a miss
+   fails the run.
 
-Prints both, the ratio (goal: the service reaches >= 30 % of the floor), and the service's own
+Prints both rates, the ratio (goal: the service reaches >= 30 % of the floor), and the service's own
 timing counters (store / claim / parse / apply / finish, logged by the intake when it stops).
 ``--profile`` runs the service under cProfile and prints its top functions.
 
@@ -37,11 +42,37 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 TEMPLATE = (ROOT / "samples" / "bounce" / "postfix-01.eml").read_bytes()
 TEMPLATE = TEMPLATE.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+ARF = (ROOT / "samples" / "arf" / "rfc5965-01.eml").read_bytes()
+ARF = ARF.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 RCPT = b"bounces@bounces.example.net"
+FEEDBACK = b"fbl@feedback.example.net"  # an address entry in the sink's domains
+DOMAINS = "bounces.example.net," + FEEDBACK.decode()
 
 
-def message(i: int) -> bytes:
-    return TEMPLATE.replace(b"carol@example.net", b"user%d@example.net" % i)
+def is_complaint(i: int, every: int) -> bool:
+    return every > 0 and i % every == every - 1
+
+
+def bounce_address(i: int) -> str:
+    return f"user{i}@example.net"
+
+
+def complaint_address(i: int) -> str:
+    return f"complainer{i}@example.com"
+
+
+def message(i: int, every: int) -> tuple[bytes, bytes, bytes]:
+    """(reverse path, recipient, content) of message ``i``."""
+    if is_complaint(i, every):
+        who = complaint_address(i).encode()
+        body = (
+            ARF.replace(b"Alice@Example.com", who)
+            .replace(b"alice@example.com", who)
+            .replace(b"b+alice=example.com", b"b+complainer%d=example.com" % i)
+            .replace(b"report-0001@", b"report-%d@" % i)
+        )
+        return b"abusedesk@example.com", FEEDBACK, body
+    return b"", RCPT, TEMPLATE.replace(b"carol@example.net", bounce_address(i).encode())
 
 
 def free_port() -> int:
@@ -63,16 +94,16 @@ async def _reply(reader: asyncio.StreamReader) -> bytes:
             return line
 
 
-async def client(port: int, indices: list[int], failures: list[bytes]) -> None:
+async def client(port: int, indices: list[int], every: int, failures: list[bytes]) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     await _reply(reader)
     writer.write(b"EHLO bench.example.com\r\n")
     await _reply(reader)
     for i in indices:
-        body = message(i)
-        writer.write(b"MAIL FROM:<>\r\n")
+        sender, rcpt, body = message(i, every)
+        writer.write(b"MAIL FROM:<" + sender + b">\r\n")
         assert (await _reply(reader)).startswith(b"250")
-        writer.write(b"RCPT TO:<" + RCPT + b">\r\n")
+        writer.write(b"RCPT TO:<" + rcpt + b">\r\n")
         assert (await _reply(reader)).startswith(b"250")
         writer.write(b"DATA\r\n")
         assert (await _reply(reader)).startswith(b"354")
@@ -85,10 +116,10 @@ async def client(port: int, indices: list[int], failures: list[bytes]) -> None:
     writer.close()
 
 
-async def blast(port: int, n: int, connections: int) -> list[bytes]:
+async def blast(port: int, n: int, connections: int, every: int) -> list[bytes]:
     failures: list[bytes] = []
     await asyncio.gather(
-        *(client(port, list(range(c, n, connections)), failures) for c in range(connections))
+        *(client(port, list(range(c, n, connections)), every, failures) for c in range(connections))
     )
     return failures
 
@@ -126,13 +157,13 @@ def floor_server(port: int) -> None:
     asyncio.run(main())
 
 
-def measure_floor(n: int, connections: int) -> float:
+def measure_floor(n: int, connections: int, every: int) -> float:
     port = free_port()
     proc = subprocess.Popen([PYTHON, __file__, "--floor-server", str(port)])
     try:
         wait_port(port)
         started = time.perf_counter()
-        failures = asyncio.run(blast(port, n, connections))
+        failures = asyncio.run(blast(port, n, connections, every))
         elapsed = time.perf_counter() - started
         assert not failures, failures[:3]
         return n / elapsed
@@ -169,17 +200,42 @@ async def _finished(db_url: str) -> tuple[int, int]:
         await conn.close()
 
 
-async def _suppressed(db_url: str) -> int:
+async def _outcomes(db_url: str) -> dict[str, set[str]]:
+    """Every suppressed address (not removed) with its outcomes, over all scopes."""
     import asyncpg
 
     conn = await asyncpg.connect(db_url.replace("postgresql+asyncpg://", "postgresql://"))
     try:
-        return int(await conn.fetchval("SELECT count(*) FROM suppressions WHERE outcome='hard'"))
+        rows = await conn.fetch(
+            "SELECT address, outcome FROM suppressions WHERE removed_at IS NULL"
+        )
     finally:
         await conn.close()
+    out: dict[str, set[str]] = {}
+    for row in rows:
+        out.setdefault(row["address"], set()).add(row["outcome"])
+    return out
 
 
-def measure_service(args: argparse.Namespace) -> tuple[float, str, int]:
+def verify(outcomes: dict[str, set[str]], n: int, every: int) -> tuple[int, int, list[str]]:
+    """(bounces suppressed hard, complaints suppressed complaint, up to 5 misses)."""
+    hard = complaints = 0
+    misses: list[str] = []
+    for i in range(n):
+        if is_complaint(i, every):
+            address, want = complaint_address(i), "complaint"
+        else:
+            address, want = bounce_address(i), "hard"
+        if outcomes.get(address) == {want}:
+            hard, complaints = (
+                (hard, complaints + 1) if want == "complaint" else (hard + 1, complaints)
+            )
+        elif len(misses) < 5:
+            misses.append(f"{address}: want {want}, got {sorted(outcomes.get(address, ()))}")
+    return hard, complaints, misses
+
+
+def measure_service(args: argparse.Namespace) -> tuple[float, str, dict[str, set[str]]]:
     name = f"stoplist_bench_{os.getpid()}"
     base = args.pg_url.rsplit("/", 1)[0]
     db_url = f"{base}/{name}"
@@ -193,7 +249,7 @@ def measure_service(args: argparse.Namespace) -> tuple[float, str, int]:
         "STOPLIST_REDIS_PREFIX": f"bench{os.getpid()}:",
         "STOPLIST_SMTP_ENABLED": "1",
         "STOPLIST_SMTP_PORT": str(smtp_port),
-        "STOPLIST_SMTP_DOMAINS": "bounces.example.net",
+        "STOPLIST_SMTP_DOMAINS": DOMAINS,
         "STOPLIST_HTTP_PORT": str(http_port),
         "STOPLIST_BOOTSTRAP_ADMIN_KEY": "sl_" + "b" * 40,
         "STOPLIST_INTAKE_SWEEP_INTERVAL_S": "2",
@@ -210,7 +266,9 @@ def measure_service(args: argparse.Namespace) -> tuple[float, str, int]:
     try:
         wait_port(smtp_port, timeout=120)
         started = time.perf_counter()
-        failures = asyncio.run(blast(smtp_port, args.messages, args.connections))
+        failures = asyncio.run(
+            blast(smtp_port, args.messages, args.connections, args.complaint_every)
+        )
         sent = time.perf_counter() - started
         assert not failures, failures[:3]
         while True:
@@ -224,7 +282,7 @@ def measure_service(args: argparse.Namespace) -> tuple[float, str, int]:
             f"({args.messages / sent:.0f}/s), all processed after {elapsed:.1f} s",
             flush=True,
         )
-        suppressed = asyncio.run(_suppressed(db_url))
+        outcomes = asyncio.run(_outcomes(db_url))
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -239,13 +297,19 @@ def measure_service(args: argparse.Namespace) -> tuple[float, str, int]:
         pstats.Stats(str(profile)).sort_stats("tottime").print_stats(25)
     if not stats and output:
         print(output[-3000:])
-    return args.messages / elapsed, stats, suppressed
+    return args.messages / elapsed, stats, outcomes
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--complaint-every",
+        type=int,
+        default=10,
+        help="Every Nth message is an ARF abuse report (0: bounces only)",
+    )
     parser.add_argument(
         "--pg-url",
         default=os.environ.get(
@@ -266,14 +330,27 @@ def main() -> None:
         floor_server(args.floor_server)
         return
 
-    print(f"{args.messages} DSNs over {args.connections} connections, {os.cpu_count()} CPUs")
-    floor = measure_floor(args.messages, args.connections)
+    n, every = args.messages, args.complaint_every
+    n_complaints = sum(is_complaint(i, every) for i in range(n))
+    print(
+        f"{n} messages ({n - n_complaints} DSNs, {n_complaints} ARF complaints) over "
+        f"{args.connections} connections, {os.cpu_count()} CPUs"
+    )
+    floor = measure_floor(n, args.connections, every)
     print(f"  floor (do-nothing aiosmtpd): {floor:.0f} messages/s", flush=True)
-    rate, stats, suppressed = measure_service(args)
-    print(f"  service end to end: {rate:.0f} messages/s ({suppressed} hard suppressions)")
+    rate, stats, outcomes = measure_service(args)
+    hard, complaints, misses = verify(outcomes, n, every)
+    print(f"  service end to end: {rate:.0f} messages/s")
+    print(
+        f"  suppressed: {hard}/{n - n_complaints} bounce recipients hard, "
+        f"{complaints}/{n_complaints} complaint recipients complaint "
+        f"({len(outcomes)} addresses in all)"
+    )
     print(f"  ratio: {rate / floor:.0%} of the floor (goal >= 30%)")
     if stats:
         print("  " + re.sub(r"^.*?intake stats", "intake stats", stats))
+    if misses:
+        sys.exit("suppressions missing or wrong:\n  " + "\n  ".join(misses))
 
 
 if __name__ == "__main__":
