@@ -365,6 +365,14 @@ def main() -> None:
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
+    redis.Redis.from_url(args.redis).flushdb()  # the benchmark's own database: leave it empty
+    asyncio.run(_drop_database(args.pg))
+
+
+async def _drop_database(pg: str) -> None:
+    admin = await asyncpg.connect(pg)
+    await admin.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
+    await admin.close()
 
 
 if __name__ == "__main__":
