@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, and_, or_, select, tuple_, update
+from sqlalchemy import Table, and_, or_, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -811,17 +811,6 @@ class SuppressionService:
                 .group_by(Suppression.outcome)
             )
             return {str(o): int(n) for o, n in res.all()}
-
-    async def touch_expired(self) -> int:
-        """Not needed for correctness (expiry is evaluated at read time); kept for housekeeping."""
-        now = utcnow()
-        async with self.db.write() as s:
-            res = await s.execute(
-                update(Suppression)
-                .where(Suppression.expires_at <= now, Suppression.removed_at.is_(None))
-                .values(removed_at=Suppression.expires_at)
-            )
-            return int(getattr(res, "rowcount", 0) or 0)
 
 
 def merge_into(row: Suppression, req: SuppressRequest, now: datetime) -> bool:
