@@ -19,7 +19,8 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol, cast
 
@@ -86,6 +87,15 @@ def expiry_ms(entries: Sequence[CachedEntry]) -> int:
 
 class CacheUnavailable(Exception):
     """The cache cannot be reached: answer from the database."""
+
+
+@contextmanager
+def _unavailable() -> Iterator[None]:
+    """Every Redis failure leaves RedisCache as CacheUnavailable (the interface's one error)."""
+    try:
+        yield
+    except (RedisError, OSError) as exc:
+        raise CacheUnavailable(str(exc)) from exc
 
 
 class CacheCold(Exception):
@@ -355,27 +365,29 @@ class RedisCache:
         return value.decode() if value is not None else None
 
     async def mark_ready(self, generation: str) -> None:
-        await self._client.set(self._ready_key, generation)
+        with _unavailable():
+            await self._client.set(self._ready_key, generation)
 
     async def mark_cold(self) -> None:
-        await self._client.delete(self._ready_key)
+        with _unavailable():
+            await self._client.delete(self._ready_key)
 
     async def try_lock_rebuild(self, ttl_s: float) -> bool:
-        got = await self._client.set(
-            self._lock_key, self._lock_token, nx=True, px=int(ttl_s * 1000)
-        )
+        with _unavailable():
+            got = await self._client.set(
+                self._lock_key, self._lock_token, nx=True, px=int(ttl_s * 1000)
+            )
         return bool(got)
 
     async def unlock_rebuild(self) -> None:
-        value = cast(bytes | None, await self._client.get(self._lock_key))
-        if value is not None and value.decode() == self._lock_token:
-            await self._client.delete(self._lock_key)
+        with _unavailable():
+            value = cast(bytes | None, await self._client.get(self._lock_key))
+            if value is not None and value.decode() == self._lock_token:
+                await self._client.delete(self._lock_key)
 
     async def ping(self) -> None:
-        try:
+        with _unavailable():
             await self._client.ping()
-        except (RedisError, OSError) as exc:
-            raise CacheUnavailable(str(exc)) from exc
 
     async def clear(self) -> None:
         """Delete every key under the prefix (tests and `cache rebuild --from-scratch`)."""

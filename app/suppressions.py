@@ -20,12 +20,13 @@ import dataclasses
 import logging
 import re
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, and_, or_, select, tuple_
+from sqlalchemy import Table, and_, func, or_, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -629,17 +630,10 @@ class SuppressionService:
 
     async def rebuild_cache(self, *, batch: int = 5000, force: bool = False) -> int:
         """Load every suppression into the cache, then set the ready marker. Returns entries."""
-        import uuid
-
-        try:
-            if self.cache_dirty:
-                # Entries written while we could not reach the cache are missing there.
-                await self.cache.mark_cold()
-            got = await self.cache.try_lock_rebuild(ttl_s=600)
-        except (CacheUnavailable, *DB_ERRORS):
-            raise
-        except Exception as exc:
-            raise CacheUnavailable(str(exc)) from exc
+        if self.cache_dirty:
+            # Entries written while we could not reach the cache are missing there.
+            await self.cache.mark_cold()
+        got = await self.cache.try_lock_rebuild(ttl_s=600)
         if not got and not force:
             log.info("another replica is rebuilding the cache")
             return 0
@@ -796,8 +790,6 @@ class SuppressionService:
         return [row_to_dict(r, now) for r in rows], next_cursor
 
     async def count_by_outcome(self) -> dict[str, int]:
-        from sqlalchemy import func
-
         now = utcnow()
         async with self.db.read() as s:
             res = await s.execute(
