@@ -60,6 +60,7 @@ from app.suppressions import (
     REASON_RE,
     STRENGTH,
     SUPPRESSING_OUTCOMES,
+    SuppressionFilter,
     SuppressionService,
     cache_items,
     scope_for,
@@ -1526,29 +1527,10 @@ async def file_chunks(
 
 
 @dataclass(frozen=True, slots=True)
-class ExportFilter:
-    outcome: str | None = None
-    reason: str | None = None
-    stream: str | None = None
-    domain: str | None = None
-    since: datetime | None = None  # last seen at or after
-    hashed: bool = False
+class ExportFilter(SuppressionFilter):
+    """The list's filters, plus addresses as SHA-256 of the normalised address."""
 
-    def __post_init__(self) -> None:
-        if self.outcome is not None and self.outcome not in SUPPRESSING_OUTCOMES:
-            raise InvalidInput(f"outcome {self.outcome!r}: one of {', '.join(STRENGTH)}")
-        if self.reason is not None and not REASON_RE.match(self.reason):
-            raise InvalidInput(f"reason {self.reason!r}: snake_case, at most 48 characters")
-        if self.stream is not None:
-            scope_for(self.stream)
-        if self.since is not None and self.since.tzinfo is None:
-            object.__setattr__(self, "since", self.since.replace(tzinfo=UTC))
-        if self.domain is not None:
-            try:
-                domain = normalise_address("x@" + self.domain.strip()).rpartition("@")[2]
-            except InvalidAddress:
-                raise InvalidInput(f"domain {self.domain!r}: not a valid domain") from None
-            object.__setattr__(self, "domain", domain)
+    hashed: bool = False
 
 
 @dataclass(slots=True)

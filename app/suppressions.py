@@ -123,6 +123,34 @@ def check_answer(address: str, hit: CachedEntry | None) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class SuppressionFilter:
+    """Which active suppressions a listing or an export wants; validated on construction."""
+
+    outcome: str | None = None
+    reason: str | None = None
+    stream: str | None = None
+    domain: str | None = None
+    since: datetime | None = None  # last seen at or after
+
+    def __post_init__(self) -> None:
+        if self.outcome is not None and self.outcome not in SUPPRESSING_OUTCOMES:
+            raise InvalidInput(f"outcome {self.outcome!r}: one of {', '.join(STRENGTH)}")
+        if self.reason is not None and not REASON_RE.match(self.reason):
+            raise InvalidInput(f"reason {self.reason!r}: snake_case, at most 48 characters")
+        if self.stream is not None:
+            scope_for(self.stream)
+        if self.since is not None and self.since.tzinfo is None:
+            object.__setattr__(self, "since", self.since.replace(tzinfo=UTC))
+        if self.domain is not None:
+            # The stored form: lower-case IDNA, as normalise_address writes it.
+            try:
+                domain = normalise_address("x@" + self.domain.strip()).rpartition("@")[2]
+            except InvalidAddress:
+                raise InvalidInput(f"domain {self.domain!r}: not a valid domain") from None
+            object.__setattr__(self, "domain", domain)
+
+
 @dataclass(slots=True)
 class SuppressRequest:
     address: str
@@ -754,31 +782,23 @@ class SuppressionService:
         return items[:limit]
 
     async def list(
-        self,
-        *,
-        outcome: str | None = None,
-        reason: str | None = None,
-        stream: str | None = None,
-        domain: str | None = None,
-        since: datetime | None = None,
-        cursor: int | None = None,
-        limit: int = 100,
+        self, flt: SuppressionFilter, *, cursor: int | None = None, limit: int = 100
     ) -> tuple[list[dict[str, Any]], int | None]:
         now = utcnow()
         q = select(Suppression).where(
             Suppression.removed_at.is_(None),
             or_(Suppression.expires_at.is_(None), Suppression.expires_at > now),
         )
-        if outcome:
-            q = q.where(Suppression.outcome == outcome)
-        if reason:
-            q = q.where(Suppression.reason == reason)
-        if stream:
-            q = q.where(Suppression.scope == scope_for(stream))
-        if domain:
-            q = q.where(Suppression.domain == domain.lower().strip())
-        if since:
-            q = q.where(Suppression.last_seen >= since)
+        if flt.outcome:
+            q = q.where(Suppression.outcome == flt.outcome)
+        if flt.reason:
+            q = q.where(Suppression.reason == flt.reason)
+        if flt.stream:
+            q = q.where(Suppression.scope == scope_for(flt.stream))
+        if flt.domain:
+            q = q.where(Suppression.domain == flt.domain)
+        if flt.since:
+            q = q.where(Suppression.last_seen >= flt.since)
         if cursor:
             q = q.where(Suppression.id > cursor)
         q = q.order_by(Suppression.id).limit(limit + 1)

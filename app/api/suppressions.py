@@ -20,7 +20,7 @@ from app.api.schemas import (
 )
 from app.auth import scope_allows
 from app.errors import InvalidInput
-from app.suppressions import SuppressRequest, normalise_or_422, row_to_dict
+from app.suppressions import SuppressionFilter, SuppressRequest, normalise_or_422, row_to_dict
 
 router = APIRouter(prefix="/v1/suppressions", tags=["suppressions"])
 
@@ -50,15 +50,10 @@ async def list_suppressions(
         if not cursor.isdigit():
             raise InvalidInput(f"cursor {cursor!r}: use next_cursor from the previous page")
         after = int(cursor)
-    items, nxt = await services.suppressions.list(
-        outcome=outcome,
-        reason=reason,
-        stream=stream,
-        domain=domain,
-        since=since,
-        cursor=after,
-        limit=limit,
+    flt = SuppressionFilter(
+        outcome=outcome, reason=reason, stream=stream, domain=domain, since=since
     )
+    items, nxt = await services.suppressions.list(flt, cursor=after, limit=limit)
     return JSONBytes({"items": items, "next_cursor": str(nxt) if nxt is not None else None})
 
 

@@ -313,3 +313,18 @@ async def test_oversized_body_is_refused(env: Env) -> None:
     )
     assert r.status_code == 413
     assert r.json()["error"] == "too_large"
+
+
+async def test_list_filters_are_validated_and_normalised_like_export(env: Env) -> None:
+    await suppress(env, "u@bücher.example", reason="user_unknown", outcome="hard")
+    page = (
+        await env.client.get(
+            "/v1/suppressions", params={"domain": "BÜCHER.example"}, headers=env.auth("read")
+        )
+    ).json()
+    assert [i["address"] for i in page["items"]] == ["u@xn--bcher-kva.example"]
+    r = await env.client.get(
+        "/v1/suppressions", params={"outcome": "hardd"}, headers=env.auth("read")
+    )
+    assert r.status_code == 422
+    assert "hardd" in r.json()["detail"]
