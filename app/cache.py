@@ -21,12 +21,15 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import Final, Protocol, cast
 
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +88,11 @@ def expiry_ms(entries: Sequence[CachedEntry]) -> int:
     return int(max(e.expires for e in entries if e.expires is not None) * 1000) + 1000
 
 
+# What a Redis call can raise when Redis is unreachable. uvloop raises RuntimeError ("unable to
+# perform operation on <TCPTransport closed=True>") when a pooled connection's peer reset it.
+REDIS_ERRORS: Final = (RedisError, OSError, RuntimeError)
+
+
 class CacheUnavailable(Exception):
     """The cache cannot be reached: answer from the database."""
 
@@ -94,7 +102,7 @@ def _unavailable() -> Iterator[None]:
     """Every Redis failure leaves RedisCache as CacheUnavailable (the interface's one error)."""
     try:
         yield
-    except (RedisError, OSError) as exc:
+    except REDIS_ERRORS as exc:
         raise CacheUnavailable(str(exc)) from exc
 
 
@@ -214,9 +222,32 @@ return written
 _PUT_MANY_SHA = hashlib.sha1(_PUT_MANY_LUA.encode()).hexdigest().encode()  # noqa: S324 - script id
 PUT_CHUNK = 1000
 
+# The ready marker is set only if the rebuild's sentinel (written when it began) is still there:
+# a Redis that restarted empty or was flushed during the rebuild has lost the entries written
+# before, and marking it ready would make their addresses read as "not suppressed".
+# KEYS = ready marker, sentinel; ARGV = generation, this rebuild's token.
+_MARK_READY_LUA = """
+if redis.call('GET', KEYS[2]) == ARGV[2] then
+  redis.call('SET', KEYS[1], ARGV[1])
+  redis.call('DEL', KEYS[2])
+  return 1
+end
+return 0
+"""
+SENTINEL_TTL_MS = 24 * 3600 * 1000
+# The token of the rebuild running in this task (set by try_lock_rebuild, read by mark_ready):
+# per task, so two rebuilds in one process never vouch for each other.
+_REBUILD_TOKEN: ContextVar[str | None] = ContextVar("stoplist_rebuild_token", default=None)
+
 
 class RedisCache:
-    """Redis replica shared by every API/SMTP replica."""
+    """Redis replica shared by every API/SMTP replica.
+
+    Every call is bounded by ``timeout_s`` (socket connect and read). After a connection failure
+    or a timeout, reads and writes skip Redis for ``retry_after_s`` (raising CacheUnavailable at
+    once, so the check answers from the database without waiting) and then one call probes it
+    again: with Redis hung rather than down, only the probe pays the timeout, not every check.
+    """
 
     kind = "redis"
 
@@ -235,16 +266,42 @@ class RedisCache:
         self._ready_bytes = self._ready_key.encode()
         self._lock_key = f"{prefix}v{CACHE_FORMAT}:meta:rebuild-lock"
         self._lock_token = uuid.uuid4().hex
+        # One sentinel per process (a new rebuild here overwrites it, so failed attempts to take
+        # the lock leave no litter); its value is the rebuild's own token.
+        self._sentinel_key = f"{prefix}v{CACHE_FORMAT}:meta:rebuilding:{self._lock_token}"
         self._script_loaded = False
+        self._timeout_s = timeout_s
+        self.retry_after_s = max(1.0, 2 * timeout_s)
+        self._skip_until = 0.0  # monotonic; 0 = Redis answered last time
+
+    def _gate(self) -> None:
+        """Fail fast while Redis was unreachable moments ago; else let this call through (as the
+        one probe, when it was)."""
+        if not self._skip_until:
+            return
+        now = time.monotonic()
+        if now < self._skip_until:
+            raise CacheUnavailable("unreachable moments ago; not retried yet")
+        # This call probes; calls arriving meanwhile fail fast instead of piling up.
+        self._skip_until = now + self._timeout_s + self.retry_after_s
+
+    def _answered(self, exc: BaseException | None = None) -> None:
+        if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
+            self._skip_until = time.monotonic() + self.retry_after_s
+        else:  # it answered (maybe with an error such as NOSCRIPT): reachable
+            self._skip_until = 0.0
 
     def key(self, address: str) -> str:
         return self._key_prefix + address
 
     async def get_many(self, addresses: Sequence[str]) -> list[Entries | None]:
+        self._gate()
         try:
             values = await self._mget(addresses)
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
+            self._answered(exc)
             raise CacheUnavailable(str(exc)) from exc
+        self._answered()
         if values[0] is None:
             raise CacheCold("ready marker missing")
         out: list[Entries | None] = []
@@ -322,22 +379,27 @@ class RedisCache:
             flush()
         if not calls:
             return
+        self._gate()
         try:
             if not self._script_loaded:
                 await self._client.script_load(_PUT_MANY_LUA)
             await self._send(b"".join(payload), calls)
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             if "NOSCRIPT" in str(exc):  # Redis restarted or SCRIPT FLUSH: load and retry once
                 self._script_loaded = False
                 try:
                     await self._client.script_load(_PUT_MANY_LUA)
                     await self._send(b"".join(payload), calls)
-                except (RedisError, OSError) as again:
+                except REDIS_ERRORS as again:
+                    self._answered(again)
                     raise CacheUnavailable(str(again)) from again
                 self._script_loaded = True
+                self._answered()
                 return
+            self._answered(exc)
             raise CacheUnavailable(str(exc)) from exc
         self._script_loaded = True
+        self._answered()
 
     async def _send(self, packed: bytes, replies: int) -> None:
         pool = self._client.connection_pool
@@ -360,23 +422,42 @@ class RedisCache:
     async def generation(self) -> str | None:
         try:
             value = cast(bytes | None, await self._client.get(self._ready_key))
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise CacheUnavailable(str(exc)) from exc
         return value.decode() if value is not None else None
 
     async def mark_ready(self, generation: str) -> None:
+        """Set the ready marker, unless Redis lost data since this task's rebuild began (see
+        ``try_lock_rebuild``): then CacheUnavailable, and the cache stays cold (the next check
+        answers from the database and starts a new rebuild)."""
+        token = _REBUILD_TOKEN.get()
         with _unavailable():
-            await self._client.set(self._ready_key, generation)
+            if token is None:  # not a rebuild begun with try_lock_rebuild in this task
+                await self._client.set(self._ready_key, generation)
+                return
+            marked = await self._client.eval(
+                _MARK_READY_LUA, 2, self._ready_key, self._sentinel_key, generation, token
+            )
+        _REBUILD_TOKEN.set(None)
+        if not marked:
+            raise CacheUnavailable(
+                "Redis lost data during the rebuild (restarted or flushed): not marked ready"
+            )
 
     async def mark_cold(self) -> None:
         with _unavailable():
             await self._client.delete(self._ready_key)
 
     async def try_lock_rebuild(self, ttl_s: float) -> bool:
+        """Take the rebuild lock, and write this rebuild's sentinel (also when the lock is held
+        elsewhere: a forced rebuild goes on without it)."""
+        token = uuid.uuid4().hex
+        _REBUILD_TOKEN.set(token)
         with _unavailable():
-            got = await self._client.set(
-                self._lock_key, self._lock_token, nx=True, px=int(ttl_s * 1000)
-            )
+            pipe = self._client.pipeline(transaction=False)
+            pipe.set(self._lock_key, self._lock_token, nx=True, px=int(ttl_s * 1000))
+            pipe.set(self._sentinel_key, token, px=SENTINEL_TTL_MS)
+            got, _ = await pipe.execute()
         return bool(got)
 
     async def unlock_rebuild(self) -> None:

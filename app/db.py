@@ -64,6 +64,7 @@ class Database:
                 settings.database_url,
                 connect_args={"timeout": 30},
                 pool_size=pool_size,
+                hide_parameters=True,  # as below
             )
 
             @event.listens_for(engine.sync_engine, "connect")
@@ -78,6 +79,9 @@ class Database:
         timeout = settings.database_timeout_s
         return create_async_engine(
             settings.database_url,
+            # A database error's text (logged, e.g. by the SMTP sink's 451) must not carry the
+            # statement's parameters: raw bounces, recipients' addresses, key hashes.
+            hide_parameters=True,
             pool_size=pool_size,
             max_overflow=pool_size,
             pool_pre_ping=pre_ping,
