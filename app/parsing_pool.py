@@ -30,6 +30,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from types import FrameType
+from typing import Final
 
 from dsn.analysis import analyse_message
 from dsn.model import DEFAULT_OPTIONS, AnalysisOptions, MessageAnalysis
@@ -63,11 +64,25 @@ def _vm_size_bytes() -> int | None:
     return None
 
 
+# A small RFC 3464 bounce: parsing it loads and compiles what a real message needs (the
+# delivery-status parser and the classification rules, ~0.5 s), which a message that is not a
+# bounce never reaches.
+_WARM_UP: Final = (
+    b"From: MAILER-DAEMON@example.com\r\nTo: b@example.net\r\nSubject: Undelivered Mail\r\n"
+    b'MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary="w"'
+    b"\r\n\r\n--w\r\nContent-Type: text/plain\r\n\r\nfailed\r\n--w\r\n"
+    b"Content-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; example.com\r\n\r\n"
+    b"Final-Recipient: rfc822; a@example.com\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+    b"Diagnostic-Code: smtp; 550 5.1.1 user unknown\r\n\r\n--w--\r\n"
+)
+
+
 def _worker_init(memory_mb: int) -> None:
     """Runs once in each worker: load the parser, then cap the address space."""
-    # Warm the rule set and parsers so the first real message is not charged for the imports.
+    # Warm the rule set and parsers so the first real message is not charged for them: its
+    # parse timeout would be spent on loading them (a restarted pool's first message, say).
     with contextlib.suppress(Exception):
-        analyse_message(b"From: a@example.com\r\n\r\nwarm-up\r\n")
+        analyse_message(_WARM_UP)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     try:
         import resource
@@ -148,8 +163,15 @@ def inline_parse(
         analysis = parse_fn(raw, options=options, envelope_rcpt=envelope_rcpt)
     except RecursionError:
         return ParseOutcome(error="message nested too deeply")
+    except MemoryError:
+        return ParseOutcome(error="parse memory limit exceeded")
     except ParseError as exc:
         return ParseOutcome(error=f"unreadable: {exc}")
+    except Exception as exc:
+        # A parser bug fails this message, as in a worker: raised, it would take the intake's
+        # whole batch down with it, and that batch would be claimed again and again.
+        log.exception("parser error on a %d-byte message", len(raw))
+        return ParseOutcome(error=f"parser error: {type(exc).__name__}: {str(exc)[:200]}")
     return ParseOutcome(analysis=analysis, seconds=time.perf_counter() - started)
 
 
@@ -248,6 +270,11 @@ class ParsingPool:
                 log.warning("parse pool broke (a worker died): restarting it")
                 self._restart(generation, kill=False)
                 return ParseOutcome(retry=True, error="parse worker died")
+            except Exception as exc:
+                # Raised around the parse, not in it (the result could not be sent back, say):
+                # this message fails alone instead of taking the intake's batch down.
+                log.exception("parse worker failed outside the parse")
+                return ParseOutcome(error=f"parse worker error: {type(exc).__name__}")
             outcome = ParseOutcome(
                 analysis=analysis, error=error, seconds=time.perf_counter() - started
             )
@@ -302,6 +329,12 @@ class ParsingPool:
                 log.warning("parse pool broke (a worker died): restarting it")
                 self._restart(generation, kill=False)
                 return [ParseOutcome(retry=True, error="parse worker died")] * len(items)
+            except Exception as exc:
+                # As in ``parse``; retryable, so each message is then parsed alone and only the
+                # one at fault fails.
+                log.exception("parse worker failed outside the parse (a batch of %d)", len(items))
+                error = f"parse worker error: {type(exc).__name__}"
+                return [ParseOutcome(retry=True, error=error)] * len(items)
         outcomes = [ParseOutcome(analysis=a, error=e, seconds=t) for a, e, t in results]
         for outcome in outcomes:
             self._count(outcome)

@@ -45,7 +45,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -80,10 +80,12 @@ __all__ = [
     "apply_batch",
     "apply_mailto_unsubscribe",
     "preview_unsubscribe_token",
+    "safe_stream",
     "unsubscribe_with_token",
 ]
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 # Which result wins when a report names one recipient several times.
 _RANK = {"hard": 5, "soft": 4, "policy": 3, "unsubscribe": 2, "complaint": 6, "none": 0}
@@ -384,7 +386,7 @@ def _plan_bounce(services: Services, analysis: MessageAnalysis, envelope: Envelo
     ref, failures = _verify_refs(services, candidates, notes)
     by_recipient = _strongest_per_recipient(analysis.results)
     plan = _Plan(verified=ref is not None and not failures, notes=notes)
-    header_stream = _safe_stream(analysis.stream)
+    header_stream = safe_stream(analysis.stream)
 
     if failures or (ref is None and settings.require_signed_bounces):
         why = ", ".join(failures) if failures else "unsigned"
@@ -427,7 +429,7 @@ def _bounce_step(
     verified: bool,
     ref: VerifiedRef | None,
 ) -> None:
-    stream = _safe_stream(stream)
+    stream = safe_stream(stream)
     extra: dict[str, Any] = {"remote_mta": result.remote_mta, "action": result.action}
     if ref is not None:
         extra["key_id"] = ref.key_id
@@ -500,7 +502,7 @@ def _plan_complaint(services: Services, analysis: MessageAnalysis) -> _Plan:
                     source="complaint",
                     outcome=named.outcome,
                     reason=_reason(named.reason),
-                    stream=_safe_stream(analysis.stream),
+                    stream=safe_stream(analysis.stream),
                     rule_id=named.rule_id,
                     detail={**base_detail, "why": why},
                 )
@@ -513,7 +515,7 @@ def _plan_complaint(services: Services, analysis: MessageAnalysis) -> _Plan:
         address, stream, verified = ref.recipient, ref.stream, True
         base_detail["key_id"] = ref.key_id
     elif named is not None:
-        address, stream, verified = named.recipient, _safe_stream(analysis.stream), False
+        address, stream, verified = named.recipient, safe_stream(analysis.stream), False
     else:
         plan.ignored += 1
         plan.notes.append("complaint names no recipient (redacted) and carries no reference")
@@ -579,7 +581,7 @@ def _unverified_unsubscribe(ref: VerifiedRef, via: str, why: str) -> Step:
         ref.recipient,
         kind="unverified_unsubscribe",
         source="unsubscribe",
-        stream=_safe_stream(ref.stream),
+        stream=safe_stream(ref.stream),
         detail={"via": via, "why": str(why), "issued_at": ref.issued_at.isoformat()},
     )
 
@@ -719,9 +721,9 @@ def _soft_request(
         verified=step.verified,
         event_kind="soft_threshold",
         rule_id=step.rule_id,
-        status=step.status,
+        status=_storable(step.status),
         reply_code=step.reply_code,
-        diagnostic=step.diagnostic,
+        diagnostic=_storable(step.diagnostic),
         message_id=message_id,
         detail={
             "soft_bounces": count,
@@ -781,13 +783,13 @@ def _request(step: Step, message_id: int | None) -> SuppressRequest:
         reason=step.reason,
         source=step.source,
         stream=step.stream,
-        detail=step.detail,
+        detail=_storable(step.detail),
         verified=step.verified,
         event_kind=step.kind,
         rule_id=step.rule_id,
-        status=step.status,
+        status=_storable(step.status),
         reply_code=step.reply_code,
-        diagnostic=step.diagnostic,
+        diagnostic=_storable(step.diagnostic),
         message_id=message_id,
     )
 
@@ -801,15 +803,35 @@ def _event_row(step: Step, message_id: int | None, now: datetime) -> dict[str, A
         "outcome": step.outcome,
         "reason": step.reason,
         "rule_id": step.rule_id,
-        "status": step.status,
+        "status": _storable(step.status),
         "reply_code": step.reply_code,
-        "diagnostic": step.diagnostic,
+        "diagnostic": _storable(step.diagnostic),
         "source": step.source,
         "actor": None,
         "verified": step.verified,
         "message_id": message_id,
-        "detail": step.detail,
+        "detail": _storable(step.detail),
     }
+
+
+def _storable(value: _T) -> _T:
+    """Report text as every store takes it. PostgreSQL refuses NUL in ``text`` and in JSON
+    strings, and an encoder refuses unpaired surrogates; one such Diagnostic-Code or Message-ID
+    would fail the transaction of the whole batch it is applied in, every time it is retried.
+    NUL becomes U+FFFD, a surrogate ``?``; dicts and lists are cleaned throughout."""
+    if isinstance(value, str):
+        text = value.replace("\x00", "\ufffd") if "\x00" in value else value
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                text = text.encode("utf-8", "replace").decode("utf-8")
+        return text  # type: ignore[return-value]
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}  # type: ignore[return-value]
+    if isinstance(value, list | tuple):
+        return [_storable(v) for v in value]  # type: ignore[return-value]
+    return value
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -851,7 +873,7 @@ def _record_from_result(
         source="bounce",
         outcome=None if kind == "delay" else result.outcome,
         reason=_reason(result.reason),
-        stream=_safe_stream(stream),
+        stream=safe_stream(stream),
         verified=verified,
         rule_id=result.rule_id,
         status=(result.status or None) and result.status[:16],
@@ -869,8 +891,10 @@ def _reason(reason: str | None) -> str:
     return reason if reason and REASON_RE.match(reason) else "unclassified"
 
 
-def _safe_stream(stream: str | None) -> str | None:
-    """A stream name from a header we do not control: valid, or none at all."""
+def safe_stream(stream: str | None) -> str | None:
+    """A stream name from a header we do not control: valid (``app.settings.STREAM_RE``, at most
+    64 characters, no NUL), or none at all. Anything stored from ``X-Stoplist-Stream`` goes
+    through this."""
     if not stream:
         return None
     text = stream.strip().lower()
@@ -881,7 +905,7 @@ def _safe_stream(stream: str | None) -> str | None:
 
 def _unsubscribe_stream(services: Services, stream: str | None) -> tuple[str | None, bool]:
     """(scope stream or None for global, whether the default was used)."""
-    stream = _safe_stream(stream)
+    stream = safe_stream(stream)
     if stream is not None:
         return stream, False
     default = services.settings.unsubscribe_default_stream

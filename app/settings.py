@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     smtp_timeout_s: float = Field(
         default=300.0, gt=0, description="Idle time allowed between commands, and for all of DATA"
     )
+    smtp_session_timeout_s: float = Field(
+        default=1800.0,
+        gt=0,
+        description="A whole SMTP session may last this long (a client trickling bytes included)",
+    )
     smtp_tls_cert: Path | None = None
     smtp_tls_key: Path | None = None
     smtp_allowed_networks: Annotated[list[str], NoDecode] = Field(

@@ -37,7 +37,7 @@ import hashlib
 import hmac
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -56,6 +56,7 @@ __all__ = [
     "TokenError",
     "VerifiedRef",
     "build_signer",
+    "has_signed_address_form",
     "parse_signing_keys",
 ]
 
@@ -236,6 +237,16 @@ def _check_stream(stream: str | None) -> str:
     if not STREAM_RE.match(stream):
         raise ValueError(f"stream {stream!r}: 1-64 of a-z 0-9 _ . - starting with a letter/digit")
     return stream
+
+
+def has_signed_address_form(local_part: str, prefixes: Collection[str]) -> bool:
+    """Whether ``local_part`` has the shape of our address form under one of ``prefixes``.
+
+    Shape only, no key needed: the SMTP sink uses it to tell the ``%`` or ``!`` of a recipient's
+    own local part, carried inside a return path (``b+k1-...-=jo%hn=example.com``), from a
+    sender-specified route (``victim%elsewhere.example@...``, RFC 5321 §3.6.1)."""
+    m = _ADDRESS_FORM.match(local_part.lower())
+    return m is not None and m["prefix"] in prefixes
 
 
 def _split_address(address: str) -> tuple[str, str]:

@@ -11,11 +11,28 @@ never as a relay:
   ``451 4.3.0``, so the sending MTA keeps the message and retries. Never a 5xx for our trouble.
 * any exception in a hook is the fixed ``451 4.3.0 Temporary local problem``: aiosmtpd's own
   default would answer ``500`` and echo the exception text to the peer.
-* end of data is ``<CRLF>.<CRLF>`` only (aiosmtpd reads DATA by CRLF lines), so a bare
-  ``<LF>.<LF>`` or ``<CR>.<CR>`` inside a message cannot end it early (SMTP smuggling).
+* end of data is ``<CRLF>.<CRLF>`` only (:func:`read_data`, aiosmtpd's rules read in bulk), so
+  a bare ``<LF>.<LF>`` or ``<CR>.<CR>`` inside a message cannot end it early (SMTP smuggling).
+* a recipient whose local part routes elsewhere (``"u@elsewhere"@ours``, ``u%elsewhere@ours``,
+  ``elsewhere!u@ours``: RFC 5321 §3.6.1 lets a server refuse them) is ``550 5.7.1`` like any
+  relay attempt, so open-relay probes get the answer they look for; the ``%`` or ``!`` of a
+  recipient's own local part inside one of our signed return paths is not a route and is
+  accepted. A source route (``<@a,@b:u@d>``) is ignored as RFC 5321 §4.1.1.3 says: ``u@d``
+  decides.
 * connections beyond ``smtp_max_connections`` get ``421 4.3.2`` and are closed; peers outside
-  ``smtp_allowed_networks`` (when set) get ``554 5.7.1``; an idle connection is closed after
-  ``smtp_timeout_s`` with ``421 4.4.2``. STARTTLS is offered when a certificate and key are set.
+  ``smtp_allowed_networks`` (when set) get ``554 5.7.1``. STARTTLS is offered when a certificate
+  and key are set; plaintext pipelined after ``STARTTLS`` is discarded, never run inside TLS
+  (RFC 3207 §4.2, CVE-2011-0411: aiosmtpd clears its buffer when the handshake completes), and a
+  second ``STARTTLS`` inside TLS is ``503 5.5.1``.
+* time: each command, and all of DATA after the ``DATA`` command, must arrive within
+  ``smtp_timeout_s`` of the previous command, however slowly it trickles in (the timer restarts
+  only when a command is complete); a whole session lasts at most ``smtp_session_timeout_s``.
+  Both end with ``421 4.4.2``; neither cuts off a message being stored (its answer comes first).
+* abuse: a session may make ``MAX_ERRORS`` errors (4xx/5xx replies) and ``smtp_max_recipients +
+  COMMAND_SLACK`` commands of any kind (NOOP floods) between two accepted messages, then it gets
+  ``421 4.7.0`` and is closed, as Postfix does (``smtpd_hard_error_limit``,
+  ``smtpd_junk_command_limit``). An accepted message resets both counts: an MTA reusing one
+  connection for many messages is never cut off for that.
 
 aiosmtpd finds a handler's hooks by name (``handle_RCPT``, ``handle_DATA``, ``handle_exception``);
 ``SinkHandler`` defines exactly those and the tests drive each through a real connection.
@@ -30,11 +47,12 @@ import ssl
 from collections.abc import Sequence
 from typing import Any, AnyStr, Final
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
 
 from app.api.deps import Services
 from app.intake import Intake
 from app.settings import Settings
+from app.signing import has_signed_address_form
 from app.suppressions import DB_ERRORS
 
 log = logging.getLogger(__name__)
@@ -53,12 +71,25 @@ class Reply:
     TOO_MANY_CONNECTIONS: Final = "421 4.3.2 Too many connections, try again later"
     NETWORK_DENIED: Final = "554 5.7.1 Access denied"
     TIMEOUT: Final = "421 4.4.2 Idle timeout, closing connection"
+    SESSION_TOO_LONG: Final = "421 4.4.2 Session time limit reached, closing connection"
+    TOO_MANY_ERRORS: Final = "421 4.7.0 Too many errors, closing connection"
+    TOO_MANY_COMMANDS: Final = "421 4.7.0 Too many commands without a message, closing connection"
+    TLS_ACTIVE: Final = "503 5.5.1 TLS already active"
 
 
-# aiosmtpd's own texts for the size limit carry no enhanced status code.
+# Errors (4xx/5xx replies) a session may collect without delivering a message: Postfix's
+# smtpd_hard_error_limit. A directory-harvest or relay probe runs into it quickly.
+MAX_ERRORS: Final = 20
+# Commands allowed between two accepted messages on top of the recipient limit: a transaction is
+# MAIL + RCPT per recipient + DATA, and an MTA adds a few RSET/NOOP/EHLO. Beyond that it is a flood.
+COMMAND_SLACK: Final = 50
+
+# aiosmtpd's own texts for the size limit carry no enhanced status code, and it closes a session
+# after five unknown commands with a 502 where RFC 5321 §3.8 wants a 421 for a closing server.
 _REWRITE: Final = {
     "552 Error: Too much mail data": Reply.TOO_BIG,
     "552 Error: message size exceeds fixed maximum message size": Reply.TOO_BIG,
+    "502 5.5.1 Too many unrecognized commands, goodbye.": Reply.TOO_MANY_ERRORS,
 }
 
 
@@ -74,18 +105,31 @@ def _reverse_path(mail_from: str | None) -> str:
 
 
 class RecipientPolicy:
-    """Which recipients the sink accepts: whole domains, or single addresses."""
+    """Which recipients the sink accepts: whole domains, or single addresses; never a local part
+    that names another destination (see the module docstring)."""
 
-    def __init__(self, entries: Sequence[str]) -> None:
+    def __init__(self, entries: Sequence[str], signed_prefixes: Sequence[str] = ()) -> None:
         self.domains = {e.lower().lstrip("@") for e in entries if "@" not in e.lstrip("@")}
         self.addresses = {e.lower() for e in entries if "@" in e.lstrip("@")}
+        self.signed_prefixes = frozenset(signed_prefixes)
 
     def accepts(self, address: str) -> bool:
         address = address.strip().lower()
         if address in self.addresses:
             return True
-        _, at, domain = address.rpartition("@")
-        return bool(at) and domain in self.domains
+        local, at, domain = address.rpartition("@")
+        if not (at and local) or domain not in self.domains:
+            return False
+        return not self.routes_elsewhere(local)
+
+    def routes_elsewhere(self, local: str) -> bool:
+        """A sender-specified route in the local part: quoted or escaped (``"u@elsewhere"``),
+        a second ``@``, the ``%`` hack or a UUCP bang path."""
+        if any(ch in local for ch in '"\\@'):
+            return True
+        if "%" in local or "!" in local:
+            return not has_signed_address_form(local, self.signed_prefixes)
+        return False
 
 
 class SinkHandler:
@@ -94,7 +138,10 @@ class SinkHandler:
     def __init__(self, settings: Settings, intake: Intake) -> None:
         self.settings = settings
         self.intake = intake
-        self.recipients = RecipientPolicy(settings.smtp_domains)
+        self.recipients = RecipientPolicy(
+            settings.smtp_domains,
+            (settings.return_path_prefix, settings.unsubscribe_local_prefix),
+        )
 
     async def handle_RCPT(
         self,
@@ -144,14 +191,87 @@ class SinkHandler:
         return Reply.TEMPORARY
 
 
+_DATA_END: Final = b"\r\n.\r\n"
+_DATA_CHUNK: Final = 1 << 16
+# aiosmtpd's reply for a line over RFC 5321 §4.5.3.1.6's limit (RFC 5321 §4.5.3.1.10's text).
+LINE_TOO_LONG: Final = "500 Line too long (see RFC5321 4.5.3.1.6)"
+
+
+def _buffer_of(reader: asyncio.StreamReader) -> bytearray:
+    """The bytes a StreamReader holds unread. asyncio has no public way to push bytes back or
+    drop them; its buffer is this bytearray (aiosmtpd clears it after STARTTLS too)."""
+    buffer = getattr(reader, "_buffer", None)
+    if not isinstance(buffer, bytearray):
+        raise RuntimeError("asyncio.StreamReader keeps its buffer elsewhere: update app.smtp")
+    return buffer
+
+
+async def read_data(
+    reader: asyncio.StreamReader, size_limit: int | None, line_limit: int
+) -> tuple[bytes | None, str | None]:
+    """The content of DATA up to the lone dot, dot-stuffing undone (RFC 5321 §4.1.1.4, §4.5.2):
+    ``(content, None)``; ``(None, refusal)`` once everything up to the dot has been read, for a
+    line longer than ``line_limit`` octets (CRLF and a transparency dot included,
+    §4.5.3.1.6) or content over ``size_limit``; ``(None, None)`` if the connection ended.
+
+    The same rules as aiosmtpd's own DATA, which reads a line per call: only <CRLF>.<CRLF> ends
+    the data and only CRLF ends a line, so a bare LF or CR next to a dot ends nothing (SMTP
+    smuggling). This reads in chunks and scans them with bytes methods instead: a message of
+    short lines costs microseconds a chunk, not ~3 µs a line of event-loop time (a 10 MiB
+    message of empty lines was about 14 s of it, during which nothing else ran). Bytes read past
+    the dot belong to the commands after it and go back to the reader.
+    """
+    body = bytearray(b"\r\n")  # a line starts here: the lone dot may be the first line
+    start = 2  # body[2:start] is whole lines already checked
+    refusal: str | None = None
+    while True:
+        chunk = await reader.read(_DATA_CHUNK)
+        if not chunk:
+            return None, None
+        body += chunk
+        end = body.find(_DATA_END, start - 2)
+        # Whole lines received so far end at ``stop`` (a CRLF always precedes ``start``).
+        stop = end + 2 if end != -1 else body.rfind(b"\r\n", start - 2) + 2
+        if refusal is None:
+            # The longest line with its CRLF: of the whole lines, and of the unfinished one
+            # (whose CR may have come without its LF yet).
+            whole = max(map(len, body[start:stop].split(b"\r\n"))) + 2 if stop > start else 0
+            unfinished = len(body) - stop + 1 if end == -1 else 0
+            if max(whole, unfinished) > line_limit:
+                refusal = LINE_TOO_LONG
+            elif size_limit and (end if end != -1 else len(body) - 5) > size_limit:
+                refusal = Reply.TOO_BIG
+        if end != -1:
+            if len(body) > end + 5:
+                _buffer_of(reader)[:0] = body[end + 5 :]  # the next commands: unread
+            if refusal is not None:
+                return None, refusal
+            return bytes(body[: end + 2]).replace(b"\r\n.", b"\r\n")[2:], None
+        if refusal is None:
+            start = stop
+        else:
+            # Refused: only the end matters now; keep what may be its beginning.
+            del body[: len(body) - 4]
+            start = 2
+
+
 class _SinkSMTP(SMTP):
-    """aiosmtpd's protocol plus a connection gate, a timeout reply and enhanced size replies."""
+    """aiosmtpd's protocol plus a connection gate, time limits, an abuse budget and enhanced
+    replies (see the module docstring)."""
 
     def __init__(self, sink: SmtpSink, handler: SinkHandler, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self._sink = sink
         self._admitted = False
         self._refused = False
+        self._greeted = False
+        self._closing = False
+        self._storing = False  # inside handle_DATA: the client is owed the answer to a commit
+        self._close_after_reply: str | None = None
+        self._errors = 0
+        self._commands = 0
+        self._command_cap = sink.settings.smtp_max_recipients + COMMAND_SLACK
+        self._session_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Called again after STARTTLS with the TLS transport: only the first call is a new peer.
@@ -164,10 +284,16 @@ class _SinkSMTP(SMTP):
                 transport.close()
                 return
             self._admitted = True
+            self._session_timer = self.loop.call_later(
+                self._sink.settings.smtp_session_timeout_s, self._session_expired
+            )
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
         self._sink.forget(self)
+        if self._session_timer is not None:
+            self._session_timer.cancel()
+            self._session_timer = None
         if self._refused:
             return
         if self._admitted:
@@ -182,20 +308,135 @@ class _SinkSMTP(SMTP):
         return result
 
     def data_received(self, data: bytes) -> None:
-        if not self._refused:
+        if not (self._refused or self._closing):
             super().data_received(data)
 
+    # -- time limits
+
     def _timeout_cb(self) -> None:
+        # aiosmtpd's per-command timer: restarted when a command line is complete, so bytes
+        # trickling in do not extend it.
+        log.info("smtp: %s timed out", _peer_host(self.session.peer if self.session else None))
+        self._close_with(Reply.TIMEOUT)
+
+    def _session_expired(self) -> None:
+        self._session_timer = None
+        log.info(
+            "smtp: session of %s exceeded %.0f s",
+            _peer_host(self.session.peer if self.session else None),
+            self._sink.settings.smtp_session_timeout_s,
+        )
+        self._close_with(Reply.SESSION_TOO_LONG)
+
+    def _close_with(self, reply: str) -> None:
+        """Say ``reply`` and close: now, or right after the answer to a message being stored
+        (that answer is already bounded by ``smtp_storage_timeout_s``)."""
+        if self._storing:
+            self._close_after_reply = self._close_after_reply or reply
+        else:
+            self._shut(reply)
+
+    def _shut(self, reply: str | None) -> None:
+        """Close the session, saying ``reply`` first; nothing after it is read or answered."""
+        self._closing = True
         transport = self.transport
         if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
-            transport.write(Reply.TIMEOUT.encode("ascii") + b"\r\n")
-        super()._timeout_cb()  # type: ignore[no-untyped-call]
+            if reply is not None:
+                transport.write(reply.encode("ascii") + b"\r\n")
+            transport.close()
+        # Commands the client pipelined behind this point are dropped unread.
+        _buffer_of(self._reader).clear()
+        if self._handler_coroutine is not None:
+            self._handler_coroutine.cancel()
+
+    @syntax("STARTTLS", when="tls_context")
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        # aiosmtpd would start TLS again inside TLS; RFC 3207 §4.2 forbids the client that, and
+        # the EHLO after the handshake no longer offers it.
+        if self._tls_protocol is not None:
+            await self.push(Reply.TLS_ACTIVE)
+            return
+        await super().smtp_STARTTLS(arg)
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        """aiosmtpd's DATA, with the content read by :func:`read_data`."""
+        if await self.check_helo_needed():
+            return
+        if await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        content, refusal = await read_data(
+            self._reader, self.data_size_limit, self.line_length_limit
+        )
+        if content is None:
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            if refusal is not None:
+                await self.push(refusal)
+            return
+        self.envelope.content = self.envelope.original_content = content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push("250 OK" if status is MISSING else status)
+
+    async def _call_handler_hook(self, command: str, *args: Any) -> Any:
+        if command != "DATA":
+            return await super()._call_handler_hook(command, *args)
+        self._storing = True
+        try:
+            return await super()._call_handler_hook(command, *args)
+        finally:
+            self._storing = False
+
+    # -- replies
 
     async def push(self, status: AnyStr) -> None:
-        if isinstance(status, str):
-            await super().push(_REWRITE.get(status, status))
-        else:
+        if self._closing:
+            return
+        if not isinstance(status, str):
             await super().push(status)
+            return
+        reply = _REWRITE.get(status, status)
+        over = self._count(reply)
+        if over is not None:
+            log.warning(
+                "smtp: closing the session of %s: %s",
+                _peer_host(self.session.peer if self.session else None),
+                over[10:].partition(",")[0],
+            )
+            self._shut(over)
+            return
+        await super().push(reply)
+        if self._close_after_reply is not None and reply[3:4] != "-" and not self._storing:
+            self._shut(self._close_after_reply)
+
+    def _count(self, reply: str) -> str | None:
+        """Counts a final reply against the session's budget (module docstring); returns the
+        closing reply to send instead once the budget is spent."""
+        if not self._greeted:  # the 220 greeting answers no command
+            self._greeted = True
+            return None
+        code = reply[:3]
+        if reply[3:4] == "-" or code in ("354", "421"):
+            return None
+        if reply in (Reply.ACCEPTED, Reply.DUPLICATE):
+            self._errors = self._commands = 0
+            return None
+        self._commands += 1
+        if code[:1] in ("4", "5"):
+            self._errors += 1
+            if self._errors > MAX_ERRORS:
+                return Reply.TOO_MANY_ERRORS
+        if self._commands > self._command_cap:
+            return Reply.TOO_MANY_COMMANDS
+        return None
 
 
 class SmtpSink:

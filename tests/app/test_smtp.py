@@ -613,6 +613,12 @@ async def test_hard_bounce_end_to_end_suppresses(env: Env, parse_pool: ParsingPo
         answer = (await env.client.get("/v1/check", **check)).json()
         assert answer["outcome"] == "hard"
         assert answer["scope"] == "global"
+
+        # The suppression is committed before the message's row is finished: wait for the row.
+        async def finished() -> bool:
+            return all(r.state != "pending" for r in await rows(env))
+
+        await wait_for(finished)
         [row] = await rows(env)
         assert row.state == "processed"
         assert row.summary is not None and row.summary["applied"] == 1
