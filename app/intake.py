@@ -4,7 +4,9 @@
    envelope to ``inbound_messages`` and commits *before* answering 250. Sessions that finish DATA
    while a commit is in flight wait for the next one, which stores all of them with one multi-row
    INSERT in autocommit (one round trip, durable when it returns); each session is answered once
-   the commit holding its message returned, or 451 if it failed. The ``digest`` (SHA-256 over
+   the commit holding its message returned, or 451 if it failed (a store that outlasts
+   ``smtp_storage_timeout_s`` is abandoned and its connection closed, so a hung database cannot
+   hold the sink for the driver's command timeout). The ``digest`` (SHA-256 over
    envelope and bytes) is unique, so an MTA that redelivers after an ambiguous reply is stored
    once, also when both copies land in the same commit.
 2. **Claim**: a row is processed by whoever claims it. A claim is a conditional UPDATE (``state =
@@ -13,7 +15,9 @@
    than ``intake_claim_timeout_s`` (its processor died) is anyone's. Every claim counts an attempt.
 3. **Feed**: the sink hands each stored message to a local queue (fast path, raw bytes already in
    memory); a sweep at start-up and every ``intake_sweep_interval_s`` takes pending rows from the
-   table, so a crash between the 250 and processing loses nothing. With the processing in a
+   table, so a crash between the 250 and processing loses nothing; a redelivery found to be a
+   duplicate sweeps at once (its first copy may be a row whose commit reply was lost, never handed
+   over). With the processing in a
    child process (``app.intake_process``, PostgreSQL) there is no local queue: the sink wakes the
    child after each commit and the child's sweep takes the rows.
 4. **Process in batches** (``intake_concurrency`` batches at once, up to ``process_batch`` messages
@@ -53,12 +57,20 @@ from typing import TYPE_CHECKING, Any, Final
 from sqlalchemy import Table, and_, bindparam, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DataError
 
 from app.api.deps import Services
 from app.db import Database
 from app.models import InboundMessage, utcnow
 from app.parsing_pool import ParseOutcome, ParsingPool
-from app.policy import ApplyResult, BatchItem, Envelope, apply_analysis, apply_batch
+from app.policy import (
+    ApplyResult,
+    BatchItem,
+    Envelope,
+    apply_analysis,
+    apply_batch,
+    safe_stream,
+)
 from app.settings import Settings
 from app.suppressions import DB_ERRORS
 from dsn.model import MessageAnalysis
@@ -169,9 +181,14 @@ class StoreResult:
 class IntakeStore:
     """All SQL on ``inbound_messages``."""
 
-    def __init__(self, db: Database, *, instance: str | None = None) -> None:
+    def __init__(
+        self, db: Database, *, instance: str | None = None, store_timeout_s: float | None = None
+    ) -> None:
+        """``store_timeout_s`` bounds ``store_many`` (the sink's: nobody waits for a store longer
+        than its storage timeout)."""
         self.db = db
         self.instance = instance or instance_name()
+        self.store_timeout_s = store_timeout_s
 
     def _insert(self) -> Any:
         return pg_insert(_TABLE) if self.db.dialect == "postgresql" else sqlite_insert(_TABLE)
@@ -215,9 +232,17 @@ class IntakeStore:
             .on_conflict_do_nothing(index_elements=["digest"])
             .returning(_TABLE.c.id, _TABLE.c.digest)
         )
-        # One statement in autocommit: one round trip, and durable when it returns.
-        async with self.db.autocommit() as conn:
-            new_ids = {str(d): int(i) for i, d in (await conn.execute(stmt, rows)).all()}
+        # One statement in autocommit: one round trip, and durable when it returns. Bounded: a
+        # hung server or a half-open connection (no RST ever comes) would otherwise hold the
+        # group commit, and every session behind it, for the driver's command timeout.
+        async with asyncio.timeout(self.store_timeout_s), self.db.autocommit() as conn:
+            try:
+                new_ids = {str(d): int(i) for i, d in (await conn.execute(stmt, rows)).all()}
+            except asyncio.CancelledError:
+                # Cut off mid-statement: the connection's state is unknown (and asyncpg would
+                # send a cancel request through the same hung path): close it, never reuse it.
+                await conn.invalidate()
+                raise
         out = []
         for i, digest in enumerate(digests):
             new_id = new_ids.get(digest) if first[digest] == i else None
@@ -525,9 +550,19 @@ class GroupCommit:
                 except DB_ERRORS as exc:
                     # Once more at once (a connection that died idle fails only its first use).
                     # Safe: if the failed commit did land, the digests make this one a no-op and
-                    # the sessions are answered "already received".
+                    # the sessions are answered "already received". Not when every session gave
+                    # up meanwhile (a timed-out store): their MTAs retry anyway.
+                    batch = self._committing = [(m, f) for m, f in batch if not f.done()]
+                    if not batch:
+                        log.warning(
+                            "intake: storing failed (%s: %s); nobody waits", type(exc).__name__, exc
+                        )
+                        continue
                     log.warning(
-                        "intake: storing %d messages failed (%s); retrying", len(batch), exc
+                        "intake: storing %d messages failed (%s: %s); retrying",
+                        len(batch),
+                        type(exc).__name__,
+                        exc,
                     )
                     results = await self.store.store_many([m for m, _ in batch])
             except Exception as exc:
@@ -793,6 +828,10 @@ class IntakeProcessor:
         if self.batch_applier is not None and len(items) > 1:
             try:
                 return list(await self.batch_applier(items, self.store.db))
+            except DataError:
+                # The database refused one message's content (it would refuse it on every retry):
+                # apply them one at a time so the others are not failed with it.
+                log.warning("intake: a batch of %d was refused; one at a time", len(items))
             except DB_ERRORS as exc:
                 return [exc] * len(items)
             except Exception:
@@ -815,6 +854,11 @@ class IntakeProcessor:
     def _outcome(
         self, msg: StoredMessage, analysis: MessageAnalysis, result: ApplyResult | BaseException
     ) -> Finish:
+        if isinstance(
+            result, DataError
+        ):  # refused for its content: a retry would fail the same way
+            error = f"apply: refused by the database: {result.orig!r}"[:500]
+            return Finish(msg.id, FAILED, error=error, kind=analysis.kind)
         if isinstance(result, DB_ERRORS):
             return self._retry(msg, f"storage: {result}"[:500])
         if isinstance(result, BaseException):
@@ -826,7 +870,7 @@ class IntakeProcessor:
             kind=analysis.kind,
             summary=summarise(analysis, result),
             verified=result.verified,
-            stream=analysis.stream,
+            stream=safe_stream(analysis.stream),
         )
 
     def _retry(self, msg: StoredMessage, error: str) -> Finish:
@@ -897,7 +941,11 @@ class Intake:
             # Engines of their own (same database) for storing and for processing, so neither
             # waits for the other's connections. Their callers retry, so no pre-ping.
             self._sink_db = Database(settings, pool_size=2, pre_ping=False)
-            sink_store = IntakeStore(self._sink_db, instance=self.store.instance)
+            sink_store = IntakeStore(
+                self._sink_db,
+                instance=self.store.instance,
+                store_timeout_s=settings.smtp_storage_timeout_s,
+            )
             own_database = partial(Database, settings, pre_ping=False)
         self.processor = IntakeProcessor(
             settings,
@@ -918,6 +966,12 @@ class Intake:
 
     def _stored(self, msg: IncomingMessage, result: StoreResult) -> None:
         if result.id is None:
+            # A redelivery. If the first copy's commit was ambiguous (committed, reply lost), its
+            # row was never handed over: sweep now rather than at the next periodic sweep.
+            if self.processor.running:
+                self.processor.wake()
+            elif self.child is not None:
+                self.child.wake()
             return
         if self.processor.running:
             self.processor.submit(
@@ -1059,7 +1113,7 @@ async def reprocess(
                 error=error,
                 summary=summary,
                 verified=bool(result and result.verified),
-                stream=parsed.analysis.stream if parsed.analysis else None,
+                stream=safe_stream(parsed.analysis.stream) if parsed.analysis else None,
                 only_if_claimed=False,
             )
     return ReprocessReport(examined=len(rows), dry_run=dry_run, changes=changes)

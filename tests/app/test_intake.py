@@ -9,15 +9,17 @@ import json
 import os
 import signal
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from typer.testing import CliRunner
 
+from app.db import Database
 from app.intake import (
     Intake,
     IntakeProcessor,
@@ -25,6 +27,7 @@ from app.intake import (
     StoredMessage,
     envelope_digest,
     policy_applier,
+    policy_batch_applier,
     reprocess,
 )
 from app.models import InboundMessage
@@ -151,6 +154,50 @@ async def test_storage_error_retries_then_fails(env: Env) -> None:
     r = await row(env, msg.id)
     assert (r.state, r.attempts) == ("failed", 2)
     assert r.error is not None and "after 2 attempts" in r.error
+
+
+async def test_an_overlong_stream_header_is_dropped_not_a_stuck_message(env: Env) -> None:
+    """X-Stoplist-Stream comes from mail we do not control: a value the stream column cannot hold
+    (over 64 characters) is stored as no stream; before, finishing the row failed on PostgreSQL
+    and the message stayed pending for ever."""
+    raw = HARD_BOUNCE.replace(
+        b"Return-Path: <news@example.com>\r\n",
+        b"Return-Path: <news@example.com>\r\nX-Stoplist-Stream: " + b"s" * 80 + b"\r\n",
+    )
+    assert raw != HARD_BOUNCE
+    r, _ = await run_one(env, raw, policy_applier(env.services))
+    assert (r.state, r.stream) == ("processed", None)
+
+
+async def test_a_message_the_database_refuses_fails_alone(env: Env) -> None:
+    """A statement refused for one message's content (a DataError: it would fail the same way on
+    every retry) fails that message at once; the rest of its batch is applied."""
+    real = policy_batch_applier(env.services)
+
+    async def refuses_poison(
+        items: Sequence[tuple[StoredMessage, MessageAnalysis]], db: Database
+    ) -> list[ApplyResult]:
+        if any(b"poison" in msg.raw for msg, _ in items):
+            raise DataError("INSERT INTO events", {}, ValueError("invalid byte sequence"))
+        return await real(items, db)
+
+    intake = Intake(env.services, pool=ParsingPool(workers=1, inline_max_bytes=1 << 20))
+    intake.processor.batch_applier = refuses_poison
+    raws = [
+        HARD_BOUNCE.replace(b"carol@example.net", b"good1@example.net"),
+        HARD_BOUNCE.replace(b"carol@example.net", b"good2@example.net") + b"poison",
+        HARD_BOUNCE.replace(b"carol@example.net", b"good3@example.net"),
+    ]
+    ids = [await store_one(intake.store, raw) for raw in raws]
+    claimed = await intake.store.claim_ids(ids, 300)
+    msgs = [
+        StoredMessage(i, raw, "", RCPT, None, claimed[i]) for i, raw in zip(ids, raws, strict=True)
+    ]
+    await intake.processor.process_many(msgs)
+    good1, poison, good3 = [await row(env, i) for i in ids]
+    assert (good1.state, good3.state) == ("processed", "processed")
+    assert (poison.state, poison.attempts) == ("failed", 1)
+    assert poison.error is not None and "refused by the database" in poison.error
 
 
 async def test_unreadable_message_fails(env: Env) -> None:
