@@ -180,7 +180,9 @@ class ImportSummary:
     def error(self, line: int, value: str, reason: str) -> None:
         self.invalid += 1
         if len(self.errors) < MAX_ERRORS:
-            self.errors.append({"line": line, "value": value[:200], "reason": reason})
+            # The first errors also go to the audit entry (jsonb): no NUL there.
+            value = value[:200].replace("\x00", "\ufffd")
+            self.errors.append({"line": line, "value": value, "reason": reason})
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -204,6 +206,13 @@ class ImportSummary:
 # (outcome, reason, stream or None for the default, expires_at, note)
 Mapped = tuple[str, str, str | None, datetime | None, str | None]
 Getter = Callable[[str], str]
+
+
+class InvalidFile(InvalidInput):
+    """The upload itself cannot be read as a list: empty, not gzip, not a multipart file, or a CSV
+    without an address column (``invalid_file``; bad options are ``invalid_input``)."""
+
+    error = "invalid_file"
 
 
 class RowError(Exception):
@@ -235,7 +244,8 @@ def _reason_from_status(*texts: str) -> str:
 
 
 def _note(*parts: str) -> str | None:
-    note = " ".join(p.strip() for p in parts if p and p.strip())
+    # A provider's text, kept as a note: PostgreSQL cannot store a NUL, so it goes.
+    note = " ".join(p.strip() for p in parts if p and p.strip()).replace("\x00", "")
     return note[:MAX_NOTE] or None
 
 
@@ -465,6 +475,15 @@ async def _prepend(head: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[byt
         yield chunk
 
 
+async def non_empty(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """``chunks`` unchanged, once it has yielded a byte; 422 when the body is empty (an upload
+    that sent nothing is a mistake, not a file of no rows)."""
+    async for head in chunks:
+        if head:
+            return _prepend(head, chunks)
+    raise InvalidFile("the body is empty: send the CSV file")
+
+
 async def gunzip_if_needed(
     chunks: AsyncIterator[bytes], *, force: bool = False
 ) -> AsyncIterator[bytes]:
@@ -505,9 +524,9 @@ async def gunzip_if_needed(
         if tail:
             yield tail
     except zlib.error as exc:
-        raise InvalidInput(f"the body is not valid gzip: {exc}") from None
+        raise InvalidFile(f"the body is not valid gzip: {exc}") from None
     if fed and not inflater.eof:
-        raise InvalidInput("the gzip stream is truncated")
+        raise InvalidFile("the gzip stream is truncated")
 
 
 async def multipart_file(chunks: AsyncIterator[bytes], boundary: bytes) -> AsyncIterator[bytes]:
@@ -529,17 +548,17 @@ async def multipart_file(chunks: AsyncIterator[bytes], boundary: bytes) -> Async
     # preamble up to the first delimiter
     while (at := buf.find(delimiter)) < 0:
         if len(buf) > 65536 or not await more():
-            raise InvalidInput("multipart body without the boundary named in Content-Type")
+            raise InvalidFile("multipart body without the boundary named in Content-Type")
     del buf[: at + len(delimiter)]
     while True:
         while len(buf) < 2:
             if not await more():
-                raise InvalidInput("multipart body ends early")
+                raise InvalidFile("multipart body ends early")
         if buf[:2] == b"--":
             raise InvalidInput("multipart body has no file part (use a field named 'file')")
         while (end := buf.find(b"\r\n\r\n")) < 0:
             if len(buf) > 16384 or not await more():
-                raise InvalidInput("multipart part headers are missing or too long")
+                raise InvalidFile("multipart part headers are missing or too long")
         headers = bytes(buf[:end]).decode("latin-1").lower()
         del buf[: end + 4]
         wanted = "filename=" in headers or re.search(r'name="?file"?(;|\s|$)', headers) is not None
@@ -558,7 +577,7 @@ async def multipart_file(chunks: AsyncIterator[bytes], boundary: bytes) -> Async
                     yield bytes(buf[:-keep])
                 del buf[:-keep]
             if not await more():
-                raise InvalidInput("multipart body ends inside a part")
+                raise InvalidFile("multipart body ends inside a part")
 
 
 def request_body(
@@ -665,6 +684,15 @@ class CsvRecords:
 Row = tuple[int, str, str, str, str, str, str | None, datetime | None, datetime | None]
 
 
+def _checked_note(note: str) -> str:
+    if len(note) > MAX_NOTE:
+        raise RowError(note[:64] + "…", f"note longer than {MAX_NOTE} characters")
+    if "\x00" in note:
+        # csv reads NUL since Python 3.11; PostgreSQL's COPY refused the whole batch (a 500).
+        raise RowError(note[:64], "note contains a NUL character")
+    return note
+
+
 def _why_invalid(raw: str) -> str:
     try:
         normalise_address(raw)
@@ -701,7 +729,7 @@ class RowParser:
         if is_data:
             preset = PRESETS.get(self.options.format, NATIVE)
             if preset is not NATIVE:
-                raise InvalidInput(
+                raise InvalidFile(
                     f"format {preset.name!r} needs its header row; the first row is data"
                 )
             self.preset = NATIVE
@@ -721,7 +749,7 @@ class RowParser:
                     break
         if "address" not in index:
             wanted = ", ".join(preset.columns["address"][:4])
-            raise InvalidInput(
+            raise InvalidFile(
                 f"no address column in the header {cells[:12]!r} (format {preset.name}; "
                 f"name it one of {wanted}, or use format=...)"
             )
@@ -741,7 +769,7 @@ class RowParser:
                 if self._setup(first):
                     records = records[1:]
             else:
-                raise InvalidInput(f"line {line}: {first}")
+                raise InvalidFile(f"line {line}: {first}")
         convert = self._convert_native if self.preset is NATIVE else self._convert_preset
         pending = self.pending
         limit = self.options.batch_rows
@@ -873,13 +901,7 @@ class RowParser:
         expires = self._when(value, "expires_at") if value else None
         value = fields[ci]
         created = self._when(value, "created_at") if value else None
-        note: str | None = fields[ni]
-        if note:
-            note = unneutralise(note)
-            if len(note) > MAX_NOTE:
-                raise RowError(note[:64] + "…", f"note longer than {MAX_NOTE} characters")
-        else:
-            note = None
+        note = _checked_note(unneutralise(fields[ni])) if fields[ni] else None
         if expires is not None and expires <= self.now:
             return None
         if created is not None and created > self._latest:
@@ -977,6 +999,11 @@ def _upsert_sql(dialect: str, *, overwrite: bool) -> str:
         "(xmax = 0) AS inserted" if pg else "(revision = 1) AS inserted"
     )
     id_column = "id, " if pg else ""
+    # PostgreSQL: rows are locked in the order they are inserted; (address, scope) is the order
+    # every other writer locks in, so an import and a single write queue instead of deadlocking
+    # (found by tests/app/test_concurrency.py). Ids were taken in file order beforehand. SQLite
+    # (one writer) numbers rows as inserted: file order.
+    order = "address, scope" if pg else "line"
     # Every interpolated piece is a constant of this module; the values travel as parameters.
     return f"""
 INSERT INTO suppressions AS s
@@ -984,7 +1011,7 @@ INSERT INTO suppressions AS s
      last_seen, expires_at, hit_count, removed_at, revision, updated_at)
 SELECT {id_column}address, domain, scope, outcome, reason, 'import', {detail}, FALSE,
        COALESCE(first_seen, {now}), {now}, expires_at, 1, NULL, 1, {now}
-FROM stoplist_import_stage WHERE TRUE ORDER BY line
+FROM stoplist_import_stage WHERE TRUE ORDER BY {order}
 ON CONFLICT (address, scope) DO UPDATE SET
     outcome = {outcome},
     reason = {reason},

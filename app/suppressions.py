@@ -21,10 +21,10 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Table, and_, func, or_, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -60,6 +60,14 @@ SUPPRESSING_OUTCOMES = frozenset(STRENGTH)
 SOURCES = frozenset({"bounce", "complaint", "unsubscribe", "api", "cli", "import"})
 REASON_RE = re.compile(r"^[a-z0-9][a-z0-9_]{0,47}$")
 DB_ERRORS = (OperationalError, DBAPIError, OSError, asyncio.TimeoutError)
+# PostgreSQL's deadlock_detected and serialization_failure: the transaction was rolled back whole.
+_RETRYABLE_STATES = frozenset({"40P01", "40001"})
+WRITE_ATTEMPTS = 3
+T = TypeVar("T")
+
+
+def retryable(exc: DBAPIError) -> bool:
+    return getattr(exc.orig, "sqlstate", None) in _RETRYABLE_STATES
 
 
 def scope_for(stream: str | None) -> str:
@@ -71,6 +79,34 @@ def scope_for(stream: str | None) -> str:
             f"stream {stream!r}: use 1-64 of a-z 0-9 _ . - starting with a letter or digit"
         )
     return stream
+
+
+class InvalidDomain(InvalidInput):
+    """A domain filter that is not a domain (the OpenAPI document cannot say what is one)."""
+
+    error = "invalid_domain"
+
+
+class ExpiryInPast(InvalidInput):
+    """An ``expires_at`` at or before now: it would suppress nothing."""
+
+    error = "expiry_in_past"
+
+
+def parse_since(raw: str | None) -> datetime | None:
+    """A ``since`` filter: ISO 8601 (naive = UTC); 422 naming the value otherwise.
+
+    Only ISO 8601: pydantic's datetime also read a bare number as epoch seconds, so ``since=30``
+    silently meant 1970."""
+    if raw is None:
+        return None
+    try:
+        value = datetime.fromisoformat(raw.strip())
+    except ValueError:
+        raise InvalidInput(
+            f"since {raw!r}: an ISO 8601 date-time, e.g. 2024-05-01T12:00:00Z"
+        ) from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def normalise_or_422(address: str) -> str:
@@ -147,7 +183,7 @@ class SuppressionFilter:
             try:
                 domain = normalise_address("x@" + self.domain.strip()).rpartition("@")[2]
             except InvalidAddress:
-                raise InvalidInput(f"domain {self.domain!r}: not a valid domain") from None
+                raise InvalidDomain(f"domain {self.domain!r}: not a valid domain") from None
             object.__setattr__(self, "domain", domain)
 
 
@@ -182,7 +218,10 @@ def validate_request(req: SuppressRequest, now: datetime) -> SuppressRequest:
     if req.source not in SOURCES:
         raise InvalidInput(f"source {req.source!r}: one of {sorted(SOURCES)}")
     if req.expires_at is not None and req.expires_at <= now:
-        raise InvalidInput("expires_at is in the past")
+        raise ExpiryInPast("expires_at is in the past")
+    if req.note is not None and "\x00" in req.note:
+        # PostgreSQL's text and jsonb cannot hold U+0000: refuse it rather than fail the write.
+        raise InvalidInput("note contains a NUL character")
     if address == req.address and scope == req.stream:
         return req
     return dataclasses.replace(req, address=address, stream=scope)
@@ -441,8 +480,12 @@ class SuppressionService:
     async def suppress(self, req: SuppressRequest) -> SuppressResult:
         now = utcnow()
         checked = validate_request(req, now)  # before any connection is taken
-        async with self.db.write() as s:
+
+        async def write(s: AsyncSession) -> SuppressResult:
             [result] = await self.write_suppressions(s, [checked], now)
+            return result
+
+        result = await self._write(write)
         await self.refresh_cache([result.address])
         metrics.SUPPRESSIONS_WRITTEN.labels(req.outcome, req.source).inc()
         return result
@@ -464,7 +507,9 @@ class SuppressionService:
         for i, r in enumerate(checked):
             first.setdefault((r.address, r.stream or GLOBAL_SCOPE), i)
         insert = pg_insert if self.db.dialect == "postgresql" else sqlite_insert
-        rows = [_new_row(checked[i], key[1], now) for key, i in first.items()]
+        # Every writer locks rows in (address, scope) order, so two writers of overlapping rows
+        # queue instead of deadlocking (the bulk import included).
+        rows = [_new_row(checked[i], key[1], now) for key, i in sorted(first.items())]
         # executemany: one multi-row INSERT on the wire, compiled once (cached).
         stmt = (
             insert(SUPPRESSIONS_TABLE)
@@ -486,6 +531,7 @@ class SuppressionService:
             q = (
                 select(Suppression)
                 .where(tuple_(Suppression.address, Suppression.scope).in_(sorted(merge_keys)))
+                .order_by(Suppression.address, Suppression.scope)
                 .with_for_update()
             )
             existing = {(row.address, row.scope): row for row in (await s.scalars(q)).all()}
@@ -559,9 +605,17 @@ class SuppressionService:
         norm = normalise_or_422(address)
         if not reason or not reason.strip():
             raise InvalidInput("a reason is required to unsuppress")
+        if "\x00" in reason:
+            raise InvalidInput("reason contains a NUL character")
         now = utcnow()
-        async with self.db.write() as s:
-            q = select(Suppression).where(Suppression.address == norm).with_for_update()
+
+        async def remove(s: AsyncSession) -> list[dict[str, Any]]:
+            q = (
+                select(Suppression)
+                .where(Suppression.address == norm)
+                .order_by(Suppression.scope)
+                .with_for_update()
+            )
             if not all_scopes:
                 q = q.where(Suppression.scope == scope_for(stream))
             rows = [r for r in (await s.scalars(q)).all() if _active(r, now)]
@@ -602,8 +656,29 @@ class SuppressionService:
                         detail={"outcome": row.outcome, "reason": row.reason},
                     )
                 )
+            return removed
+
+        removed = await self._write(remove)
         await self.refresh_cache([norm])
         return removed
+
+    async def _write(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """``work`` in a write transaction; run again when PostgreSQL rolled it back to break a
+        deadlock or a serialization failure (the whole transaction is undone, so it is safe).
+
+        Found by ``tests/app/test_concurrency.py``: with a bulk import holding many row locks, a
+        single write could be chosen as the deadlock victim and answer 503."""
+        attempt = 1
+        while True:
+            try:
+                async with self.db.write() as s:
+                    return await work(s)
+            except DBAPIError as exc:
+                if attempt >= WRITE_ATTEMPTS or not retryable(exc):
+                    raise
+                log.warning("write rolled back by the database, retrying: %s", exc.orig)
+            await asyncio.sleep(0.01 * attempt)
+            attempt += 1
 
     # ---------------------------------------------------------------- cache upkeep
 

@@ -6,27 +6,33 @@ The import body is read with ``request.stream()`` and never held whole: it goes 
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, WithJsonSchema
 
 from app import bulk
-from app.api.deps import ReadKey, ServicesDep, WriteKey
+from app.api.deps import ApiRoute, ReadKey, ServicesDep, WriteKey
 from app.api.responses import JSONBytes
-from app.api.schemas import ErrorBody
+from app.api.schemas import (
+    DOMAIN_FILTER,
+    OUTCOME_FILTER,
+    REASON_FILTER,
+    REASON_PATTERN,
+    SINCE_FILTER,
+    STREAM_FILTER,
+    STREAM_PATTERN,
+    error_responses,
+)
+from app.suppressions import parse_since
 
-router = APIRouter(prefix="/v1/suppressions", tags=["bulk"])
+router = APIRouter(prefix="/v1/suppressions", tags=["bulk"], route_class=ApiRoute)
 
 IMPORT_PATH = "/v1/suppressions/import"
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorBody},
-    403: {"model": ErrorBody},
-    422: {"model": ErrorBody},
-}
+_ERRORS = error_responses(401, 403, 422, 503)
+_FORMAT = WithJsonSchema({"type": "string", "enum": ["auto", *bulk.PRESETS]})
 
 _CSV_BODY = {"type": "string", "format": "binary"}
 
@@ -55,7 +61,9 @@ class ImportSummaryOut(BaseModel):
 @router.post(
     "/import",
     response_model=ImportSummaryOut,
-    responses=_ERRORS,
+    responses=error_responses(
+        401, 403, 422, 503, e422="Invalid options, an empty body, or a file without addresses"
+    ),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -65,7 +73,11 @@ class ImportSummaryOut(BaseModel):
                 "text/csv": {"schema": _CSV_BODY},
                 "application/gzip": {"schema": _CSV_BODY},
                 "multipart/form-data": {
-                    "schema": {"type": "object", "properties": {"file": _CSV_BODY}}
+                    "schema": {
+                        "type": "object",
+                        "properties": {"file": _CSV_BODY},
+                        "required": ["file"],
+                    }
                 },
             },
         }
@@ -81,13 +93,19 @@ async def import_suppressions(
         bool, Query(description="Replace existing entries even when that weakens them")
     ] = False,
     stream: Annotated[
-        str | None, Query(max_length=64, description="Stream for rows without one (else global)")
+        str | None,
+        Query(description="Stream for rows without one (else global)"),
+        WithJsonSchema({"type": "string", "pattern": STREAM_PATTERN}),
     ] = None,
     reason: Annotated[
-        str | None, Query(max_length=48, description="Reason for rows without one (import)")
+        str | None,
+        Query(description="Reason for rows without one (import)"),
+        WithJsonSchema({"type": "string", "pattern": REASON_PATTERN}),
     ] = None,
     format: Annotated[
-        str, Query(description="auto, stoplist, ses, sendgrid-bounces, postmark, … (see docs)")
+        str,
+        Query(description="The file's layout (see docs/bulk.md); auto: from its header"),
+        _FORMAT,
     ] = "auto",
 ) -> JSONBytes:
     """Import suppressions from CSV, streamed. Never weakens an entry unless `overwrite`;
@@ -102,7 +120,7 @@ async def import_suppressions(
         soft_days=services.settings.soft_suppression_days,
     )
     body = bulk.request_body(
-        request.stream(),
+        await bulk.non_empty(request.stream()),
         request.headers.get("content-type"),
         request.headers.get("content-encoding"),
     )
@@ -124,18 +142,27 @@ async def import_suppressions(
 async def export_suppressions(
     services: ServicesDep,
     _key: ReadKey,
-    outcome: str | None = None,
-    reason: str | None = None,
-    stream: Annotated[str | None, Query(description="A stream name, or global")] = None,
-    domain: str | None = None,
-    since: Annotated[datetime | None, Query(description="Last seen at or after")] = None,
+    outcome: Annotated[str | None, Query(), OUTCOME_FILTER] = None,
+    reason: Annotated[str | None, Query(), REASON_FILTER] = None,
+    stream: Annotated[
+        str | None, Query(description="A stream name, or global"), STREAM_FILTER
+    ] = None,
+    domain: Annotated[str | None, Query(), DOMAIN_FILTER] = None,
+    since: Annotated[
+        str | None, Query(description="Last seen at or after (ISO 8601)"), SINCE_FILTER
+    ] = None,
     hashed: Annotated[
         bool, Query(description="SHA-256 hex of each normalised address instead of it")
     ] = False,
 ) -> StreamingResponse:
     """Active suppressions as CSV, streamed, in the format the import reads."""
     flt = bulk.ExportFilter(
-        outcome=outcome, reason=reason, stream=stream, domain=domain, since=since, hashed=hashed
+        outcome=outcome,
+        reason=reason,
+        stream=stream,
+        domain=domain,
+        since=parse_since(since),
+        hashed=hashed,
     )
     return StreamingResponse(
         bulk.export_csv(services.suppressions, flt),

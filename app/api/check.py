@@ -10,32 +10,32 @@ through ``openapi_extra``, and the answers are the service's dicts serialised by
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
 
 from app import metrics
-from app.api.deps import Services, authorize
+from app.api.deps import ApiRoute, Services, authorize
 from app.api.responses import JSONBytes
-from app.api.schemas import BatchCheckRequest, BatchCheckResponse, CheckResult, ErrorBody
+from app.api.schemas import (
+    STREAM_PATTERN,
+    BatchCheckRequest,
+    BatchCheckResponse,
+    CheckResult,
+    error_responses,
+)
 from app.errors import InvalidInput
 
-router = APIRouter(prefix="/v1", tags=["check"])
+router = APIRouter(prefix="/v1", tags=["check"], route_class=ApiRoute)
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorBody},
-    403: {"model": ErrorBody},
-    422: {"model": ErrorBody},
-    503: {"model": ErrorBody, "description": "Cache and database both unreachable"},
-}
+_ERRORS = error_responses(401, 403, 422, 503, e503="Cache and database both unreachable")
 _SECURITY: list[dict[str, list[str]]] = [{"HTTPBearer": []}]
 _STREAM_PARAM = {
     "name": "stream",
     "in": "query",
     "required": False,
     "description": "Sending stream; omit to see global suppressions only",
-    "schema": {"type": "string", "maxLength": 64},
+    "schema": {"type": "string", "pattern": STREAM_PATTERN},
 }
 
 
@@ -51,7 +51,12 @@ _STREAM_PARAM = {
                 "in": "query",
                 "required": True,
                 "description": "The address to check",
-                "schema": {"type": "string", "maxLength": 1000},
+                "schema": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 1000,
+                    "examples": ["jane@example.com", "Jane Doe <Jane.Doe@Bücher.example>"],
+                },
             },
             _STREAM_PARAM,
         ],
@@ -77,7 +82,7 @@ async def check_address(request: Request) -> JSONBytes:
 @router.post(
     "/check",
     response_model=BatchCheckResponse,
-    responses=_ERRORS,
+    responses=_ERRORS | error_responses(413),
     openapi_extra={
         "security": _SECURITY,
         "requestBody": {

@@ -1,19 +1,25 @@
-"""Request dependencies: the services of the running app and API-key authentication."""
+"""Request dependencies: the services of the running app and API-key authentication; the route
+class every router uses."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException
+from starlette.routing import Match
+from starlette.types import Receive, Scope, Send
 
 from app import metrics
+from app.api.responses import JSONBytes
 from app.auth import KeyInfo, KeyService, scope_allows
 from app.cache import SuppressionCache
 from app.db import Database
-from app.errors import Forbidden, Unauthorized
+from app.errors import Forbidden, InvalidInput, Unauthorized
 from app.settings import Settings
 from app.signing import Signer
 from app.suppressions import SuppressionService
@@ -36,6 +42,68 @@ async def get_services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
+
+
+class ApiRoute(APIRoute):
+    """Every route of the API, answering two framework errors the way the OpenAPI document says
+    (both found by schemathesis):
+
+    * a body FastAPI cannot decode (not UTF-8, not JSON) is invalid input like any other,
+      ``422 {"error", "detail"}``, not FastAPI's bare ``400 {"detail"}``;
+    * a method the path does not support is ``405`` with an ``Allow`` header naming every method
+      of the path (RFC 9110 §15.5.6), not only those of the first route that matched it (``GET
+      /v1/check`` answered ``Allow: GET`` although ``POST`` is there too).
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route_handler(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except HTTPException as exc:
+                if exc.status_code != 400:
+                    raise
+                raise InvalidInput(f"the body could not be read: {exc.detail}") from None
+
+        return route_handler
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().handle(scope, receive, send)
+        except HTTPException as exc:
+            if exc.status_code != 405:
+                raise
+            allowed = _allowed_methods(scope)
+            await JSONBytes(
+                {
+                    "error": "method_not_allowed",
+                    "detail": f"{scope['method']} is not allowed here: {', '.join(allowed)}",
+                },
+                status_code=405,
+                headers={"Allow": ", ".join(allowed)},
+            )(scope, receive, send)
+
+
+def _allowed_methods(scope: Scope) -> list[str]:
+    """The methods some route of the app serves for this path (a fresh scope per probe: route
+    matching keeps state in the scope)."""
+    router = scope["router"]
+    allowed = []
+    for method in _METHODS:
+        probe: Scope = {
+            "type": "http",
+            "path": scope["path"],
+            "root_path": scope.get("root_path", ""),
+            "method": method,
+        }
+        if any(route.matches(probe)[0] == Match.FULL for route in router.routes):
+            allowed.append(method)
+    return allowed
+
 
 _bearer = HTTPBearer(
     auto_error=False,

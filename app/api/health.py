@@ -8,13 +8,13 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app import metrics
-from app.api.deps import CheckKey, ServicesDep
+from app.api.deps import ApiRoute, CheckKey, ServicesDep
 from app.api.responses import JSONBytes
-from app.api.schemas import Health, Readiness
+from app.api.schemas import Health, Readiness, error_responses
 from app.cache import CacheUnavailable
 from app.suppressions import DB_ERRORS
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=ApiRoute)
 
 _gauge_refreshed = 0.0
 
@@ -61,7 +61,14 @@ async def readyz(services: ServicesDep) -> JSONBytes:
     )
 
 
-@router.get("/metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}},
+        **error_responses(401, 403, 503),
+    },
+)
 async def prometheus_metrics(services: ServicesDep, _key: CheckKey) -> Response:
     """Prometheus exposition (needs a key of scope check or above)."""
     global _gauge_refreshed

@@ -5,14 +5,63 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+
+from app.suppressions import REASON_RE, STRENGTH
 
 Outcome = Literal["hard", "soft", "complaint", "unsubscribe", "manual"]
+
+# What the service's own validation accepts, stated in the document so clients (and schemathesis)
+# know it. Empty stream = global (``scope_for``); a stream name otherwise (``STREAM_RE``).
+STREAM_PATTERN = r"^(?:[a-z0-9][a-z0-9_.-]{0,63})?$"
+REASON_PATTERN = REASON_RE.pattern
+# PostgreSQL text and jsonb cannot hold U+0000: free text with one is refused (422), not stored.
+NO_NUL_PATTERN = r"^[^\u0000]*$"
+CURSOR_PATTERN = r"^[0-9]{0,18}$"  # a row id (bigint); empty = first page
+
+# Query filters the routes validate themselves (with a message naming the value, as the list and
+# the export always have), documented in OpenAPI with what that validation accepts.
+OUTCOME_FILTER = WithJsonSchema({"type": "string", "enum": list(STRENGTH)})
+REASON_FILTER = WithJsonSchema({"type": "string", "pattern": REASON_PATTERN})
+STREAM_FILTER = WithJsonSchema({"type": "string", "pattern": STREAM_PATTERN})
+DOMAIN_FILTER = WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 255})
+SINCE_FILTER = WithJsonSchema({"type": "string", "format": "date-time"})
+CURSOR_FILTER = WithJsonSchema({"type": "string", "pattern": CURSOR_PATTERN})
 
 
 class ErrorBody(BaseModel):
     error: str = Field(description="Machine-readable error code")
     detail: Any = Field(description="What was wrong, naming the offending value")
+
+
+_ERROR_TEXT: dict[int, str] = {
+    400: "Malformed input",
+    401: "No API key, or an unknown or revoked one",
+    403: "The key's scope does not allow this",
+    404: "Not found",
+    410: "Gone",
+    413: "Body over 4 MiB",
+    422: "Invalid input: the detail names the value and what is wrong with it",
+    503: "Storage unavailable: retry later (never answered as if nothing were suppressed)",
+}
+_CHALLENGE_HEADER = {
+    "WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}},
+}
+
+
+def error_responses(*codes: int, **notes: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for error statuses, each an :class:`ErrorBody`; ``notes`` override a
+    description by status (``e404="No signing keys configured"``)."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        entry: dict[str, Any] = {
+            "model": ErrorBody,
+            "description": notes.get(f"e{code}", _ERROR_TEXT[code]),
+        }
+        if code == 401:
+            entry["headers"] = _CHALLENGE_HEADER
+        out[code] = entry
+    return out
 
 
 class CheckResult(BaseModel):
@@ -32,8 +81,15 @@ class CheckResult(BaseModel):
 
 class BatchCheckRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    addresses: list[str] = Field(description="Up to STOPLIST_MAX_BATCH (default 10,000) addresses")
-    stream: str | None = Field(default=None, description="Sending stream; omit for global only")
+    # Items are not typed: a non-string is answered in its slot ("not a string") like an invalid
+    # address, rather than failing the whole batch.
+    addresses: list[Any] = Field(
+        description="Up to STOPLIST_MAX_BATCH (default 10,000) address strings; anything that is "
+        "not a valid address (or not a string) is answered in its slot with an error"
+    )
+    stream: str | None = Field(
+        default=None, pattern=STREAM_PATTERN, description="Sending stream; omit for global only"
+    )
 
 
 class BatchCheckResponse(BaseModel):
@@ -42,11 +98,15 @@ class BatchCheckResponse(BaseModel):
 
 class SuppressBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: str = Field(default="manual", pattern=r"^[a-z0-9][a-z0-9_]{0,47}$")
+    reason: str = Field(default="manual", pattern=REASON_PATTERN)
     outcome: Outcome = "manual"
-    stream: str | None = Field(default=None, description="Omit for a global suppression")
-    expires_at: datetime | None = Field(default=None, description="Omit for permanent")
-    note: str | None = Field(default=None, max_length=2000)
+    stream: str | None = Field(
+        default=None, pattern=STREAM_PATTERN, description="Omit for a global suppression"
+    )
+    expires_at: datetime | None = Field(
+        default=None, description="Omit for permanent; must be in the future"
+    )
+    note: str | None = Field(default=None, max_length=2000, pattern=NO_NUL_PATTERN)
 
 
 class SuppressionOut(BaseModel):

@@ -2,66 +2,126 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
+from starlette.convertors import Convertor, register_url_convertor
 
-from app.api.deps import ReadKey, ServicesDep, WriteKey
+from app.api.deps import ApiRoute, ReadKey, ServicesDep, WriteKey
 from app.api.responses import JSONBytes
 from app.api.schemas import (
+    CURSOR_FILTER,
+    DOMAIN_FILTER,
+    OUTCOME_FILTER,
+    REASON_FILTER,
+    SINCE_FILTER,
+    STREAM_FILTER,
+    STREAM_PATTERN,
     AddressDetail,
-    ErrorBody,
     HistoryResponse,
     SuppressBody,
     SuppressionPage,
     SuppressResponse,
     UnsuppressResponse,
+    error_responses,
 )
 from app.auth import scope_allows
 from app.errors import InvalidInput
-from app.suppressions import SuppressionFilter, SuppressRequest, normalise_or_422, row_to_dict
+from app.suppressions import (
+    SuppressionFilter,
+    SuppressRequest,
+    normalise_or_422,
+    parse_since,
+    row_to_dict,
+)
 
-router = APIRouter(prefix="/v1/suppressions", tags=["suppressions"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorBody},
-    403: {"model": ErrorBody},
-    404: {"model": ErrorBody},
-    422: {"model": ErrorBody},
-}
+class AddressConvertor(Convertor[str]):
+    """``{address:address}``: the rest of the path, line breaks included, unless it ends in
+    ``/history`` (no address does: it ends in its domain) or is ``import`` / ``export`` (the bulk
+    routes).
+
+    Starlette's ``path`` convertor (``.*``) stops at a line break, so an address holding one
+    missed every route and got the router's bare 404 instead of the 422 naming it; ``PUT
+    …/x@example.com/history`` reached ``PUT /{address}`` with the address ``x@example.com/history``
+    (422) instead of 405, and ``PUT …/export`` was a suppression of the address ``export`` (all
+    found by schemathesis)."""
+
+    regex = r"(?!(?:import|export)$)(?![\s\S]*/history$)[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+class AddressThenConvertor(AddressConvertor):
+    """``{address:address_then}``: any text, line breaks included, before a fixed suffix such as
+    ``/history``."""
+
+    regex = r"[\s\S]*"
+
+
+register_url_convertor("address", AddressConvertor())
+register_url_convertor("address_then", AddressThenConvertor())
+
+router = APIRouter(prefix="/v1/suppressions", tags=["suppressions"], route_class=ApiRoute)
+
+_ERRORS = error_responses(401, 403, 404, 422, 503)
+_WRITE_ERRORS = error_responses(401, 403, 404, 413, 422, 503)
+
+Address = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=1000,
+        description="Any form (display name, angle brackets, any case, Unicode domain); normalised",
+        examples=["jane@example.com", "Jane Doe <Jane.Doe@Bücher.example>", '"a b"@example.org'],
+    ),
+]
+# At least one character that is not white space, and no NUL (PostgreSQL cannot store one).
+_WHY_PATTERN = r"^[\s\u001c-\u001f]*[^\s\u0000\u001c-\u001f][^\u0000]*$"
 
 
 @router.get("", response_model=SuppressionPage, responses=_ERRORS)
 async def list_suppressions(
     services: ServicesDep,
     _key: ReadKey,
-    outcome: str | None = None,
-    reason: str | None = None,
-    stream: Annotated[str | None, Query(description="A stream name, or global")] = None,
-    domain: str | None = None,
-    since: Annotated[datetime | None, Query(description="Last seen at or after")] = None,
-    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    outcome: Annotated[str | None, Query(), OUTCOME_FILTER] = None,
+    reason: Annotated[str | None, Query(), REASON_FILTER] = None,
+    stream: Annotated[
+        str | None, Query(description="A stream name, or global"), STREAM_FILTER
+    ] = None,
+    domain: Annotated[str | None, Query(), DOMAIN_FILTER] = None,
+    since: Annotated[
+        str | None, Query(description="Last seen at or after (ISO 8601)"), SINCE_FILTER
+    ] = None,
+    cursor: Annotated[
+        str | None, Query(description="next_cursor of the previous page"), CURSOR_FILTER
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> JSONBytes:
     """Active suppressions, oldest first, in pages."""
     after: int | None = None
     if cursor:
-        if not cursor.isdigit():
+        # ASCII digits only: str.isdigit() also takes "²", which int() refuses (was a 500), and
+        # the id is a bigint (a longer one overflowed the database driver: 500 or 503).
+        if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
             raise InvalidInput(f"cursor {cursor!r}: use next_cursor from the previous page")
         after = int(cursor)
     flt = SuppressionFilter(
-        outcome=outcome, reason=reason, stream=stream, domain=domain, since=since
+        outcome=outcome, reason=reason, stream=stream, domain=domain, since=parse_since(since)
     )
     items, nxt = await services.suppressions.list(flt, cursor=after, limit=limit)
     return JSONBytes({"items": items, "next_cursor": str(nxt) if nxt is not None else None})
 
 
-@router.get("/{address:path}/history", response_model=HistoryResponse, responses=_ERRORS)
+@router.get("/{address:address_then}/history", response_model=HistoryResponse, responses=_ERRORS)
 async def address_history(
     services: ServicesDep,
     _key: ReadKey,
-    address: str,
+    address: Address,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> JSONBytes:
     """Events and audit entries for an address, newest first."""
@@ -69,15 +129,15 @@ async def address_history(
     return JSONBytes({"address": normalise_or_422(address), "items": items})
 
 
-@router.get("/{address:path}", response_model=AddressDetail, responses=_ERRORS)
-async def get_suppression(services: ServicesDep, _key: ReadKey, address: str) -> JSONBytes:
+@router.get("/{address:address}", response_model=AddressDetail, responses=_ERRORS)
+async def get_suppression(services: ServicesDep, _key: ReadKey, address: Address) -> JSONBytes:
     """Every scope of an address (active or not) and its recent events: "why is this blocked?"."""
     return JSONBytes(await services.suppressions.get(address))
 
 
-@router.put("/{address:path}", response_model=SuppressResponse, responses=_ERRORS)
+@router.put("/{address:address}", response_model=SuppressResponse, responses=_WRITE_ERRORS)
 async def put_suppression(
-    services: ServicesDep, key: WriteKey, address: str, body: SuppressBody
+    services: ServicesDep, key: WriteKey, address: Address, body: SuppressBody
 ) -> JSONBytes:
     """Suppress an address by hand. Never weakens an existing entry."""
     result = await services.suppressions.suppress(
@@ -102,14 +162,21 @@ async def put_suppression(
     )
 
 
-@router.delete("/{address:path}", response_model=UnsuppressResponse, responses=_ERRORS)
+@router.delete("/{address:address}", response_model=UnsuppressResponse, responses=_ERRORS)
 async def delete_suppression(
     services: ServicesDep,
     key: WriteKey,
-    address: str,
-    reason: Annotated[str, Query(min_length=3, max_length=2000, description="Why (kept)")],
+    address: Address,
+    reason: Annotated[
+        str,
+        Query(min_length=3, max_length=2000, pattern=_WHY_PATTERN, description="Why (kept)"),
+    ],
     stream: Annotated[
-        str | None, Query(description="Only this scope (a stream or global); omit for all")
+        str | None,
+        Query(
+            pattern=STREAM_PATTERN,
+            description="Only this scope (a stream or global; empty = global); omit for all",
+        ),
     ] = None,
     force: Annotated[bool, Query(description="Needed (with admin) to remove a complaint")] = False,
 ) -> JSONBytes:

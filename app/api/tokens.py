@@ -7,17 +7,15 @@ tools and tests. It needs the write scope: an unsubscribe token is the power to 
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from app.api.deps import ServicesDep, WriteKey
+from app.api.deps import ApiRoute, ServicesDep, WriteKey
 from app.api.responses import JSONBytes
-from app.api.schemas import ErrorBody
+from app.api.schemas import error_responses
 from app.errors import InvalidInput, NotFound
 
-router = APIRouter(prefix="/v1/tokens", tags=["tokens"])
+router = APIRouter(prefix="/v1/tokens", tags=["tokens"], route_class=ApiRoute)
 
 
 class MintBody(BaseModel):
@@ -40,12 +38,7 @@ class MintResponse(BaseModel):
     results: list[MintedRef]
 
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorBody},
-    403: {"model": ErrorBody},
-    404: {"model": ErrorBody, "description": "No signing keys configured"},
-    422: {"model": ErrorBody},
-}
+_ERRORS = error_responses(401, 403, 404, 413, 422, 503, e404="No signing keys configured")
 
 
 @router.post("", response_model=MintResponse, responses=_ERRORS)
@@ -56,7 +49,7 @@ async def mint(services: ServicesDep, _key: WriteKey, body: MintBody) -> JSONByt
         raise NotFound("signing is not configured (STOPLIST_SIGNING_KEYS)")
     if len(body.recipients) > services.settings.max_batch:
         raise InvalidInput(f"at most {services.settings.max_batch} recipients per request")
-    results: list[dict[str, Any]] = []
+    results: list[dict[str, object]] = []
     for recipient in body.recipients:
         try:
             results.append({"recipient": recipient, **signer.headers(recipient, body.stream)})

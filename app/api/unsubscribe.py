@@ -19,13 +19,13 @@ from fastapi import APIRouter, Header, Path
 from pydantic import BaseModel, Field
 from starlette.responses import HTMLResponse
 
-from app.api.deps import ServicesDep
+from app.api.deps import ApiRoute, ServicesDep
 from app.api.responses import JSONBytes
-from app.api.schemas import ErrorBody
+from app.api.schemas import ErrorBody, error_responses
 from app.errors import AppError
 from app.policy import preview_unsubscribe_token, unsubscribe_with_token
 
-router = APIRouter(prefix="/v1/unsubscribe", tags=["unsubscribe"])
+router = APIRouter(prefix="/v1/unsubscribe", tags=["unsubscribe"], route_class=ApiRoute)
 
 
 class UnsubscribeResponse(BaseModel):
@@ -36,12 +36,35 @@ class UnsubscribeResponse(BaseModel):
 
 
 TokenPath = Annotated[
-    str, Path(max_length=700, description="The token of the List-Unsubscribe URL")
+    str,
+    Path(
+        max_length=700,
+        description="The token of the List-Unsubscribe URL",
+        # What the signer can ever have minted (app.signing); anything else is 400.
+        json_schema_extra={"pattern": "^[A-Za-z0-9_-]{16,700}$"},
+    ),
 ]
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "Not a token"},
-    404: {"model": ErrorBody, "description": "Unknown, altered or forged token"},
-    410: {"model": ErrorBody, "description": "Expired token"},
+_HTML = {"text/html": {"schema": {"type": "string"}}}
+_TOKEN_ERRORS = {
+    400: "Not a token (a link cut short or mangled)",
+    404: "Unknown, altered or forged token; or unsubscribe links are not enabled",
+    410: "Expired token",
+}
+# The page answers token errors as pages; the one-click POST in JSON, or as a page to a browser
+# (Accept: text/html). A path over 700 characters is 422 JSON either way.
+_PAGE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **{code: {"description": text, "content": _HTML} for code, text in _TOKEN_ERRORS.items()},
+    422: {
+        "description": "Token longer than 700 characters",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+    },
+}
+_POST_ERRORS: dict[int | str, dict[str, Any]] = {
+    **{
+        code: {"model": ErrorBody, "description": text, "content": _HTML}
+        for code, text in _TOKEN_ERRORS.items()
+    },
+    **error_responses(422, 503, e422="Token longer than 700 characters"),
 }
 # Pages that must not be cached, indexed or leak the token in a Referer.
 _PAGE_HEADERS = {
@@ -52,7 +75,7 @@ _PAGE_HEADERS = {
 }
 
 
-@router.get("/{token}", response_class=HTMLResponse, responses=_ERRORS)
+@router.get("/{token}", response_class=HTMLResponse, responses=_PAGE_ERRORS)
 async def unsubscribe_page(services: ServicesDep, token: TokenPath) -> HTMLResponse:
     """A confirmation page whose button POSTs to this URL. Changes nothing by itself."""
     try:
@@ -70,7 +93,11 @@ async def unsubscribe_page(services: ServicesDep, token: TokenPath) -> HTMLRespo
     return _page("Unsubscribe", body, 200)
 
 
-@router.post("/{token}", response_model=UnsubscribeResponse, responses=_ERRORS)
+@router.post(
+    "/{token}",
+    response_model=UnsubscribeResponse,
+    responses={200: {"content": _HTML}, **_POST_ERRORS},
+)
 async def unsubscribe(
     services: ServicesDep,
     token: TokenPath,
