@@ -681,11 +681,17 @@ class IntakeProcessor:
         """Stop without waiting for the queues: unfinished claims are retried after the timeout
         (by this service's next start, which claims its own stale rows like anyone's)."""
         self.running = False
+        # Cancelled again until each has ended: a task can swallow a cancellation (Python 3.11's
+        # wait_for, asyncpg's timeouts, when the awaited call completes at the same moment) and
+        # go back to waiting on a queue that nobody fills any more.
+        pending = set(self._tasks)
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=1.0)
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            if not task.cancelled() and task.exception() is not None:
+                log.error("intake: %s failed", task.get_name(), exc_info=task.exception())
         self._tasks = []
         if self._own_db is not None:
             own, self._own_db = self._own_db, None

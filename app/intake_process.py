@@ -15,6 +15,12 @@ LOCKED``), so whatever the sink committed is processed even if the child was dow
   started again (after 1 s, doubling up to 30 s while it keeps dying young); its unfinished claims
   are retried after ``intake_claim_timeout_s``, like those of a crashed replica. The child leads
   a process group of its own: the parse workers a killed child leaves behind are killed with it.
+* **Claims on the way out.** A child that stops (the pipe closed: a restart, a deploy, or the
+  service killed with ``kill -9``, which the child outlives in its own process group) releases
+  the claims it still holds once its processing has stopped, so the next processor takes those
+  rows at its next sweep instead of after ``intake_claim_timeout_s`` (300 s by default). Stopping
+  is bounded (``_CHILD_STOP_TIMEOUT_S``): past it the child kills its own process group, so it
+  never outlives a dead service (``bench/crash_consistency.py`` checks both).
 """
 
 from __future__ import annotations
@@ -28,14 +34,22 @@ import signal
 import time
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from typing import TYPE_CHECKING
 
 from app.settings import Settings
+from app.suppressions import DB_ERRORS
+
+if TYPE_CHECKING:
+    from app.intake import IntakeStore
 
 log = logging.getLogger(__name__)
 
 _RESTART_MIN_S = 1.0
 _RESTART_MAX_S = 30.0
 _STOP_TIMEOUT_S = 15.0
+# The child's own bound on stopping: shorter, so it releases its claims before the service
+# (if still alive) gives up waiting and kills it.
+_CHILD_STOP_TIMEOUT_S = 10.0
 
 
 class ProcessorChild:
@@ -171,7 +185,7 @@ def child_main(settings: Settings, wake: Connection, log_level: int) -> None:
 
 async def _child(settings: Settings, wake: Connection) -> None:
     from app.intake import Intake
-    from app.main import build_services
+    from app.main import build_services, housekeeping
 
     services = build_services(settings)
     intake = Intake(services, separate=False)
@@ -194,15 +208,60 @@ async def _child(settings: Settings, wake: Connection) -> None:
             loop.remove_reader(fd)
             stop.set()
 
+    # This process writes suppressions too: when a write-through to Redis fails here, this
+    # process must mark the replica cold and rebuild it once Redis is back (the service's own
+    # housekeeping knows nothing of this process's failed writes).
+    keeper = asyncio.create_task(housekeeping(services))
     try:
         await intake.processor.start()
         loop.add_reader(fd, on_wake)
         await stop.wait()
     finally:
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
         with contextlib.suppress(Exception):
             loop.remove_reader(fd)
-        await intake.close()
+        # Bounded: the service may be gone (``kill -9``), and nothing else would ever stop a
+        # child whose processing does not end when cancelled (a task that swallowed the
+        # cancellation and waits on a queue no one fills).
+        closing = asyncio.ensure_future(intake.close())
+        await asyncio.wait({closing}, timeout=_CHILD_STOP_TIMEOUT_S)
+        await release_claims(intake.store, timeout_s=settings.database_timeout_s)
+        if not closing.done():
+            log.error(
+                "intake processing did not stop within %.0f s: killing it and its parse workers",
+                _CHILD_STOP_TIMEOUT_S,
+            )
+            os.killpg(os.getpgrp(), signal.SIGKILL)
+        closing.result()
         await services.suppressions.wait_rebuild()
         await services.keys.close()
         await services.cache.close()
         await services.db.dispose()
+
+
+async def release_claims(store: IntakeStore, *, timeout_s: float) -> int:
+    """Hand back the rows this processor still holds (its processing has stopped): they become
+    claimable at once. Safe if one of them was applied but not finished: applying a message again
+    writes nothing twice (``app.policy``). Best effort: if the database is away, the claims expire
+    by themselves after ``intake_claim_timeout_s``."""
+    from sqlalchemy import update
+
+    from app.intake import PENDING
+    from app.models import InboundMessage as T
+
+    stmt = (
+        update(T)
+        .where(T.claimed_by == store.instance, T.state == PENDING)
+        .values(claimed_at=None, claimed_by=None)
+    )
+    try:
+        async with asyncio.timeout(timeout_s), store.db.write() as session:
+            released = int((await session.execute(stmt)).rowcount)  # type: ignore[attr-defined]
+    except (TimeoutError, *DB_ERRORS) as exc:
+        log.warning("intake: could not release claims on the way out (%s); they expire", exc)
+        return 0
+    if released:
+        log.warning("intake: released %d claimed messages on the way out", released)
+    return released

@@ -80,7 +80,7 @@ async def start_services(services: Services) -> None:
         sup.cache_state = "unavailable"
 
 
-async def _housekeeping(services: Services, interval_s: float = 1.0) -> None:
+async def housekeeping(services: Services, interval_s: float = 1.0) -> None:
     """Rebuild a stale replica once the cache is reachable again; in embedded mode, pick up
     writes made by other processes (CLI, imports) every second."""
     sup = services.suppressions
@@ -110,7 +110,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         # Start-up objects live for the whole process: keep them out of the cyclic GC's scans
         # so its pauses do not land on the pre-send check's tail latency.
         gc.freeze()
-        keeper = asyncio.create_task(_housekeeping(svc))
+        keeper = asyncio.create_task(housekeeping(svc))
         sink = None
         if svc.settings.sink_enabled:
             from app.smtp import start_sink  # the sink and the intake processing loop

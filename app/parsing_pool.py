@@ -24,6 +24,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -77,8 +78,19 @@ _WARM_UP: Final = (
 )
 
 
+def _exit_with_parent(parent: int) -> None:
+    """A worker whose service was SIGKILLed would wait on its call queue forever (it holds the
+    queue's write end too, so it never reads end of file): leave once the parent is gone."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
+
+
 def _worker_init(memory_mb: int) -> None:
     """Runs once in each worker: load the parser, then cap the address space."""
+    threading.Thread(
+        target=_exit_with_parent, args=(os.getppid(),), name="exit-with-parent", daemon=True
+    ).start()
     # Warm the rule set and parsers so the first real message is not charged for them: its
     # parse timeout would be spent on loading them (a restarted pool's first message, say).
     with contextlib.suppress(Exception):

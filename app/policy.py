@@ -616,6 +616,9 @@ async def apply_plans(
     steps = [(i, mid, step) for i, (mid, plan) in enumerate(plans) for step in plan.steps]
     written: list[SuppressResult] = []
     requests: list[SuppressRequest] = []
+    # Addresses of steps a message had already applied: the process that applied them may have
+    # died between that commit and its cache write, so they are written through again.
+    reapplied: set[str] = set()
     if steps:
         now = utcnow()
         addresses = sorted({step.address for _, _, step in steps})
@@ -629,6 +632,7 @@ async def apply_plans(
                 if mid is not None:
                     if key in seen:
                         ignored[i] += 1
+                        reapplied.add(step.address)
                         notes[i].append(
                             f"{step.address}: {step.kind} already applied for this message"
                         )
@@ -664,8 +668,10 @@ async def apply_plans(
     if written:
         for req in requests:
             metrics.SUPPRESSIONS_WRITTEN.labels(req.outcome, req.source).inc()
+    refresh = {r.address for r in written} | reapplied
+    if refresh:
         try:
-            await services.suppressions.refresh_cache(sorted({r.address for r in written}), db=db)
+            await services.suppressions.refresh_cache(sorted(refresh), db=db)
         except DB_ERRORS as exc:
             # Committed, but the fresh read failed: stop trusting the replica until rebuilt.
             log.error("cache refresh after apply failed (%s); checks use the database", exc)

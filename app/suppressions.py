@@ -360,6 +360,7 @@ class SuppressionService:
         # Single-address checks arriving in the same event-loop turn share one cache round trip.
         self._pending_gets: list[tuple[str, asyncio.Future[Entries | None]]] = []
         self._get_tasks: set[asyncio.Task[None]] = set()
+        self._abandoned: set[asyncio.Future[list[Entries | None]]] = set()
 
     # ---------------------------------------------------------------- check (hot path)
 
@@ -426,11 +427,30 @@ class SuppressionService:
             metrics.CACHE_FALLBACKS.labels("stale").inc()
             self.schedule_rebuild()
         try:
-            return await self.entries_from_db(addresses)
+            return await self._entries_from_db_bounded(addresses)
         except DB_ERRORS as exc:
             metrics.CHECK_UNAVAILABLE.inc()
             log.error("check failed: cache %s and database unreachable: %s", self.cache_state, exc)
             raise Unavailable("suppression list unavailable (cache and database)") from None
+
+    async def _entries_from_db_bounded(self, addresses: Sequence[str]) -> list[Entries | None]:
+        """The database fallback within STOPLIST_DATABASE_TIMEOUT_S: a hung database (with the
+        cache unusable) is a 503 the caller can act on, not a pre-send check that waits for the
+        driver's 30 s command timeout. The abandoned read is cancelled but not awaited: cleaning
+        up its connection can itself hang until the driver gives up."""
+        task = asyncio.ensure_future(self.entries_from_db(addresses))
+        done, _ = await asyncio.wait({task}, timeout=self.db.settings.database_timeout_s)
+        if not done:
+            task.cancel()
+            self._abandoned.add(task)
+            task.add_done_callback(self._forget_abandoned)
+            raise TimeoutError("database read timed out")
+        return task.result()
+
+    def _forget_abandoned(self, task: asyncio.Future[list[Entries | None]]) -> None:
+        self._abandoned.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("an abandoned database read ended with %r", task.exception())
 
     def _coalesced_get(self, address: str) -> asyncio.Future[Entries | None]:
         loop = asyncio.get_running_loop()

@@ -567,3 +567,23 @@ async def test_both_stores_down_check_is_503_and_smtp_451(faults: Faults, sink: 
 
     await eventually(answers_again)
     assert (await send(sink.port, message("both-back")))[0] == 250
+
+
+async def test_hung_database_with_redis_down_is_503_in_bounded_time(faults: Faults) -> None:
+    """With the cache unusable, a hung database is a 503 within STOPLIST_DATABASE_TIMEOUT_S, not
+    a pre-send check that waits for the driver's 30 s command timeout; it recovers by itself."""
+    env = faults.env
+    await _hard(env, "held@example.com")
+    faults.redis.refuse()
+    await faults.redis.reset()
+    faults.pg.blackhole()
+    code, answer, took = await check(env, "held@example.com")
+    assert (code, answer["error"]) == (503, "unavailable")
+    assert took < 3.0  # database_timeout_s is 1 s here
+    faults.pg.passthrough()
+
+    async def answers_again() -> bool:
+        code, answer, _ = await check(env, "held@example.com")
+        return code == 200 and answer["suppressed"] is True
+
+    await eventually(answers_again)

@@ -78,3 +78,50 @@ async def test_embedded_mode_always_processes_inline(env: Env) -> None:
         assert (intake.child is None) == (env.services.db.dialect == "sqlite")
     finally:
         await intake.close()
+
+
+async def test_child_rebuilds_the_cache_after_its_write_through_failed(pg_env: Env) -> None:
+    """The processing child cannot reach Redis while it applies a bounce: the suppression is in
+    the database but not in the replica the service reads. Once Redis is reachable again the child
+    marks the replica cold and rebuilds it, so the check reads the address as suppressed (before,
+    the service trusted the replica and read it as clear for ever)."""
+    from sqlalchemy import select
+    from sqlalchemy.engine import make_url
+
+    from app.models import InboundMessage
+    from tests.faultproxy import FaultProxy
+
+    at = make_url(pg_env.settings.redis_url or "")
+    proxy = await FaultProxy(at.host or "", at.port or 6379).start()
+    child_redis = at.set(port=proxy.port).render_as_string(hide_password=False)
+    settings = pg_env.settings.model_copy(
+        update={
+            "smtp_port": 0,
+            "smtp_domains": SINK_DOMAINS,
+            "parse_workers": 1,
+            "intake_process": "separate",
+            "redis_url": child_redis,
+        }
+    )
+    proxy.refuse()
+    sink = await start_sink(dataclasses.replace(pg_env.services, settings=settings))
+    try:
+        code, msg = await asyncio.to_thread(send, sink.port, _bounce_for("faye@example.net"))
+        assert code == 250, msg
+
+        async def processed() -> bool:
+            async with pg_env.services.db.read() as s:
+                states = (await s.scalars(select(InboundMessage.state))).all()
+            return bool(states) and all(state == "processed" for state in states)
+
+        await wait_for(processed, timeout=60)
+        assert not await _suppressed(pg_env, "faye@example.net")  # the replica missed the write
+        proxy.passthrough()
+
+        async def faye() -> bool:
+            return await _suppressed(pg_env, "faye@example.net")
+
+        await wait_for(faye, timeout=30)
+    finally:
+        await sink.close()
+        await proxy.aclose()
