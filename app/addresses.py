@@ -21,6 +21,11 @@ logging.getLogger("flanker.addresslib._parser.parser").setLevel(logging.ERROR)
 
 from flanker.addresslib import address as _flanker  # noqa: E402
 
+# Its lexer logs a WARNING with the input for every character it cannot read (and sets its own
+# level when imported, so this comes after): junk sent to the check would flood the log and copy
+# untrusted input into it. We report invalid input ourselves.
+logging.getLogger("flanker.addresslib._parser.lexer").setLevel(logging.ERROR)
+
 MAX_LENGTH = 254  # RFC 5321 §4.5.3.1.3 path limit minus the angle brackets
 
 # Dot-atom local part and LDH domain of two or more labels, ASCII only (RFC 5322 §3.2.3, RFC 1035).

@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -100,12 +101,23 @@ def _json_default(value: object) -> object:
 # ------------------------------------------------------------------------------------- service
 
 
+class LogLevel(StrEnum):
+    """Log levels the service accepts. Not uvicorn's ``trace``: it logs every request's ASGI
+    scope, ``Authorization`` header (the API key) included."""
+
+    CRITICAL = "critical"
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+    DEBUG = "debug"
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Default STOPLIST_HTTP_HOST")] = None,
     port: Annotated[int | None, typer.Option(help="Default STOPLIST_HTTP_PORT")] = None,
     migrate: Annotated[bool, typer.Option(help="Apply migrations first")] = True,
-    log_level: Annotated[str, typer.Option()] = "info",
+    log_level: Annotated[LogLevel, typer.Option(case_sensitive=False)] = LogLevel.INFO,
 ) -> None:
     """Run the HTTP API (and, when configured, the SMTP sink) in one process."""
     import logging
@@ -125,7 +137,7 @@ def serve(
         create_app(settings),
         host=host or settings.http_host,
         port=port or settings.http_port,
-        log_level=log_level,
+        log_level=log_level.value,
         access_log=False,
         proxy_headers=True,
     )
@@ -143,7 +155,7 @@ def migrate_cmd() -> None:
 
 @app.command()
 def smtp(
-    log_level: Annotated[str, typer.Option()] = "info",
+    log_level: Annotated[LogLevel, typer.Option(case_sensitive=False)] = LogLevel.INFO,
     migrate: Annotated[bool, typer.Option(help="Apply migrations first")] = True,
 ) -> None:
     """Run the SMTP sink and the intake processing alone (no HTTP API)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -68,3 +70,13 @@ def test_rejects_with_a_reason(raw: str) -> None:
         normalise_address(raw)
     assert info.value.why
     assert try_normalise(raw) is None
+
+
+def test_junk_input_is_not_copied_into_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    """flanker's lexer would log a warning with the input for every character it cannot read."""
+    junk = "a\x01b\x7f<marker-in-the-log@example.com"
+    with caplog.at_level(logging.DEBUG):
+        with pytest.raises(InvalidAddress):
+            normalise_address(junk)
+        assert flanker_normalise(junk) is None
+    assert not any("marker-in-the-log" in r.getMessage() for r in caplog.records)

@@ -63,3 +63,11 @@ def test_invalid_configuration_fails_with_the_variable_name(
     result = runner.invoke(app, ["check", "a@example.com"])
     assert result.exit_code == 2
     assert "STOPLIST_DATABASE_URL" in result.output
+
+
+@pytest.mark.parametrize("command", ["serve", "smtp"])
+def test_trace_logging_is_refused(command: str) -> None:
+    """uvicorn's ``trace`` level logs every request's headers, the API key among them."""
+    result = runner.invoke(app, [command, "--log-level", "trace"])
+    assert result.exit_code == 2
+    assert "trace" in result.output
