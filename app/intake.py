@@ -382,6 +382,28 @@ class IntakeStore:
         async with self.db.read() as session:
             return list((await session.execute(stmt)).scalars())
 
+    async def backlog(self) -> tuple[int, int, float]:
+        """(pending, failed, age in seconds of the oldest pending message): what an operator
+        alerts on. Both counts and the oldest row come from the (state, id) index."""
+        from sqlalchemy import func
+
+        async with self.db.read() as session:
+            rows = (
+                await session.execute(
+                    select(_T.state, func.count())
+                    .where(_T.state.in_((PENDING, FAILED)))
+                    .group_by(_T.state)
+                )
+            ).all()
+            oldest = (
+                await session.execute(
+                    select(_T.received_at).where(_T.state == PENDING).order_by(_T.id).limit(1)
+                )
+            ).scalar_one_or_none()
+        counts = {str(r[0]): int(r[1]) for r in rows}
+        age = (utcnow() - oldest).total_seconds() if oldest is not None else 0.0
+        return counts.get(PENDING, 0), counts.get(FAILED, 0), max(age, 0.0)
+
     async def counts(self) -> dict[str, int]:
         from sqlalchemy import func
 

@@ -32,3 +32,19 @@ SUPPRESSIONS_ACTIVE = Gauge(
     "stoplist_suppressions", "Active suppressions by outcome (refreshed on scrape)", ["outcome"]
 )
 AUTH_FAILURES = Counter("stoplist_auth_failures_total", "Rejected API requests", ["status"])
+SMTP_MESSAGES = Counter(
+    "stoplist_smtp_messages_total",
+    "Messages at the end of DATA, by what the sink answered",
+    ["result"],  # accepted | duplicate | too_big | storage_timeout | storage_error
+)
+SMTP_REPLIES = Counter("stoplist_smtp_replies_total", "Final SMTP replies sent, by code", ["code"])
+INTAKE_MESSAGES = Gauge(
+    "stoplist_intake_messages",
+    "Stored inbound messages not processed: pending (waiting or being processed) and failed "
+    "(refreshed on scrape)",
+    ["state"],
+)
+INTAKE_OLDEST_PENDING = Gauge(
+    "stoplist_intake_oldest_pending_seconds",
+    "Age of the oldest message waiting to be processed, 0 when none (refreshed on scrape)",
+)

@@ -49,6 +49,7 @@ from typing import Any, AnyStr, Final
 
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
 
+from app import metrics
 from app.api.deps import Services
 from app.intake import Intake
 from app.settings import Settings
@@ -164,6 +165,7 @@ class SinkHandler:
         raw = envelope.original_content
         assert isinstance(raw, bytes)
         if len(raw) > self.settings.smtp_max_message_bytes:
+            metrics.SMTP_MESSAGES.labels("too_big").inc()
             return Reply.TOO_BIG
         try:
             result = await asyncio.wait_for(
@@ -176,14 +178,17 @@ class SinkHandler:
                 timeout=self.settings.smtp_storage_timeout_s,
             )
         except TimeoutError:
+            metrics.SMTP_MESSAGES.labels("storage_timeout").inc()
             log.error(
                 "smtp: storing a message took over %.1f s: answered 451",
                 self.settings.smtp_storage_timeout_s,
             )
             return Reply.TEMPORARY
         except DB_ERRORS as exc:
+            metrics.SMTP_MESSAGES.labels("storage_error").inc()
             log.error("smtp: storing a message failed (answered 451): %s", exc)
             return Reply.TEMPORARY
+        metrics.SMTP_MESSAGES.labels("duplicate" if result.duplicate else "accepted").inc()
         return Reply.DUPLICATE if result.duplicate else Reply.ACCEPTED
 
     async def handle_exception(self, error: Exception) -> str:
@@ -414,6 +419,8 @@ class _SinkSMTP(SMTP):
             self._shut(over)
             return
         await super().push(reply)
+        if reply[3:4] != "-" and reply[:3].isdigit():
+            metrics.SMTP_REPLIES.labels(reply[:3]).inc()
         if self._close_after_reply is not None and reply[3:4] != "-" and not self._storing:
             self._shut(self._close_after_reply)
 

@@ -12,6 +12,7 @@ from app.api.deps import ApiRoute, CheckKey, ServicesDep
 from app.api.responses import JSONBytes
 from app.api.schemas import Health, Readiness, error_responses
 from app.cache import CacheUnavailable
+from app.intake import IntakeStore
 from app.suppressions import DB_ERRORS
 
 router = APIRouter(tags=["health"], route_class=ApiRoute)
@@ -77,6 +78,10 @@ async def prometheus_metrics(services: ServicesDep, _key: CheckKey) -> Response:
         try:
             for outcome, n in (await services.suppressions.count_by_outcome()).items():
                 metrics.SUPPRESSIONS_ACTIVE.labels(outcome).set(n)
+            pending, failed, oldest_s = await IntakeStore(services.db).backlog()
+            metrics.INTAKE_MESSAGES.labels("pending").set(pending)
+            metrics.INTAKE_MESSAGES.labels("failed").set(failed)
+            metrics.INTAKE_OLDEST_PENDING.set(oldest_s)
         except DB_ERRORS:
             pass
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

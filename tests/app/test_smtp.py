@@ -624,3 +624,39 @@ async def test_hard_bounce_end_to_end_suppresses(env: Env, parse_pool: ParsingPo
         assert row.summary is not None and row.summary["applied"] == 1
     finally:
         await s.stop()
+
+
+def _sample_value(text: str, name: str, labels: str = "") -> float:
+    for line in text.splitlines():
+        if line.startswith(name + labels + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name}{labels} not in /metrics")
+
+
+async def test_metrics_show_accepted_mail_and_the_backlog(env: Env, sink: Sink) -> None:
+    """What an operator alerts on: messages the sink accepted, replies by code, and the stored
+    messages still waiting to be processed (this sink's processor is not running)."""
+    from app.api import health
+
+    async def scrape() -> str:
+        health._gauge_refreshed = 0.0  # the gauges are refreshed at most every 15 s
+        r = await env.client.get("/metrics", headers=env.auth("check"))
+        assert r.status_code == 200
+        return r.text
+
+    before = await scrape()
+    accepted = (
+        _sample_value(before, "stoplist_smtp_messages_total", '{result="accepted"}')
+        if ('stoplist_smtp_messages_total{result="accepted"}' in before)
+        else 0.0
+    )
+    assert (await asyncio.to_thread(send, sink.port, HARD_BOUNCE))[0] == 250
+    await asyncio.sleep(0.05)  # pending for a little while
+    after = await scrape()
+    assert (
+        _sample_value(after, "stoplist_smtp_messages_total", '{result="accepted"}') == accepted + 1
+    )
+    assert _sample_value(after, "stoplist_smtp_replies_total", '{code="250"}') >= 4
+    assert _sample_value(after, "stoplist_intake_messages", '{state="pending"}') == 1
+    assert _sample_value(after, "stoplist_intake_messages", '{state="failed"}') == 0
+    assert 0 < _sample_value(after, "stoplist_intake_oldest_pending_seconds") < 60
