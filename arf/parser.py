@@ -19,17 +19,15 @@ report is turned away on its Content-Type before anything else is looked at.
 
 from __future__ import annotations
 
-import email
 import re
 from email.header import decode_header, make_header
 from email.message import Message
-from email.policy import compat32
-from email.utils import getaddresses
 from typing import Any, Final
 
+from arf.mime import cut_at_line, headers_only, parse_message
 from arf.model import ArfParseError, ComplaintReport, normalise_feedback_type, outcome_for
 from arf.providers import infer_provider
-from arf.recipients import recover_recipients, verp_recipient
+from arf.recipients import addr_specs, recover_recipients, verp_recipient
 
 __all__ = ["parse_bytes", "parse_report"]
 
@@ -43,6 +41,10 @@ _FIELD_LINE: Final = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_-]*)[ \t]*:[ \t]*(.*)$
 _FEEDBACK_TYPE_LINE: Final = re.compile(r"(?im)^feedback-type[ \t]*:")
 _JMRP_SENDER: Final = re.compile(r"staff@hotmail\.com|@(?:[\w-]+\.)*microsoft\.com", re.I)
 _WS: Final = re.compile(r"\s+")
+_ENCODED_MAX: Final = 16 * 1024  # longer header values are not RFC 2047-decoded
+# Text read from a part (the feedback fields, the returned headers): a real report's parts
+# are a few kilobytes, and reading is linear in what is read.
+_TEXT_MAX: Final = 64 * 1024
 
 Fields = list[tuple[str, str]]
 
@@ -52,8 +54,8 @@ def parse_bytes(raw: bytes, **kwargs: Any) -> ComplaintReport | None:
     if not isinstance(raw, bytes | bytearray):
         raise ArfParseError(f"expected bytes, got {type(raw).__name__}")
     text = bytes(raw).replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    msg = email.message_from_bytes(text, policy=compat32)
-    return parse_report(msg, **kwargs)
+    # The bounded reader, not email.message_from_bytes: see arf.mime for why.
+    return parse_report(parse_message(text), **kwargs)
 
 
 def parse_report(
@@ -250,23 +252,24 @@ def _fields_of(part: Message) -> Fields:
             fields.extend((str(k).lower(), _clean(v)) for k, v in sub.items())
             body = sub.get_payload()
             if isinstance(body, str):
-                fields.extend(_parse_fields(body))
+                fields.extend(_parse_fields(cut_at_line(body, _TEXT_MAX)))
         return fields
     return _parse_fields(_text(part))
 
 
 def _parse_fields(text: str) -> Fields:
     """ "Name: value" lines with RFC 5322 folding; blank and malformed lines are skipped."""
-    fields: Fields = []
+    # Folded lines are joined once per field: appending each to the value so far would copy
+    # the value again per line (quadratic in a long folded field).
+    pieces: list[tuple[str, list[str]]] = []
     for line in text.splitlines():
-        if line[:1] in (" ", "\t") and fields:
-            name, value = fields[-1]
-            fields[-1] = (name, f"{value} {line.strip()}".strip())
+        if line[:1] in (" ", "\t") and pieces:
+            pieces[-1][1].append(line.strip())
             continue
         match = _FIELD_LINE.match(line)
         if match:
-            fields.append((match[1].lower(), match[2].strip()))
-    return fields
+            pieces.append((match[1].lower(), [match[2].strip()]))
+    return [(name, " ".join(p for p in parts if p)) for name, parts in pieces]
 
 
 # -- the returned message -----------------------------------------------------------------
@@ -294,7 +297,9 @@ def _returned_message(parts: list[Any]) -> Message | None:
 
 
 def _headers_from_text(text: str) -> Message:
-    return email.message_from_string(text.lstrip("\n"), policy=compat32)
+    # Headers only: a full parse would read whatever MIME structure a hostile "returned
+    # headers" part carries below its header block.
+    return headers_only(text.lstrip("\n"))
 
 
 # -- small helpers ------------------------------------------------------------------------
@@ -304,7 +309,8 @@ def _text(part: Message) -> str:
     """The decoded text of a leaf part; undecodable bytes become U+FFFD."""
     payload = part.get_payload(decode=True)
     if isinstance(payload, bytes):
-        return payload.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
+        text = payload.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
+        return cut_at_line(text, _TEXT_MAX)
     return ""
 
 
@@ -336,7 +342,7 @@ def _from_domain(msg: Message) -> str | None:
     sender = _header(msg, "From")
     if not sender:
         return None
-    for _name, addr in getaddresses([sender]):
+    for addr in addr_specs(sender):
         if "@" in addr:
             return addr.rpartition("@")[2].lower()
     return None
@@ -346,7 +352,7 @@ def _bare(value: str | None) -> str | None:
     """The addr-spec of a field value such as ``<user@example.com>``, as given."""
     if not value:
         return None
-    addrs = [addr for _name, addr in getaddresses([value]) if addr]
+    addrs = addr_specs(value)
     return addrs[0] if addrs else value.strip() or None
 
 
@@ -359,8 +365,9 @@ def _int(value: str | None) -> int | None:
 
 def _decoded(value: str | None) -> str | None:
     """An RFC 2047 encoded header decoded; left as is when it cannot be."""
-    if value is None:
-        return None
+    if value is None or len(value) > _ENCODED_MAX:
+        # The standard library's decoder is quadratic in the number of encoded words.
+        return value
     try:
         return _clean(make_header(decode_header(value)))
     except (LookupError, UnicodeError, ValueError):

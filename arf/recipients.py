@@ -36,7 +36,13 @@ from arf.model import (
     RecoveredRecipient,
 )
 
-__all__ = ["extract_addresses", "is_redacted", "recover_recipients", "verp_recipient"]
+__all__ = [
+    "addr_specs",
+    "extract_addresses",
+    "is_redacted",
+    "recover_recipients",
+    "verp_recipient",
+]
 
 # Local parts that stand for "someone we will not name".
 _REDACTED_LOCAL: Final = re.compile(
@@ -51,9 +57,30 @@ _REDACTED_LOCAL: Final = re.compile(
 _REDACTED_DOMAIN: Final = re.compile(
     r"^(?:.*\.invalid|invalid|redacted(?:\..*)?|(?:x|\*|\#|\?|_|-|\.)+)$", re.IGNORECASE
 )
+# Address text read from one value, and from all the values of one source, at most (32 KB
+# is more than a thousand plain addresses); and recipients taken from one report.
+TEXT_MAX: Final = 32 * 1024
+MAX_RECIPIENTS: Final = 1000
 _ADDR_SPEC: Final = re.compile(r"^[^@\s<>(),;:\"\[\]]+@[^@\s<>(),;:\"\[\]]+$")
 # A VERP group that is itself an address may encode the "@" as "=" (b+user=example.com@...).
 _VERP_AT: Final = re.compile(r"^(?P<local>.+)=(?P<domain>[^=@]+)$")
+
+
+def addr_specs(value: str, limit: int = TEXT_MAX) -> list[str]:
+    """The addr-specs of one address-list value as ``email.utils.getaddresses`` reads it.
+
+    The standard library's address parser recurses once per group (``a:b:c:...``) and per
+    nested comment (``((((...``), so a hostile value raises ``RecursionError`` from deep
+    inside it; such a value names no address we could trust, and yields none.  It also costs
+    some 50 µs an address, so only the first ``limit`` characters are read, cut after the
+    last complete list element (a cut inside an address would make up another address).
+    """
+    if len(value) > limit:
+        value = value[:limit].rpartition(",")[0]
+    try:
+        return [addr for _name, addr in getaddresses([value]) if addr]
+    except RecursionError:
+        return []
 
 
 def is_redacted(value: str | None) -> bool:
@@ -78,16 +105,20 @@ def extract_addresses(values: Iterable[str]) -> list[str | None]:
     an empty field) yields a single None.
     """
     found: list[str | None] = []
+    budget = TEXT_MAX  # address text read over all the values: see addr_specs
     for value in values:
+        if budget <= 0 or len(found) >= MAX_RECIPIENTS:
+            break
         # RFC 5965 fields sometimes carry an RFC 3464 address type ("rfc822; user@...").
         text = re.sub(r"^\s*rfc822\s*;", "", value, flags=re.IGNORECASE)
-        entries = [addr for _name, addr in getaddresses([text]) if addr]
+        entries = addr_specs(text, budget)
+        budget -= len(text)
         if not entries:
             found.append(None)
             continue
         for addr in entries:
             found.append(None if is_redacted(addr) else addr.strip().lower())
-    return found
+    return found[:MAX_RECIPIENTS]
 
 
 def verp_recipient(sender: str | None, pattern: re.Pattern[str] | None) -> str | None:
@@ -98,7 +129,7 @@ def verp_recipient(sender: str | None, pattern: re.Pattern[str] | None) -> str |
     """
     if not sender or pattern is None:
         return None
-    addrs = [addr for _name, addr in getaddresses([sender]) if addr]
+    addrs = addr_specs(sender)
     if not addrs:
         return None
     match = pattern.fullmatch(addrs[0]) or pattern.fullmatch(addrs[0].lower())

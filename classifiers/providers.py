@@ -116,9 +116,14 @@ def _clean_host(value: str) -> str:
     return host.strip("[]<>()").rstrip(".")
 
 
+# No suffix in the table has more labels than this: longer suffixes of a host need no lookup
+# (joining every suffix of a hostile 10,000-label "host" would be quadratic).
+_MAX_SUFFIX_LABELS = max(suffix.count(".") + 1 for suffix in MTA_SUFFIXES)
+
+
 def _by_suffix(host: str) -> str | None:
     labels = host.split(".")
-    for start in range(len(labels) - 1):
+    for start in range(max(0, len(labels) - _MAX_SUFFIX_LABELS), len(labels) - 1):
         provider = MTA_SUFFIXES.get(".".join(labels[start:]))
         if provider is not None:
             return provider

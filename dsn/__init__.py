@@ -6,10 +6,17 @@
 
 from dsn.analysis import analyse_message
 from dsn.errors import ParseError
-from dsn.model import DEFAULT_OPTIONS, AnalysisOptions, MessageAnalysis, RecipientResult
+from dsn.model import (
+    DEFAULT_OPTIONS,
+    MAX_RECIPIENTS,
+    AnalysisOptions,
+    MessageAnalysis,
+    RecipientResult,
+)
 
 __all__ = [
     "DEFAULT_OPTIONS",
+    "MAX_RECIPIENTS",
     "AnalysisOptions",
     "MessageAnalysis",
     "ParseError",

@@ -25,6 +25,7 @@ from dsn.errors import ParseError
 from dsn.mail import Mail, header_text, normalise_line_endings, read_mail
 from dsn.model import (
     DEFAULT_OPTIONS,
+    MAX_RECIPIENTS,
     AnalysisOptions,
     MessageAnalysis,
     MessageKind,
@@ -55,7 +56,9 @@ def analyse_message(
     if not data.strip():
         raise ParseError("empty message")
     if len(data) > _MAX_BYTES:
-        data = data[:_MAX_BYTES]
+        # After a line break: a line cut short can read as a different address.
+        cut = max(data.rfind(b"\n", 0, _MAX_BYTES), data.rfind(b"\r", 0, _MAX_BYTES))
+        data = data[: cut + 1]
     try:
         mail = read_mail(normalise_line_endings(data))
     except (ValueError, TypeError, LookupError, AssertionError, IndexError) as exc:
@@ -104,7 +107,8 @@ def _analyse(mail: Mail, options: AnalysisOptions, envelope_rcpt: str | None) ->
             verp_recipient=verp,
         )
     _fill_missing_recipients(found, mail, original, verp)
-    results = [_classify(f, mta, original.stream) for f in found if f.recipient]
+    named = [f for f in found if f.recipient][:MAX_RECIPIENTS]
+    results = [_classify(f, mta, original.stream) for f in named]
     return MessageAnalysis(
         kind=_kind(results),
         results=results,
@@ -277,7 +281,7 @@ def _complaint(msg: Message, options: AnalysisOptions) -> MessageAnalysis | None
             rule_id=f"arf-{report.feedback_type}",
             stream=report.stream,
         )
-        for r in report.recipients
+        for r in report.recipients[:MAX_RECIPIENTS]
         if r.address
     ]
     return MessageAnalysis(
@@ -306,7 +310,7 @@ def _ses_complaint(
             rule_id=f"amazonses-complaint-{feedback_type}",
             stream=original.stream,
         )
-        for addr in recipients
+        for addr in recipients[:MAX_RECIPIENTS]
     ]
     return MessageAnalysis(
         kind="complaint",

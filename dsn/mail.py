@@ -1,7 +1,8 @@
 """Reading a message into the pieces the parsers look at.
 
 Line endings are normalised first (CRLF and CR-only files become LF: Sisimai reads nothing
-from CR-only files, we must).  The MIME tree is walked once:
+from CR-only files, we must), then ``arf.mime`` reads the MIME tree (bounded in depth and
+parts, linear in size; the complaint parser reads through it too).  The tree is walked once:
 
 * ``message/delivery-status`` parts (RFC 3464 §2.1) become ``status_texts``;
 * ``text/plain`` parts become the human-readable ``text`` (``text/html`` only when there is
@@ -22,22 +23,31 @@ from email.header import decode_header, make_header
 from email.message import Message
 from typing import Final
 
-__all__ = ["Mail", "decode_payload", "header_text", "normalise_line_endings", "read_mail"]
+from arf.mime import cut_at_line, headers_only, parse_message
+
+__all__ = [
+    "Mail",
+    "decode_payload",
+    "header_text",
+    "headers_only",
+    "normalise_line_endings",
+    "parse_message",
+    "read_mail",
+]
 
 TEXT_LIMIT: Final = 64 * 1024
+# Longer header values are not RFC 2047-decoded: the standard library's decoder takes time
+# quadratic in the number of encoded words (a 1 MB header of them: ~20 s).  Addresses in
+# angle brackets are read all the same; only display names and subjects stay encoded.
+ENCODED_HEADER_MAX: Final = 16 * 1024
+# Totals over all the parts of a message.  The status fields of MAX_RECIPIENTS recipients fit
+# in half a megabyte, and no human-readable report comes near a quarter; the parsers' cost is
+# linear in what they read, so what lies beyond is not read (a 10 MB message of status lines
+# took seconds).
+STATUS_TOTAL_LIMIT: Final = 512 * 1024
+TEXT_TOTAL_LIMIT: Final = 4 * TEXT_LIMIT
 _HEADERS_LIMIT: Final = 32 * 1024
 MAX_PARTS: Final = 64
-_MAX_MIME_PARTS: Final = 256
-_MAX_DEPTH: Final = 10
-# message/* bodies kept as text: status fields and header blocks are read as text anyway.
-_MESSAGE_AS_TEXT: Final = frozenset(
-    {
-        "message/delivery-status",
-        "message/global-delivery-status",
-        "message/rfc822-headers",
-        "message/global-headers",
-    }
-)
 
 # A text part that is really a delivery-status part (some MTAs label it text/plain).
 _STATUS_LIKE = re.compile(r"^(?:final-recipient|original-recipient)\s*:", re.I | re.M)
@@ -73,7 +83,7 @@ def header_text(msg: Message, name: str) -> str:
     if value is None:
         return ""
     text = str(value)
-    if "=?" in text:
+    if "=?" in text and len(text) <= ENCODED_HEADER_MAX:
         with contextlib.suppress(LookupError, ValueError, UnicodeError, AssertionError):
             text = str(make_header(decode_header(text)))
     return " ".join(text.split())
@@ -87,10 +97,15 @@ def decode_payload(part: Message, limit: int = TEXT_LIMIT) -> str:
         payload = None
     if payload is None:
         raw = part.get_payload()
-        return raw[:limit] if isinstance(raw, str) else ""
+        return cut_at_line(raw, limit) if isinstance(raw, str) else ""
     if not isinstance(payload, bytes):
         return ""
-    payload = normalise_line_endings(payload[:limit])
+    payload = normalise_line_endings(payload)
+    if len(payload) > limit:  # between lines, else words, as arf.mime.cut_at_line explains
+        cut = payload.rfind(b"\n", 0, limit)
+        if cut < 0:
+            cut = max(payload.rfind(b" ", 0, limit), payload.rfind(b"\t", 0, limit))
+        payload = payload[: cut + 1]
     charset = part.get_content_charset() or "utf-8"
     try:
         return payload.decode(charset, errors="replace")
@@ -117,6 +132,7 @@ class Mail:
     original_text: str = ""  # the inline original, when there was no MIME part for it
     content_type: str = ""
     has_report: bool = False  # multipart/report seen
+    delay_warning: bool | None = None  # the report says delivery is still tried (lazy)
 
     def header(self, name: str) -> str:
         return header_text(self.message, name)
@@ -139,8 +155,8 @@ def _status_block_text(part: Message) -> str:
     if isinstance(payload, str):
         cte = str(part.get("Content-Transfer-Encoding", "")).lower()
         if cte in ("base64", "quoted-printable"):
-            return decode_payload(part)
-        return payload
+            return decode_payload(part, STATUS_TOTAL_LIMIT)
+        return cut_at_line(payload, STATUS_TOTAL_LIMIT)
     blocks: list[str] = []
     if isinstance(payload, list):
         for block in payload:
@@ -237,119 +253,18 @@ def _parse_inline_original(text: str) -> Message | None:
         return None
     if not _HEADER_LINE.match(stripped):
         return None
-    return headers_only(stripped[:_HEADERS_LIMIT])
+    return headers_only(cut_at_line(stripped, _HEADERS_LIMIT))
 
 
-def _split_head(text: str) -> tuple[str, str]:
-    """The header block and the body: the body starts after the first empty line."""
-    if text.startswith("\n"):
-        return "", text[1:]
-    end = text.find("\n\n")
-    if end < 0:
-        return text, ""
-    return text[: end + 1], text[end + 2 :]
-
-
-def _boundary_lines(body: str, boundary: str) -> list[tuple[int, int, bool]]:
-    """``(start, end, closing)`` of each delimiter line ``--boundary[--][ \\t]*`` (RFC 2046
-    §5.1.1), ``start`` including the line break before it, which belongs to the delimiter."""
-    sep = "--" + boundary
-    found: list[tuple[int, int, bool]] = []
-    at = 0 if body.startswith(sep) else body.find("\n" + sep)
-    while at >= 0:
-        begin = at + (0 if at == 0 and body.startswith(sep) else 1)
-        rest_at = begin + len(sep)
-        eol = body.find("\n", rest_at)
-        rest = body[rest_at : eol if eol >= 0 else len(body)]
-        closing = rest.startswith("--")
-        if not (rest[2:] if closing else rest).strip(" \t"):
-            found.append((at, eol + 1 if eol >= 0 else len(body), closing))
-            if closing or eol < 0:
-                break
-        at = body.find("\n" + sep, rest_at)
-    return found
-
-
-_HEADER_START: Final = re.compile(r"[\041-\071\073-\176]*:")
-
-
-def _parse_headers(head: str) -> tuple[Message, str]:
-    """A header block as compat32's feed parser reads it (names and folded values kept as
-    written), and the text after the first line that is no header."""
-    msg = Message()
-    name: str | None = None
-    value: list[str] = []
-    lines = head.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    for number, line in enumerate(lines):
-        if line[:1] in (" ", "\t"):
-            if name is not None:
-                value.append(line)
-            continue  # a continuation with nothing to continue is dropped
-        if name is not None:
-            msg.set_raw(name, "\n".join(value))
-            name = None
-        if line.startswith("From "):
-            if number == 0:
-                msg.set_unixfrom(line)
-                continue
-            if number == len(lines) - 1:
-                return msg, line
-            continue
-        if not _HEADER_START.match(line):
-            return msg, "\n".join(lines[number:])
-        colon = line.find(":")
-        if colon == 0:
-            continue
-        name, first = line[:colon], line[colon + 1 :].lstrip(" \t")
-        value = [first]
-    if name is not None:
-        msg.set_raw(name, "\n".join(value))
-    return msg, ""
-
-
-def headers_only(text: str) -> Message:
-    """The header block at the start of ``text`` (a returned original's headers)."""
-    msg, _ = _parse_headers(_split_head(text)[0])
-    return msg
-
-
-def _parse_part(text: str, depth: int = 0) -> Message:
-    """One MIME entity as compat32 would parse it, but only the headers go through the
-    email package's line-by-line parser: bodies are split on their boundaries with string
-    searches, and leaf bodies are kept as strings.  (The full parse of every returned
-    original and its attachments cost more than all the analysis together.)"""
-    head, body = _split_head(text)
-    msg, spill = _parse_headers(head)
-    if spill:  # a line that is no header ended the header block early: it is body
-        body = f"{spill}\n{body}" if body else spill
-    ctype = msg.get_content_type()
-    if depth < _MAX_DEPTH and ctype.startswith("multipart/"):
-        boundary = msg.get_boundary()
-        lines = _boundary_lines(body, boundary) if boundary else []
-        if lines:
-            parts: list[Message | str] = []
-            for (_, start, closing), following in zip(lines, [*lines[1:], None], strict=True):
-                if closing or len(parts) >= _MAX_MIME_PARTS:
-                    break
-                stop = following[0] if following is not None else len(body)
-                part = _parse_part(body[start:stop], depth + 1)
-                if ctype == "multipart/digest" and part.get("Content-Type") is None:
-                    part.set_default_type("message/rfc822")
-                parts.append(part)
-            msg.set_payload(parts)
-            return msg
-    elif depth < _MAX_DEPTH and ctype.startswith("message/") and ctype not in _MESSAGE_AS_TEXT:
-        msg.set_payload([_parse_part(body, depth + 1)])
-        return msg
-    msg.set_payload(body)
-    return msg
-
-
-def parse_message(raw: bytes) -> Message:
-    """The compat32 ``Message`` tree of a message (see ``_parse_part``)."""
-    return _parse_part(raw.decode("ascii", "surrogateescape"))
+def _within(texts: list[str], limit: int) -> list[str]:
+    """The texts, in order, up to ``limit`` characters in all."""
+    kept: list[str] = []
+    for text in texts:
+        if limit <= 0:
+            break
+        kept.append(cut_at_line(text, limit))
+        limit -= len(text)
+    return kept
 
 
 def read_mail(raw: bytes) -> Mail:
@@ -357,7 +272,7 @@ def read_mail(raw: bytes) -> Mail:
     msg = parse_message(raw)
     walker = _Walker()
     walker.walk(msg)
-    texts = walker.plain or walker.html
+    texts = _within(walker.plain or walker.html, TEXT_TOTAL_LIMIT)
     text = "\n".join(texts)
     report, inline = split_original(text)
     original = walker.original
@@ -370,7 +285,7 @@ def read_mail(raw: bytes) -> Mail:
         subject=header_text(msg, "Subject"),
         sender=header_text(msg, "From").lower(),
         text=report,
-        status_texts=walker.status,
+        status_texts=_within(walker.status, STATUS_TOTAL_LIMIT),
         original=original,
         original_text=original_text,
         content_type=msg.get_content_type(),

@@ -9,11 +9,19 @@ from typing import Any, Final, Literal
 
 __all__ = [
     "DEFAULT_OPTIONS",
+    "MAX_RECIPIENTS",
     "AnalysisOptions",
     "MessageAnalysis",
     "MessageKind",
     "RecipientResult",
 ]
+
+# Recipients read from one message, at most.  A report is about one SMTP transaction, and
+# few MTAs take more recipients than this in one (Postfix's smtpd_recipient_limit defaults
+# to 1000; RFC 5321 §4.5.3.1.8 asks for at least 100).  A message naming more is hostile or
+# broken: the first ones are read, the rest ignored, so its cost stays bounded (parsing,
+# classification, and one stored event per recipient).
+MAX_RECIPIENTS: Final = 1000
 
 MessageKind = Literal["bounce", "delay", "complaint", "auto_reply", "delivery_report", "unknown"]
 

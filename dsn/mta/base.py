@@ -15,6 +15,7 @@ from typing import Final
 
 from dsn.address import ADDRESS, normalise_address
 from dsn.mail import Mail
+from dsn.model import DIAGNOSTIC_MAX, MAX_RECIPIENTS
 
 __all__ = [
     "Found",
@@ -151,6 +152,7 @@ _WHOLE_LINE: Final = frozenset({4, 5})  # anchors whose own line is part of the 
 _STATEMENT: Final = re.compile(r"^[ \t]*(?:[245]\d\d [^\s<]+ \(\w+\)\.\.\.|While talking to |>>> )")
 _HAS_CODE: Final = re.compile(r"(?<![\d.])[245]\d\d(?:[ -]|$)|(?<![\d.])[245]\.\d{1,3}\.\d{1,3}")
 _BLANK_STOP: Final = 2
+_DIAGNOSTIC_KEEP: Final = 4 * DIAGNOSTIC_MAX
 
 
 def scan_text(
@@ -159,12 +161,16 @@ def scan_text(
     exclude: frozenset[str] = frozenset(),
     max_lines: int = 12,
 ) -> list[Found]:
-    """Find failed recipients in a human-readable report and the text that explains each."""
+    """Find failed recipients in a human-readable report and the text that explains each
+    (at most ``MAX_RECIPIENTS``: see ``dsn.model``)."""
     lines = text.split("\n")
     anchors: list[tuple[int, str, str]] = []  # line index, address, rest of the anchor line
+    named: set[str] = set()
     for index, line in enumerate(lines):
         if "@" not in line:
             continue
+        if len(named) > MAX_RECIPIENTS:
+            break  # the anchor after the last kept recipient still ends its explanation
         for number, pattern in enumerate(_ANCHORS):
             match = pattern.search(line)
             if match is None:
@@ -174,6 +180,7 @@ def scan_text(
                 continue
             rest = line if number in _WHOLE_LINE else line[match.end() :]
             anchors.append((index, addr, rest))
+            named.add(addr)
             break
     if not anchors:
         return []
@@ -201,12 +208,19 @@ def scan_text(
                 diagnostic = f"{previous} {diagnostic}".strip()
         if entry is None:
             found[addr] = Found(recipient=addr, diagnostic=diagnostic)
-        elif diagnostic and diagnostic not in entry.diagnostic:
+        elif (
+            diagnostic
+            and len(entry.diagnostic) < _DIAGNOSTIC_KEEP
+            and diagnostic not in entry.diagnostic
+        ):
+            # Bounded: an address named a hundred thousand times must not grow (and search)
+            # its explanation each time.  Only the first DIAGNOSTIC_MAX characters are kept.
             entry.diagnostic = f"{entry.diagnostic} {diagnostic}".strip()
-    for entry in found.values():
+    kept = list(found.values())[:MAX_RECIPIENTS]
+    for entry in kept:
         entry.status = find_status(entry.diagnostic)
         entry.reply_code = find_reply_code(entry.diagnostic)
-    return list(found.values())
+    return kept
 
 
 def _previous_line(lines: list[str], index: int, floor: int) -> str:
@@ -247,10 +261,17 @@ _PERMANENT: Final = re.compile(r"permanent|fatal|gave up|given up|giving up|fail
 
 def delay_action(mail: Mail, diagnostic: str) -> str:
     """``delayed`` for a warning that delivery is still being tried, else ``failed``."""
-    head = f"{mail.subject}\n{mail.text[:2000]}"
-    if _DELAY.search(head) and not _PERMANENT.search(f"{mail.subject}\n{diagnostic}"):
+    if _warns_of_delay(mail) and not _PERMANENT.search(f"{mail.subject}\n{diagnostic}"):
         return "delayed"
     return "failed"
+
+
+def _warns_of_delay(mail: Mail) -> bool:
+    # Searched once per message, not once per recipient: a report naming a thousand
+    # recipients would otherwise run this search over the same 2,000 characters each time.
+    if mail.delay_warning is None:
+        mail.delay_warning = _DELAY.search(f"{mail.subject}\n{mail.text[:2000]}") is not None
+    return mail.delay_warning
 
 
 def bounce_own_addresses(mail: Mail) -> frozenset[str]:

@@ -10,7 +10,8 @@ from dsn.mta.base import Found, parse_text_report
 
 __all__ = ["parse"]
 
-_MARKER: Final = re.compile(r"^\s*was not delivered to:\s*$", re.M | re.I)
+# [ \t]*, not \s*: a multi-line \s* from every line start is quadratic in blank lines.
+_MARKER: Final = re.compile(r"^[ \t]*was not delivered to:[ \t]*$", re.M | re.I)
 
 
 def parse(mail: Mail) -> list[Found] | None:

@@ -11,8 +11,8 @@ from dsn.mta.base import Found, find_reply_code, find_status, scan_text, section
 
 __all__ = ["parse"]
 
-_REASON: Final = re.compile(r"^Could not be delivered because of\s*$", re.M | re.I)
-_AFFECTED: Final = re.compile(r"^The following recipients were affected:?\s*$", re.M | re.I)
+_REASON: Final = re.compile(r"^Could not be delivered because of[ \t]*$", re.M | re.I)
+_AFFECTED: Final = re.compile(r"^The following recipients were affected:?[ \t]*$", re.M | re.I)
 _END: Final = re.compile(r"^Additional Information", re.M | re.I)
 
 

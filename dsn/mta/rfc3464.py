@@ -14,6 +14,7 @@ from typing import Final
 
 from dsn.address import normalise_address
 from dsn.mail import Mail
+from dsn.model import MAX_RECIPIENTS
 from dsn.mta.base import Found, find_reply_code, find_status, scan_text
 
 __all__ = ["parse", "parse_fields", "parse_records"]
@@ -34,6 +35,9 @@ _RECIPIENT_FIELDS: Final = frozenset(
         "x-display-name",
     }
 )
+# Repeated Diagnostic-Code lines are joined up to this length; more than the classifier
+# (classifiers.diagnostic.MAX_TEXT) and the stored diagnostic (dsn.model.DIAGNOSTIC_MAX) read.
+_VALUE_MAX: Final = 8 * 1024
 _TYPE_PREFIX: Final = re.compile(r"^\s*[\w-]+\s*;\s*")
 _ACTIONS: Final = (
     ("fail", "failed"),
@@ -47,23 +51,28 @@ _ACTIONS: Final = (
 def parse_fields(text: str) -> list[list[tuple[str, str]]]:
     """Blocks of ``(lower-case name, unfolded value)`` pairs."""
     blocks: list[list[tuple[str, str]]] = []
-    current: list[tuple[str, str]] = []
+    # A value's folded lines are joined once at the end of its block: appending each line to
+    # the value so far would copy it again per line (quadratic in a long folded field).
+    current: list[tuple[str, list[str]]] = []
     for line in text.split("\n"):
         if not line.strip():
             if current:
-                blocks.append(current)
+                blocks.append(_unfold(current))
                 current = []
             continue
         if line[0] in " \t" and current:
-            name, value = current[-1]
-            current[-1] = (name, f"{value} {line.strip()}")
+            current[-1][1].append(line.strip())
             continue
         match = _FIELD.match(line)
         if match is not None:
-            current.append((match.group(1).lower(), match.group(2).strip()))
+            current.append((match.group(1).lower(), [match.group(2).strip()]))
     if current:
-        blocks.append(current)
+        blocks.append(_unfold(current))
     return blocks
+
+
+def _unfold(block: list[tuple[str, list[str]]]) -> list[tuple[str, str]]:
+    return [(name, " ".join(pieces)) for name, pieces in block]
 
 
 def normalise_action(value: str | None) -> str | None:
@@ -82,12 +91,15 @@ def strip_type(value: str) -> str:
 
 
 def parse_records(texts: list[str]) -> tuple[dict[str, str], list[dict[str, str]]]:
-    """The per-message fields and one dict of fields per recipient."""
+    """The per-message fields and one dict of fields per recipient (at most
+    ``MAX_RECIPIENTS`` records: see ``dsn.model``)."""
     per_message: dict[str, str] = {}
     records: list[dict[str, str]] = []
     current: dict[str, str] = {}
     for text in texts:
         for block in parse_fields(text):
+            if len(records) > MAX_RECIPIENTS:
+                break
             if current.get("final-recipient") or current.get("original-recipient"):
                 records.append(current)
                 current = {}
@@ -107,12 +119,14 @@ def parse_records(texts: list[str]) -> tuple[dict[str, str], list[dict[str, str]
                     records.append(current)
                     current = {}
                 if name in current:  # a second Diagnostic-Code line: keep both
-                    current[name] = f"{current[name]} {value}"
+                    # ... up to a bound: thousands of them would be copied once each.
+                    if len(current[name]) < _VALUE_MAX:
+                        current[name] = f"{current[name]} {value}"
                 else:
                     current[name] = value
     if current:
         records.append(current)
-    return per_message, [r for r in records if _has_content(r)]
+    return per_message, [r for r in records if _has_content(r)][:MAX_RECIPIENTS]
 
 
 def _has_content(record: dict[str, str]) -> bool:

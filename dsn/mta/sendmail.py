@@ -24,13 +24,15 @@ from dsn.mta.base import Found, find_reply_code, find_status, parse_text_report,
 
 __all__ = ["parse"]
 
+# [ \t]*, not \s*: with re.M a \s* after "^" runs across every following blank line, and is
+# retried from each of them (quadratic in a message of empty lines).
 _MARKER: Final = re.compile(
-    r"^\s*-{3,}\s*(?:The following addresses had|Transcript of session follows"
+    r"^[ \t]*-{3,}[ \t]*(?:The following addresses had|Transcript of session follows"
     r"|Unsent message follows)",
     re.M | re.I,
 )
 _END: Final = re.compile(
-    r"^\s*-{3,}\s*(?:Original message|Unsent message|Returned message)", re.M | re.I
+    r"^[ \t]*-{3,}[ \t]*(?:Original message|Unsent message|Returned message)", re.M | re.I
 )
 _SESSION: Final = re.compile(r"^\s*While talking to\b", re.I)
 _RCPT_COMMAND: Final = re.compile(r"^\s*>>>\s*RCPT\s+TO:\s*<([^>]+)>", re.I)

@@ -17,7 +17,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import pytest
 import pytest_asyncio
 from pydantic import SecretStr
 from sqlalchemy import select
@@ -303,11 +302,6 @@ async def test_tricky_report_addresses_suppress_only_the_signed_recipient(
     assert await suppressed(sqlite_env) == {grace: True}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dsn/address.py normalise_address takes the first addr-spec found anywhere in the "
-    "field: a display name or trailing text decides the recipient (reported, not ours to fix)",
-)
 async def test_unsigned_report_does_not_suppress_a_confused_address(
     sqlite_env: Env, parse_pool: ParsingPool
 ) -> None:

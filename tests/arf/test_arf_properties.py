@@ -1,13 +1,26 @@
-"""Whatever bytes arrive, parsing returns a report or None, or raises ArfParseError."""
+"""Whatever bytes arrive, parsing returns a report or None, or raises ArfParseError.
+
+Besides random bytes and token-steered edits, real samples are damaged structurally
+(``tests/dsn/mutations.py``: corrupt boundaries, duplicated fields, junk charsets, huge lines,
+deep wrapping ...).  A report's recipients are lower-case addresses, never a redacted stand-in,
+at most ``MAX_RECIPIENTS``; its text is storable UTF-8; and parsing takes milliseconds, so the
+5 s deadline only catches a super-linear path.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from arf import ArfParseError, ComplaintReport, parse_bytes
+from arf.recipients import MAX_RECIPIENTS
+from tests.dsn.mutations import ALL_SAMPLES, ARF_SAMPLES, mutated_samples
 
 SAMPLES = sorted((Path(__file__).resolve().parents[2] / "samples" / "arf").glob("*.eml"))
 SAMPLE_BYTES = [p.read_bytes() for p in SAMPLES]
@@ -49,8 +62,11 @@ def check(raw: bytes) -> None:
         return
     assert result is None or isinstance(result, ComplaintReport)
     if result is not None:
+        json.dumps(dataclasses.asdict(result)).encode("utf-8")
+        assert len(result.addresses) <= MAX_RECIPIENTS
         for recipient in result.recipients:
             assert recipient.address is None or "@" in recipient.address
+            assert recipient.address is None or recipient.address == recipient.address.lower()
             assert not (recipient.redacted and recipient.address is not None)
 
 
@@ -87,3 +103,35 @@ def test_mutated_samples(sample: bytes, edits: list[tuple[float, int, bytes]]) -
 )
 def test_truncated_samples(sample: bytes, where: float) -> None:
     check(sample[: int(where * len(sample))])
+
+
+DEADLINE = timedelta(seconds=5)
+
+
+@settings(
+    max_examples=150,
+    deadline=DEADLINE,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(mutated_samples(ARF_SAMPLES))
+def test_structurally_damaged_reports(raw: bytes) -> None:
+    check(raw)
+
+
+@settings(
+    max_examples=50,
+    deadline=DEADLINE,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(mutated_samples(ALL_SAMPLES))
+def test_structurally_damaged_other_mail(raw: bytes) -> None:
+    check(raw)
+
+
+@pytest.mark.parametrize(
+    "path", ALL_SAMPLES, ids=[p.relative_to(p.parents[1]).as_posix() for p in ALL_SAMPLES]
+)
+def test_every_sample_parses(path: Path) -> None:
+    """Bounces, negatives and hostile samples too (``negative/nested-01``: 1,000 nested
+    multiparts made the standard library's parser raise RecursionError)."""
+    check(path.read_bytes())

@@ -81,6 +81,19 @@ CASES: dict[str, tuple[str, str, str | None, list[RecoveredRecipient], str | Non
         ],
         "promotions",
     ),
+    # Original-Rcpt-To of 1,500 ":" and Removal-Recipient of 1,500 "(": the standard
+    # library's address parser recursed until RecursionError; now they name nobody.
+    "recursion-01.eml": (
+        "abuse",
+        "complaint",
+        None,
+        [
+            R(None, "original-rcpt-to", True),
+            R(None, "removal-recipient", True),
+            R("alice@example.com", "to-header", False),
+        ],
+        "marketing",
+    ),
     "toonly-01.eml": (
         "abuse",
         "complaint",
