@@ -36,6 +36,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING
 
+from app.parsing_pool import PROCESSING_NICE
 from app.settings import Settings
 from app.suppressions import DB_ERRORS
 
@@ -173,6 +174,9 @@ def child_main(settings: Settings, wake: Connection, log_level: int) -> None:
     # A process group of its own, with its parse workers: if it is killed, the service kills
     # the workers it leaves behind (``_reap``).
     os.setpgid(0, 0)
+    # Processing is background work: when the CPU is short, the pre-send check and the SMTP
+    # acknowledgement (the service's own process) come first. Its parse workers inherit this.
+    os.nice(PROCESSING_NICE)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:

@@ -86,8 +86,15 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(0)
 
 
+# How much lower than the service the processing runs (parse workers; the intake child): when the
+# CPU is short, the pre-send check and the SMTP acknowledgement come first.
+PROCESSING_NICE: Final = 10
+
+
 def _worker_init(memory_mb: int) -> None:
     """Runs once in each worker: load the parser, then cap the address space."""
+    if os.nice(0) < PROCESSING_NICE:  # not already below the service (the intake child's workers)
+        os.nice(PROCESSING_NICE - os.nice(0))
     threading.Thread(
         target=_exit_with_parent, args=(os.getppid(),), name="exit-with-parent", daemon=True
     ).start()

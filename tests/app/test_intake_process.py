@@ -12,9 +12,12 @@ import signal
 import pytest
 
 from app.intake import Intake
+from app.parsing_pool import PROCESSING_NICE
 from app.smtp import start_sink
 from tests.app.test_smtp import HARD_BOUNCE, SINK_DOMAINS, send, wait_for
 from tests.conftest import Env
+
+CHILD_NICE = min(os.getpriority(os.PRIO_PROCESS, 0) + PROCESSING_NICE, 19)
 
 
 async def _suppressed(env: Env, address: str) -> bool:
@@ -42,6 +45,14 @@ async def test_separate_processor_turns_a_dsn_into_a_suppression(pg_env: Env) ->
     try:
         assert child is not None and child.process is not None
         assert not sink.intake.processor.running  # nothing is processed on this loop
+        # Processing is background work: it runs below the service's CPU priority.
+        assert child.process.pid is not None
+        await wait_for(
+            lambda: asyncio.sleep(
+                0, os.getpriority(os.PRIO_PROCESS, child.process.pid) == CHILD_NICE
+            ),
+            timeout=30,
+        )
         code, msg = await asyncio.to_thread(send, sink.port, _bounce_for("dora@example.net"))
         assert code == 250, msg
 
