@@ -361,6 +361,8 @@ class SuppressionService:
         self._pending_gets: list[tuple[str, asyncio.Future[Entries | None]]] = []
         self._get_tasks: set[asyncio.Task[None]] = set()
         self._abandoned: set[asyncio.Future[list[Entries | None]]] = set()
+        self._db_waiting: list[tuple[str, asyncio.Future[Entries | None]]] = []
+        self._db_task: asyncio.Task[None] | None = None
 
     # ---------------------------------------------------------------- check (hot path)
 
@@ -427,6 +429,8 @@ class SuppressionService:
             metrics.CACHE_FALLBACKS.labels("stale").inc()
             self.schedule_rebuild()
         try:
+            if coalesce and len(addresses) == 1:
+                return [await self._coalesced_db_get(addresses[0])]
             return await self._entries_from_db_bounded(addresses)
         except DB_ERRORS as exc:
             metrics.CHECK_UNAVAILABLE.inc()
@@ -446,6 +450,36 @@ class SuppressionService:
             task.add_done_callback(self._forget_abandoned)
             raise TimeoutError("database read timed out")
         return task.result()
+
+    def _coalesced_db_get(self, address: str) -> asyncio.Future[Entries | None]:
+        """Single checks answered from the database share queries: while one query is in flight
+        the next addresses wait and then go together (as the sink's group commit does), so a
+        burst of checks with the cache down costs a few queries, not one connection each."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Entries | None] = loop.create_future()
+        self._db_waiting.append((address, future))
+        if self._db_task is None or self._db_task.done():
+            self._db_task = loop.create_task(self._run_db_gets())
+        return future
+
+    async def _run_db_gets(self) -> None:
+        while self._db_waiting:
+            batch, self._db_waiting = self._db_waiting, []
+            try:
+                results = await self._entries_from_db_bounded([a for a, _ in batch])
+            except asyncio.CancelledError:
+                for _, future in batch + self._db_waiting:
+                    future.cancel()
+                self._db_waiting = []
+                raise
+            except Exception as exc:  # each waiter handles it (503 for a database error)
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
 
     def _forget_abandoned(self, task: asyncio.Future[list[Entries | None]]) -> None:
         self._abandoned.discard(task)
@@ -751,8 +785,11 @@ class SuppressionService:
             log.exception("cache rebuild crashed")
             return -1
 
-    async def rebuild_cache(self, *, batch: int = 5000, force: bool = False) -> int:
-        """Load every suppression into the cache, then set the ready marker. Returns entries."""
+    async def rebuild_cache(self, *, batch: int = 1000, force: bool = False) -> int:
+        """Load every suppression into the cache, then set the ready marker. Returns entries.
+
+        Pages are small (``batch`` rows) and the loop yields between them: a rebuild runs on the
+        event loop that answers pre-send checks, which must not wait out 5,000 rows of work."""
         if self.cache_dirty:
             # Entries written while we could not reach the cache are missing there.
             await self.cache.mark_cold()
@@ -796,6 +833,7 @@ class SuppressionService:
                 await self.cache.put_many(pending)
                 count += sum(len(e) for _, _, e in pending)
                 last = rows[-1].address
+                await asyncio.sleep(0)
             await self.cache.mark_ready(uuid.uuid4().hex)
             self.cache_state = "ok"
             metrics.CACHE_REBUILDS.inc()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import pytest
 
@@ -44,6 +45,37 @@ async def test_redis_down_answers_from_database(pg_env: Env) -> None:
         (answer,) = await sup.check_many(["new@example.com"], None)
         assert answer["suppressed"] is True
     finally:
+        await services.cache.close()
+        await services.db.dispose()
+
+
+async def test_a_burst_of_single_checks_with_redis_down_shares_database_queries(
+    pg_env: Env,
+) -> None:
+    """With the cache unreachable, single checks arriving together are answered right from a few
+    shared queries (one in flight at a time), not one query and one connection each."""
+    from sqlalchemy import event
+
+    await _hard(pg_env, "gone@example.com")
+    settings = Settings(database_url=pg_env.settings.database_url, redis_url=DEAD_REDIS)
+    services = build_services(settings)
+    selects: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "FROM suppressions" in statement:
+            selects.append(statement)
+
+    event.listen(services.db.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        sup = services.suppressions
+        addresses = [
+            "gone@example.com" if i % 3 == 0 else f"fine{i}@example.com" for i in range(60)
+        ]
+        answers = await asyncio.gather(*(sup.check_one(a, None) for a in addresses))
+        assert [a["suppressed"] for a in answers] == [a == "gone@example.com" for a in addresses]
+        assert 1 <= len(selects) <= 5, len(selects)
+    finally:
+        event.remove(services.db.engine.sync_engine, "before_cursor_execute", count)
         await services.cache.close()
         await services.db.dispose()
 
