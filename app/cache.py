@@ -225,9 +225,12 @@ PUT_CHUNK = 1000
 # The ready marker is set only if the rebuild's sentinel (written when it began) is still there:
 # a Redis that restarted empty or was flushed during the rebuild has lost the entries written
 # before, and marking it ready would make their addresses read as "not suppressed".
-# KEYS = ready marker, sentinel; ARGV = generation, this rebuild's token.
+# Nor if any process marked the cache cold after the rebuild began (the cold epoch moved): a
+# writer whose write-through failed marks it cold when it can reach Redis again, and a rebuild
+# that read those addresses before the write must not vouch for them.
+# KEYS = ready marker, sentinel, cold epoch; ARGV = generation, this rebuild's token, its epoch.
 _MARK_READY_LUA = """
-if redis.call('GET', KEYS[2]) == ARGV[2] then
+if redis.call('GET', KEYS[2]) == ARGV[2] and (redis.call('GET', KEYS[3]) or '0') == ARGV[3] then
   redis.call('SET', KEYS[1], ARGV[1])
   redis.call('DEL', KEYS[2])
   return 1
@@ -238,6 +241,7 @@ SENTINEL_TTL_MS = 24 * 3600 * 1000
 # The token of the rebuild running in this task (set by try_lock_rebuild, read by mark_ready):
 # per task, so two rebuilds in one process never vouch for each other.
 _REBUILD_TOKEN: ContextVar[str | None] = ContextVar("stoplist_rebuild_token", default=None)
+_REBUILD_EPOCH: ContextVar[str] = ContextVar("stoplist_rebuild_epoch", default="0")
 
 
 class RedisCache:
@@ -265,6 +269,7 @@ class RedisCache:
         self._ready_key = f"{prefix}v{CACHE_FORMAT}:meta:ready"
         self._ready_bytes = self._ready_key.encode()
         self._lock_key = f"{prefix}v{CACHE_FORMAT}:meta:rebuild-lock"
+        self._epoch_key = f"{prefix}v{CACHE_FORMAT}:meta:cold-epoch"
         self._lock_token = uuid.uuid4().hex
         # One sentinel per process (a new rebuild here overwrites it, so failed attempts to take
         # the lock leave no litter); its value is the rebuild's own token.
@@ -379,7 +384,8 @@ class RedisCache:
             flush()
         if not calls:
             return
-        self._gate()
+        # Not gated (see _gate): a write skipped while Redis is in fact back would leave the
+        # replica without a committed change; a write is always tried.
         try:
             if not self._script_loaded:
                 await self._client.script_load(_PUT_MANY_LUA)
@@ -436,17 +442,27 @@ class RedisCache:
                 await self._client.set(self._ready_key, generation)
                 return
             marked = await self._client.eval(
-                _MARK_READY_LUA, 2, self._ready_key, self._sentinel_key, generation, token
+                _MARK_READY_LUA,
+                3,
+                self._ready_key,
+                self._sentinel_key,
+                self._epoch_key,
+                generation,
+                token,
+                _REBUILD_EPOCH.get(),
             )
         _REBUILD_TOKEN.set(None)
         if not marked:
             raise CacheUnavailable(
-                "Redis lost data during the rebuild (restarted or flushed): not marked ready"
+                "the cache was marked cold or lost data during the rebuild: not marked ready"
             )
 
     async def mark_cold(self) -> None:
         with _unavailable():
-            await self._client.delete(self._ready_key)
+            pipe = self._client.pipeline(transaction=True)
+            pipe.delete(self._ready_key)
+            pipe.incr(self._epoch_key)
+            await pipe.execute()
 
     async def try_lock_rebuild(self, ttl_s: float) -> bool:
         """Take the rebuild lock, and write this rebuild's sentinel (also when the lock is held
@@ -457,7 +473,9 @@ class RedisCache:
             pipe = self._client.pipeline(transaction=False)
             pipe.set(self._lock_key, self._lock_token, nx=True, px=int(ttl_s * 1000))
             pipe.set(self._sentinel_key, token, px=SENTINEL_TTL_MS)
-            got, _ = await pipe.execute()
+            pipe.get(self._epoch_key)
+            got, _, epoch = await pipe.execute()
+        _REBUILD_EPOCH.set(epoch.decode() if epoch is not None else "0")
         return bool(got)
 
     async def unlock_rebuild(self) -> None:

@@ -834,6 +834,8 @@ class SuppressionService:
                 count += sum(len(e) for _, _, e in pending)
                 last = rows[-1].address
                 await asyncio.sleep(0)
+            if self.cache_dirty:  # a write-through here failed while we rebuilt: not complete
+                raise CacheUnavailable("a write-through failed during the rebuild")
             await self.cache.mark_ready(uuid.uuid4().hex)
             self.cache_state = "ok"
             metrics.CACHE_REBUILDS.inc()

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from app.cache import CacheCold, RedisCache
+from app.cache import CacheCold, CacheUnavailable, RedisCache
 from app.main import build_services
 from app.settings import Settings
 from app.suppressions import SuppressRequest
@@ -229,3 +229,32 @@ async def test_older_version_never_overwrites_newer(pg_env: Env) -> None:
     assert (await cache.get_many([addr]))[0] is None
     await cache.put(addr, 5, [e])
     assert (await cache.get_many([addr]))[0] is None
+
+
+async def test_a_rebuild_never_vouches_for_a_cache_marked_cold_while_it_ran(pg_env: Env) -> None:
+    """Another process whose write-through failed marks the cache cold (when it can reach Redis
+    again) while this one rebuilds: the rebuild may have read those addresses before the write,
+    so it must not set the ready marker; the next rebuild does."""
+    settings = pg_env.settings
+    assert settings.redis_url is not None
+    other = RedisCache(settings.redis_url, prefix=settings.redis_prefix)
+    cache = pg_env.services.cache
+    try:
+        await cache.mark_cold()
+
+        async def rebuild(cold_in_between: bool) -> None:
+            assert await cache.try_lock_rebuild(ttl_s=60)
+            try:
+                if cold_in_between:
+                    await other.mark_cold()
+                await cache.mark_ready("g1")
+            finally:
+                await cache.unlock_rebuild()
+
+        with pytest.raises(CacheUnavailable):
+            await asyncio.create_task(rebuild(cold_in_between=True))
+        assert await cache.generation() is None
+        await asyncio.create_task(rebuild(cold_in_between=False))
+        assert await cache.generation() == "g1"
+    finally:
+        await other.close()
