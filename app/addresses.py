@@ -33,6 +33,9 @@ _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _FAST_RE = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*@{_LABEL}(?:\.{_LABEL})+")
 _fast_match = _FAST_RE.fullmatch
+# A label with "--" in its third and fourth places is reserved (RFC 5891 §4.2.3.1: "xn--" and
+# future prefixes); only the IDNA code path decides those, so such input takes the slow path.
+_RESERVED = "--"
 
 
 class InvalidAddress(ValueError):
@@ -46,14 +49,14 @@ class InvalidAddress(ValueError):
 
 def normalise_address(raw: str) -> str:
     """Return the normalised form of ``raw`` or raise :class:`InvalidAddress`."""
-    if _fast_match(raw) and len(raw) <= MAX_LENGTH:
+    if _fast_match(raw) and len(raw) <= MAX_LENGTH and _RESERVED not in raw:
         return raw.lower()
     return _normalise_slow(raw)
 
 
 def try_normalise(raw: str) -> str | None:
     """Like :func:`normalise_address` but ``None`` for invalid input (hot paths)."""
-    if _fast_match(raw) and len(raw) <= MAX_LENGTH:
+    if _fast_match(raw) and len(raw) <= MAX_LENGTH and _RESERVED not in raw:
         return raw.lower()
     try:
         return _normalise_slow(raw)
