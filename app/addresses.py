@@ -38,6 +38,11 @@ _fast_match = _FAST_RE.fullmatch
 _RESERVED = "--"
 
 
+def fast_path_accepts(raw: str) -> bool:
+    """Plain ASCII dot-atom@LDH input whose normal form is its lower-case: no parser needed."""
+    return bool(_fast_match(raw)) and len(raw) <= MAX_LENGTH and _RESERVED not in raw
+
+
 class InvalidAddress(ValueError):
     """An address that cannot be normalised; ``why`` says what is wrong with it."""
 
@@ -49,14 +54,14 @@ class InvalidAddress(ValueError):
 
 def normalise_address(raw: str) -> str:
     """Return the normalised form of ``raw`` or raise :class:`InvalidAddress`."""
-    if _fast_match(raw) and len(raw) <= MAX_LENGTH and _RESERVED not in raw:
+    if fast_path_accepts(raw):
         return raw.lower()
     return _normalise_slow(raw)
 
 
 def try_normalise(raw: str) -> str | None:
     """Like :func:`normalise_address` but ``None`` for invalid input (hot paths)."""
-    if _fast_match(raw) and len(raw) <= MAX_LENGTH and _RESERVED not in raw:
+    if fast_path_accepts(raw):
         return raw.lower()
     try:
         return _normalise_slow(raw)
