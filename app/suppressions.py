@@ -791,8 +791,13 @@ class SuppressionService:
         Pages are small (``batch`` rows) and the loop yields between them: a rebuild runs on the
         event loop that answers pre-send checks, which must not wait out 5,000 rows of work."""
         if self.cache_dirty:
-            # Entries written while we could not reach the cache are missing there.
+            # Entries written while we could not reach the cache are missing there. Once it is
+            # marked cold this process's part is done: a rebuild that began earlier cannot mark
+            # it ready (the cold epoch moved), one that begins later reads our writes, and the
+            # next check that finds it cold starts one. Marking it cold again on every attempt
+            # would fail every other process's rebuild for ever.
             await self.cache.mark_cold()
+            self.cache_dirty = False
         got = await self.cache.try_lock_rebuild(ttl_s=600)
         if not got and not force:
             log.info("another replica is rebuilding the cache")

@@ -258,3 +258,38 @@ async def test_a_rebuild_never_vouches_for_a_cache_marked_cold_while_it_ran(pg_e
         assert await cache.generation() == "g1"
     finally:
         await other.close()
+
+
+async def test_a_dirty_process_marks_the_cache_cold_once_not_on_every_attempt(
+    pg_env: Env,
+) -> None:
+    """A process whose write-through failed marks the cache cold once; when another process holds
+    the rebuild lock it leaves the rebuild to it. Marking it cold on every housekeeping tick
+    failed every other process's rebuild (the cold epoch moved each time): a cache cold for ever,
+    found by the soak with Redis down."""
+    cache = pg_env.services.cache
+    assert isinstance(cache, RedisCache)
+    other = build_services(pg_env.settings)  # another process of the same service
+    try:
+
+        async def epoch() -> int:
+            return int(await cache._client.get(cache._epoch_key) or 0)
+
+        async def hold_lock() -> None:
+            assert await cache.try_lock_rebuild(ttl_s=60)
+
+        await asyncio.create_task(hold_lock())  # a rebuild elsewhere holds the lock
+        other.suppressions.cache_dirty = True
+        start = await epoch()
+        assert await other.suppressions.rebuild_cache() == 0  # marked cold, lock held elsewhere
+        assert await epoch() == start + 1
+        assert not other.suppressions.cache_dirty
+        for _ in range(3):  # later housekeeping ticks
+            assert await other.suppressions.rebuild_cache() == 0
+        assert await epoch() == start + 1
+        await cache.unlock_rebuild()
+        await pg_env.services.suppressions.rebuild_cache()  # the next rebuild completes
+        assert await cache.generation() is not None
+    finally:
+        await other.cache.close()
+        await other.db.dispose()
