@@ -16,13 +16,13 @@ from app import bulk
 from app.api.deps import ApiRoute, ReadKey, ServicesDep, WriteKey
 from app.api.responses import JSONBytes
 from app.api.schemas import (
-    DOMAIN_FILTER,
-    OUTCOME_FILTER,
-    REASON_FILTER,
     REASON_PATTERN,
-    SINCE_FILTER,
-    STREAM_FILTER,
     STREAM_PATTERN,
+    DomainQuery,
+    OutcomeQuery,
+    ReasonQuery,
+    SinceQuery,
+    StreamQuery,
     error_responses,
 )
 from app.suppressions import parse_since
@@ -142,15 +142,11 @@ async def import_suppressions(
 async def export_suppressions(
     services: ServicesDep,
     _key: ReadKey,
-    outcome: Annotated[str | None, Query(), OUTCOME_FILTER] = None,
-    reason: Annotated[str | None, Query(), REASON_FILTER] = None,
-    stream: Annotated[
-        str | None, Query(description="A stream name, or global"), STREAM_FILTER
-    ] = None,
-    domain: Annotated[str | None, Query(), DOMAIN_FILTER] = None,
-    since: Annotated[
-        str | None, Query(description="Last seen at or after (ISO 8601)"), SINCE_FILTER
-    ] = None,
+    outcome: OutcomeQuery = None,
+    reason: ReasonQuery = None,
+    stream: StreamQuery = None,
+    domain: DomainQuery = None,
+    since: SinceQuery = None,
     hashed: Annotated[
         bool, Query(description="SHA-256 hex of each normalised address instead of it")
     ] = False,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from app.suppressions import REASON_RE, STRENGTH
@@ -27,6 +28,15 @@ STREAM_FILTER = WithJsonSchema({"type": "string", "pattern": STREAM_PATTERN})
 DOMAIN_FILTER = WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 255})
 SINCE_FILTER = WithJsonSchema({"type": "string", "format": "date-time"})
 CURSOR_FILTER = WithJsonSchema({"type": "string", "pattern": CURSOR_PATTERN})
+
+# The filters the list and the export share, as query parameters.
+OutcomeQuery = Annotated[str | None, Query(), OUTCOME_FILTER]
+ReasonQuery = Annotated[str | None, Query(), REASON_FILTER]
+StreamQuery = Annotated[str | None, Query(description="A stream name, or global"), STREAM_FILTER]
+DomainQuery = Annotated[str | None, Query(), DOMAIN_FILTER]
+SinceQuery = Annotated[
+    str | None, Query(description="Last seen at or after (ISO 8601)"), SINCE_FILTER
+]
 
 
 class ErrorBody(BaseModel):

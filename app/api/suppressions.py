@@ -11,14 +11,14 @@ from app.api.deps import ApiRoute, ReadKey, ServicesDep, WriteKey
 from app.api.responses import JSONBytes
 from app.api.schemas import (
     CURSOR_FILTER,
-    DOMAIN_FILTER,
-    OUTCOME_FILTER,
-    REASON_FILTER,
-    SINCE_FILTER,
-    STREAM_FILTER,
     STREAM_PATTERN,
     AddressDetail,
+    DomainQuery,
     HistoryResponse,
+    OutcomeQuery,
+    ReasonQuery,
+    SinceQuery,
+    StreamQuery,
     SuppressBody,
     SuppressionPage,
     SuppressResponse,
@@ -88,15 +88,11 @@ _WHY_PATTERN = r"^[\s\u001c-\u001f]*[^\s\u0000\u001c-\u001f][^\u0000]*$"
 async def list_suppressions(
     services: ServicesDep,
     _key: ReadKey,
-    outcome: Annotated[str | None, Query(), OUTCOME_FILTER] = None,
-    reason: Annotated[str | None, Query(), REASON_FILTER] = None,
-    stream: Annotated[
-        str | None, Query(description="A stream name, or global"), STREAM_FILTER
-    ] = None,
-    domain: Annotated[str | None, Query(), DOMAIN_FILTER] = None,
-    since: Annotated[
-        str | None, Query(description="Last seen at or after (ISO 8601)"), SINCE_FILTER
-    ] = None,
+    outcome: OutcomeQuery = None,
+    reason: ReasonQuery = None,
+    stream: StreamQuery = None,
+    domain: DomainQuery = None,
+    since: SinceQuery = None,
     cursor: Annotated[
         str | None, Query(description="next_cursor of the previous page"), CURSOR_FILTER
     ] = None,
