@@ -189,3 +189,13 @@ async def pg_env(pg_url: str, redis_url: str) -> AsyncIterator[Env]:
         yield e
     finally:
         await close_env(e)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def sqlite_env(sqlite_url: str) -> AsyncIterator[Env]:
+    """The embedded default only: for tests of the SMTP dialogue, where the store plays no part."""
+    e = await make_env("sqlite", Settings(database_url=sqlite_url, redis_url=None))
+    try:
+        yield e
+    finally:
+        await close_env(e)

@@ -14,20 +14,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
-import pytest_asyncio
 from pydantic import SecretStr
 from sqlalchemy import select
 
 from app.models import Event, Suppression
 from app.parsing_pool import ParsingPool
-from app.settings import Settings
 from app.signing import Signer, SigningKey, build_signer
 from app.smtp import Reply
 from tests.app.test_smtp import Sink, rows, start_sink, wait_for
-from tests.conftest import Env, close_env, make_env
+from tests.conftest import Env
 
 KEYS = "k1:" + base64.b64encode(bytes(range(32))).decode()  # the documented test key
 DAY = 86_400.0
@@ -36,16 +34,6 @@ SIGNING: dict[str, Any] = {
     "require_signed_bounces": True,
     "return_path_domain": "bounces.example.net",
 }
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def sqlite_env(sqlite_url: str) -> AsyncIterator[Env]:
-    """The embedded default only: for tests of the SMTP dialogue, where the store plays no part."""
-    e = await make_env("sqlite", Settings(database_url=sqlite_url, redis_url=None))
-    try:
-        yield e
-    finally:
-        await close_env(e)
 
 
 def signing(env: Env) -> Signer:

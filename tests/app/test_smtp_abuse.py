@@ -34,24 +34,13 @@ from sqlalchemy import select as sa_select
 from app.intake import StoreResult
 from app.models import Event
 from app.parsing_pool import ParsingPool
-from app.settings import Settings
 from app.smtp import COMMAND_SLACK, MAX_ERRORS, Reply, read_data
 from dsn.analysis import analyse_message
 from dsn.model import MessageAnalysis
 from tests.app.test_smtp import SAMPLES, Sink, rows, send, start_sink, wait_for
-from tests.conftest import Env, close_env, make_env
+from tests.conftest import Env
 
 RCPT = b"b@bounces.example.net"
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def sqlite_env(sqlite_url: str) -> AsyncIterator[Env]:
-    """The embedded default only: for tests of the protocol, where the store plays no part."""
-    e = await make_env("sqlite", Settings(database_url=sqlite_url, redis_url=None))
-    try:
-        yield e
-    finally:
-        await close_env(e)
 
 
 # ---------------------------------------------------------------------------------- raw client
