@@ -91,6 +91,9 @@ def _exit_with_parent(parent: int) -> None:
 PROCESSING_NICE: Final = 10
 
 
+_START_FAILED: Final = "parse workers failed to start"
+
+
 def _worker_init(memory_mb: int) -> None:
     """Runs once in each worker: load the parser, then cap the address space."""
     if os.nice(0) < PROCESSING_NICE:  # not already below the service (the intake child's workers)
@@ -256,18 +259,25 @@ class ParsingPool:
             self._ready_generation = generation
         return executor, generation
 
+    async def _ready_or_restart(self) -> tuple[ProcessPoolExecutor, int] | None:
+        """The running pool, or None after restarting one whose workers failed to start."""
+        try:
+            return await self._ready()
+        except BrokenProcessPool:
+            log.error("parse workers failed to start: restarting the pool")
+            self._restart(self._generation, kill=False)
+            return None
+
     async def parse(self, raw: bytes, envelope_rcpt: str | None = None) -> ParseOutcome:
         if len(raw) <= self.inline_max_bytes:
             outcome = inline_parse(raw, envelope_rcpt, self.options, self.parse_fn)
             self._count(outcome)
             return outcome
         async with self._slots:
-            try:
-                executor, generation = await self._ready()
-            except BrokenProcessPool:
-                log.error("parse workers failed to start: restarting the pool")
-                self._restart(self._generation, kill=False)
-                return ParseOutcome(retry=True, error="parse workers failed to start")
+            ready = await self._ready_or_restart()
+            if ready is None:
+                return ParseOutcome(retry=True, error=_START_FAILED)
+            executor, generation = ready
             loop = asyncio.get_running_loop()
             started = time.perf_counter()
             future = loop.run_in_executor(
@@ -324,14 +334,10 @@ class ParsingPool:
 
     async def _parse_chunk(self, items: list[tuple[bytes, str | None]]) -> list[ParseOutcome]:
         async with self._slots:
-            try:
-                executor, generation = await self._ready()
-            except BrokenProcessPool:
-                log.error("parse workers failed to start: restarting the pool")
-                self._restart(self._generation, kill=False)
-                return [ParseOutcome(retry=True, error="parse workers failed to start")] * len(
-                    items
-                )
+            ready = await self._ready_or_restart()
+            if ready is None:
+                return [ParseOutcome(retry=True, error=_START_FAILED)] * len(items)
+            executor, generation = ready
             loop = asyncio.get_running_loop()
             future = loop.run_in_executor(
                 executor, _worker_parse_many, self.parse_fn, items, self.options, self.timeout_s
