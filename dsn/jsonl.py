@@ -27,8 +27,20 @@ def analyse_file(path: Path, options: AnalysisOptions = DEFAULT_OPTIONS) -> dict
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        return {"file": str(path), "kind": "unknown", "error": f"read: {exc}", "results": []}
+        return {
+            "file": str(path),
+            "kind": "unknown",
+            "error": f"read: {exc}",
+            "mta": None,
+            "results": [],
+        }
     try:
         return analyse_message(raw, options=options).to_json(str(path))
     except ParseError as exc:
-        return {"file": str(path), "kind": "unknown", "error": f"parse: {exc}", "results": []}
+        return {
+            "file": str(path),
+            "kind": "unknown",
+            "error": f"parse: {exc}",
+            "mta": None,
+            "results": [],
+        }

@@ -101,7 +101,13 @@ class MessageAnalysis:
                 row["feedback_type"] = self.feedback_type
                 row["source_ip"] = self.source_ip
             results.append(row)
-        obj: dict[str, Any] = {"file": file, "kind": self.kind, "error": None, "results": results}
+        obj: dict[str, Any] = {
+            "file": file,
+            "kind": self.kind,
+            "error": None,
+            "mta": self.mta,
+            "results": results,
+        }
         if self.ref_token is not None:
             # Unverified here: the service checks its signature and takes recipient and stream
             # from it (a redacted complaint has no result without it).

@@ -291,7 +291,7 @@ def test_plain_mail_is_unknown() -> None:
 def test_to_json_shape() -> None:
     obj = analyse_message(DSN).to_json("x.eml")
     # ref_token only because the returned message carries one
-    assert set(obj) == {"file", "kind", "error", "results", "ref_token"}
+    assert set(obj) == {"file", "kind", "error", "mta", "results", "ref_token"}
     assert obj["ref_token"] == "token-1"
     assert set(obj["results"][0]) == {
         "recipient",
