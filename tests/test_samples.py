@@ -42,3 +42,12 @@ def test_sample(eml: Path) -> None:
 
 def test_there_are_samples() -> None:
     assert len(FILES) >= 10
+
+
+def test_every_parser_has_a_golden_sample() -> None:
+    """Each parser module claims at least one sample (a parser nobody sees work is untested)."""
+    from dsn.mta import PARSERS
+
+    claimed = {json.loads(_expected_path(f).read_text()).get("mta") for f in FILES}
+    missing = [name for name, _parser in PARSERS if name not in claimed]
+    assert not missing, f"parsers with no golden sample: {missing}"
