@@ -657,6 +657,27 @@ def parse(
 
 
 @app.command()
+def explain(
+    path: Annotated[Path, typer.Argument(help="One bounce or complaint message (.eml)")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Show why Stoplist decided what it did about one message: the parser that claimed it, the
+    lines that named each recipient, the signals read and the rule that decided, with its source."""
+    from dsn.explain import explain_message
+
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        err.print(f"[red]cannot read {path}: {exc.strerror}[/red]")
+        raise typer.Exit(2) from exc
+    explanation = explain_message(raw)
+    if as_json:
+        _dump(explanation.to_json())
+    else:
+        sys.stdout.write(explanation.to_text() + "\n")
+
+
+@app.command()
 def classify(
     text: Annotated[str, typer.Argument(help='An SMTP reply, e.g. "550 5.1.1 user unknown"')],
     provider: Annotated[str | None, typer.Option(help="gmail, microsoft, yahoo, …")] = None,

@@ -71,3 +71,31 @@ def test_trace_logging_is_refused(command: str) -> None:
     result = runner.invoke(app, [command, "--log-level", "trace"])
     assert result.exit_code == 2
     assert "trace" in result.output
+
+
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
+
+
+def test_explain_names_the_parser_the_lines_and_the_rule() -> None:
+    sample = SAMPLES / "bounce" / "postfix-01.eml"
+    text = run("explain", str(sample))
+    assert "parser: rfc3464" in text
+    assert "recipient carol@example.net" in text
+    assert "rule: text-user-unknown (50-text.toml) -> hard / user_unknown" in text
+
+    data = json.loads(run("explain", str(sample), "--json"))
+    assert data["mta"] == "rfc3464"
+    (recipient,) = data["recipients"]
+    assert recipient["decision"] == {
+        "outcome": "hard",
+        "reason": "user_unknown",
+        "rule_id": "text-user-unknown",
+    }
+    assert any("Final-Recipient" in line["text"] for line in recipient["lines"])
+    assert recipient["rule"]["source"].startswith("RFC 3463")
+
+
+def test_explain_an_unreadable_file_exits_2(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["explain", str(tmp_path / "missing.eml")])
+    assert result.exit_code == 2
+    assert "cannot read" in result.output
