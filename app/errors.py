@@ -29,6 +29,11 @@ class NotFound(AppError):
     error = "not_found"
 
 
+class Gone(AppError):
+    status_code = 410
+    error = "gone"
+
+
 class Unauthorized(AppError):
     status_code = 401
     error = "unauthorized"

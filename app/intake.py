@@ -350,6 +350,12 @@ class IntakeStore:
                 log.warning("message %s: claim lost before it was finished as %s", f.id, f.state)
         return held
 
+    async def raw(self, message_id: int) -> tuple[bool, bytes | None]:
+        """Whether message ``message_id`` exists, and its bytes (``None`` once purged)."""
+        async with self.db.read() as session:
+            row = (await session.execute(select(_T.raw).where(_T.id == message_id))).first()
+        return (row is not None, row[0] if row is not None else None)
+
     async def purge_raw(self, older_than_days: float, *, batch: int = 1000) -> int:
         """Drop the raw bytes of finished messages received before the cut-off; rows stay."""
         cutoff = utcnow() - timedelta(days=older_than_days)

@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api import bulk, check, health, suppressions, tokens, unsubscribe
+from app.api import bulk, check, health, messages, suppressions, tokens, unsubscribe
 from app.api.deps import Services
 from app.api.responses import JSONBytes
 from app.auth import KeyService
@@ -148,6 +148,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.include_router(check.router)
     app.include_router(bulk.router)  # before suppressions: /export is not an address
     app.include_router(suppressions.router)
+    app.include_router(messages.router)
     app.include_router(health.router)
     app.include_router(unsubscribe.router)
     app.include_router(tokens.router)

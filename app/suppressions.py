@@ -45,6 +45,7 @@ from app.db import Database
 from app.errors import Forbidden, InvalidAddressError, InvalidInput, NotFound, Unavailable
 from app.models import AuditEntry, Event, Suppression, utcnow
 from app.settings import GLOBAL_SCOPE, STREAM_RE
+from dsn.explain import rule_details
 
 log = logging.getLogger(__name__)
 
@@ -916,7 +917,14 @@ class SuppressionService:
             aq = select(AuditEntry).where(AuditEntry.address == norm)
             evs = (await s.scalars(eq.order_by(Event.id.desc()).limit(limit))).all()
             aud = (await s.scalars(aq.order_by(AuditEntry.id.desc()).limit(limit))).all()
-        items = [{"type": "event", **event_to_dict(e)} for e in evs]
+        items = [
+            {
+                "type": "event",
+                **event_to_dict(e),
+                "explanation": rule_details(e.rule_id, e.diagnostic),
+            }
+            for e in evs
+        ]
         items += [{"type": "audit", **audit_to_dict(a)} for a in aud]
         items.sort(key=lambda i: (i["created_at"], i["type"] == "audit"), reverse=True)
         return items[:limit]

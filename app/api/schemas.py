@@ -177,6 +177,31 @@ class UnsuppressResponse(BaseModel):
     removed: list[dict[str, str]]
 
 
+class RuleExplanation(BaseModel):
+    id: str
+    file: str | None = None
+    outcome: str | None = None
+    reason: str | None = None
+    matches: dict[str, Any] = Field(default_factory=dict)
+    matched_text: list[str] = Field(default_factory=list)
+    source: str | None = None
+    note: str = ""
+    examples: list[str] = Field(default_factory=list)
+
+
+class MessageExplanation(BaseModel):
+    """``stoplist explain`` for a stored message (see dsn/explain.py)."""
+
+    message_id: int
+    kind: str
+    why: str
+    mta: str | None
+    parsers_declined: list[str]
+    stream: str | None = None
+    original_message_id: str | None = None
+    recipients: list[dict[str, Any]]
+
+
 class HistoryItem(BaseModel):
     type: Literal["event", "audit"]
     id: int
@@ -193,6 +218,11 @@ class HistoryItem(BaseModel):
     actor: str | None = None
     verified: bool | None = None
     detail: dict[str, Any] = Field(default_factory=dict)
+    explanation: RuleExplanation | None = Field(
+        default=None,
+        description="Events: the rule behind rule_id (its file, what it matches, the text that "
+        "matched the diagnostic, its source and examples); null for audit entries",
+    )
 
 
 class HistoryResponse(BaseModel):

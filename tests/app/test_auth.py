@@ -34,6 +34,7 @@ ROUTES: list[tuple[str, str, dict[str, object], str]] = [
     ("POST", "/v1/suppressions/import", {"content": b"address\n"}, "write"),
     ("GET", "/v1/suppressions/export", {}, "read"),
     ("POST", "/v1/tokens", {"json": {"recipients": [ADDR]}}, "write"),
+    ("GET", "/v1/messages/1/explanation", {}, "read"),
 ]
 
 
@@ -46,7 +47,10 @@ def test_every_api_route_is_in_the_matrix() -> None:
     public = {("GET", "/healthz"), ("GET", "/readyz")}
     # The signed token is the authority for one-click unsubscribes (RFC 8058): no API key.
     public |= {("GET", "/v1/unsubscribe/{token}"), ("POST", "/v1/unsubscribe/{token}")}
-    covered = {(m, p.replace(ADDR, "{address}")) for m, p, _, _ in ROUTES}
+    covered = {
+        (m, p.replace(ADDR, "{address}").replace("/messages/1/", "/messages/{message_id}/"))
+        for m, p, _, _ in ROUTES
+    }
     assert paths - public == covered
 
 

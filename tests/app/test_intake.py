@@ -365,3 +365,42 @@ async def test_dead_worker_makes_in_flight_messages_retryable() -> None:
         assert (await pool.parse(HARD_BOUNCE)).analysis is not None
     finally:
         pool.close()
+
+
+# -------------------------------------------------------------------------------- explanations
+
+
+async def test_history_and_message_explain_the_decision(env: Env) -> None:
+    """Support staff see why an address was suppressed: the history event names the rule with its
+    source, and the stored message explains which parser and which lines gave the recipient."""
+    processed, _ = await run_one(env, HARD_BOUNCE, policy_applier(env.services))
+    assert processed.state == "processed"
+    r = await env.client.get("/v1/suppressions/carol@example.net/history", headers=env.auth("read"))
+    assert r.status_code == 200, r.text
+    (event,) = [i for i in r.json()["items"] if i["type"] == "event"]
+    assert event["message_id"] == processed.id
+    rule = event["explanation"]
+    assert rule["id"] == event["rule_id"]
+    assert rule["outcome"] == "hard" and rule["file"].endswith(".toml")
+    assert rule["source"] and rule["examples"]
+
+    r = await env.client.get(f"/v1/messages/{processed.id}/explanation", headers=env.auth("read"))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["message_id"], body["kind"], body["mta"]) == (processed.id, "bounce", "rfc3464")
+    (recipient,) = body["recipients"]
+    assert recipient["recipient"] == "carol@example.net"
+    assert recipient["decision"]["rule_id"] == event["rule_id"]
+    assert any("Final-Recipient" in line["text"] for line in recipient["lines"])
+
+    missing = await env.client.get("/v1/messages/999999/explanation", headers=env.auth("read"))
+    assert missing.status_code == 404
+    async with env.services.db.write() as session:
+        await session.execute(
+            update(InboundMessage).where(InboundMessage.id == processed.id).values(raw=None)
+        )
+    purged = await env.client.get(
+        f"/v1/messages/{processed.id}/explanation", headers=env.auth("read")
+    )
+    assert purged.status_code == 410
+    assert purged.json()["error"] == "gone"
