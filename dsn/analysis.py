@@ -172,6 +172,7 @@ def _classify(found: Found, mta: str | None, stream: str | None) -> RecipientRes
         reason=str(classification.reason),
         rule_id=classification.rule_id,
         stream=stream,
+        vendor_category=found.vendor_category,
     )
 
 

@@ -61,9 +61,12 @@ class RecipientResult:
     last_attempt_date: str | None = None
     will_retry_until: str | None = None
     stream: str | None = None
+    # The sending MTA's own category for the failure (PowerMTA's bounce category): a second
+    # opinion shown beside ours, never an input to the outcome.
+    vendor_category: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        row: dict[str, Any] = {
             "recipient": self.recipient,
             "outcome": self.outcome,
             "reason": self.reason,
@@ -75,6 +78,9 @@ class RecipientResult:
             "rule_id": self.rule_id,
             "stream": self.stream,
         }
+        if self.vendor_category is not None:
+            row["vendor_category"] = self.vendor_category
+        return row
 
 
 @dataclass(frozen=True, slots=True)

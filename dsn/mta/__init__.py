@@ -2,10 +2,22 @@
 
 Order, and why:
 
+0. Vendor reports whose status part needs the vendor's own words beside it, each claimed
+   only by a header, sender or subject its vendor alone writes, and read with
+   ``rfc3464``'s reader: ``powermta`` (keeps X-PowerMTA-BounceCategory), ``mcafee`` (its
+   "<addr> (reason)" line explains a bare status part), ``barracuda`` (its verdict),
+   ``amavis`` (a content verdict, also in notices without a status part).
 1. ``rfc3464`` — a ``message/delivery-status`` part is structured data the reporting MTA
    wrote for machines; when present it beats anything read from prose.
 2. ``amazonses`` — JSON event notifications: unmistakable, and prose scanning would read
    addresses out of the JSON blindly.
+2a. Appliances, gateways and legacy formats with no status part, each recognised by a
+   header or layout line of its own; before the MTA families because several imitate one
+   (``mxlogic`` writes Exim's text, ``activehunter`` and ``x1`` sendmail's markers, ``x4``
+   qmail's records): ``mxlogic``, ``activehunter``, ``surfcontrol``, ``mfilter``,
+   ``mailfoundry``, ``trendmicro`` (InterScan), ``smartermail``, ``mimecast`` (after
+   ``rfc3464``: its status part, when it sends one, says what its text says), ``x1`` ...
+   ``x6`` (no ``x5``: a status part nested in a forwarded report, which ``rfc3464`` reads).
 3. Families identified by their own words, most specific first, so a generic family
    cannot claim a message a specific one understands better: ``gmail`` (Google sender
    and its phrases) before ``exim`` (Gmail copies Exim's X-Failed-Recipients header);
@@ -24,27 +36,63 @@ from __future__ import annotations
 from typing import Final
 
 from dsn.mta import (
+    activehunter,
+    amavis,
     amazonses,
+    barracuda,
     domino,
     exchange,
     exim,
     gmail,
     imail,
     kddi,
+    mailfoundry,
     mailmarshal,
+    mcafee,
+    mfilter,
+    mimecast,
+    mxlogic,
     notes,
     postfix,
+    powermta,
     qmail,
     rfc3464,
     sendmail,
+    smartermail,
+    surfcontrol,
+    trendmicro,
+    x1,
+    x2,
+    x3,
+    x4,
+    x6,
 )
 from dsn.mta.base import Parser
 
 __all__ = ["PARSERS"]
 
 PARSERS: Final[tuple[tuple[str, Parser], ...]] = (
+    # vendor reports with a status part
+    ("powermta", powermta.parse),
+    ("mcafee", mcafee.parse),
+    ("barracuda", barracuda.parse),
+    ("amavis", amavis.parse),
     ("rfc3464", rfc3464.parse),
     ("amazonses", amazonses.parse),
+    # appliances, gateways and legacy formats without one
+    ("mxlogic", mxlogic.parse),
+    ("activehunter", activehunter.parse),
+    ("surfcontrol", surfcontrol.parse),
+    ("mfilter", mfilter.parse),
+    ("mailfoundry", mailfoundry.parse),
+    ("trendmicro", trendmicro.parse),
+    ("smartermail", smartermail.parse),
+    ("mimecast", mimecast.parse),
+    ("x1", x1.parse),
+    ("x2", x2.parse),
+    ("x3", x3.parse),
+    ("x4", x4.parse),
+    ("x6", x6.parse),
     ("gmail", gmail.parse),
     ("exim", exim.parse),
     ("postfix", postfix.parse),

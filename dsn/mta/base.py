@@ -46,6 +46,9 @@ class Found:
     original_recipient: str | None = None
     last_attempt_date: str | None = None
     will_retry_until: str | None = None
+    # The sending software's own verdict (PowerMTA's X-PowerMTA-BounceCategory): recorded
+    # beside the classification, never used to make it.
+    vendor_category: str | None = None
 
 
 Parser = Callable[[Mail], list[Found] | None]
