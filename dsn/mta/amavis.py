@@ -28,8 +28,9 @@ _VERDICT: Final = re.compile(
 )
 _PASSED: Final = re.compile(r"WAS SUCCESSFULLY RELAYED|has been delivered|was delivered", re.I)
 _LAYOUT: Final = Layout(
-    # "-> addr": only the recipient lines; the verdict is the whole notice's.
-    recipient=re.compile(r"^[ \t]*->[ \t]*<?(?P<addr>[^<>\s]+@[^<>\s]+?)>?[ \t]*$"),
+    # "-> addr" or an indented "<addr>": only the recipient lines; the verdict is the whole
+    # notice's.
+    recipient=re.compile(r"^[ \t]*(?:->[ \t]*<?|[ \t]<)(?P<addr>[^<>\s]+@[^<>\s]+?)>?[ \t]*$"),
 )
 
 

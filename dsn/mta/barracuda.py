@@ -29,8 +29,10 @@ _LAYOUT: Final = Layout(
 
 
 def parse(mail: Mail) -> list[Found] | None:
+    if "our bulk email filter" not in mail.subject:
+        return None
     start = _START.search(mail.text)
-    if "our bulk email filter" not in mail.subject or start is None:
+    if start is None:
         return None
     text = mail.text[start.start() :]
     prose = read_records(mail, section(text, None, _END), _LAYOUT, action="failed") or []

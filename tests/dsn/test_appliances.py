@@ -1,0 +1,216 @@
+"""Appliance, gateway and legacy-format parsers: each claims its own sample and reads the
+recipient, status and the words that explain it; each declines what is not its format."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from dsn import analyse_message
+from dsn.mail import read_mail
+from dsn.mta.statuspart import Layout, read_records
+
+SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "bounce"
+
+# sample, parser, [(recipient, status, words the diagnostic must contain)]
+CASES: list[tuple[str, str, list[tuple[str, str | None, str]]]] = [
+    (
+        "powermta-01.eml",
+        "powermta",
+        [
+            ("walter@example.org", "5.1.1", "User unknown"),
+            ("judy@example.net", "5.2.2", "Mailbox full"),
+        ],
+    ),
+    ("mcafee-01.eml", "mcafee", [("ivan@example.org", "5.0.0", "User unknown ivan@example.org")]),
+    (
+        "barracuda-01.eml",
+        "barracuda",
+        [("erin@example.org", "5.7.1", "blocked by our Spam Firewall")],
+    ),
+    ("amavis-01.eml", "amavis", [("frank@example.org", "5.7.0", "BANNED: invoice.pdf.exe")]),
+    ("mxlogic-01.eml", "mxlogic", [("grace@example.org", "5.1.1", "User unknown in local")]),
+    ("activehunter-01.eml", "activehunter", [("heidi@example.jp", "5.1.1", "no mailbox here")]),
+    ("surfcontrol-01.eml", "surfcontrol", [("ivy@example.org", None, "550 ivy@example.org")]),
+    ("mfilter-01.eml", "mfilter", [("judy@example.jp", "5.1.1", "550 5.1.1 unknown user")]),
+    ("mailfoundry-01.eml", "mailfoundry", [("karl@example.org", None, "550 <karl@example.org>")]),
+    ("trendmicro-01.eml", "trendmicro", [("leo@example.jp", "5.1.1", "user unknown")]),
+    (
+        "smartermail-01.eml",
+        "smartermail",
+        [
+            ("mallory@example.org", "5.1.1", "Remote host said: 550 5.1.1"),
+            ("niaj@example.net", None, "The mailbox is full"),
+        ],
+    ),
+    ("mimecast-01.eml", "mimecast", [("olivia@example.org", "5.1.1", "Invalid Recipient")]),
+    ("x1-01.eml", "x1", [("peggy@example.net", None, "User unknown")]),
+    ("x2-01.eml", "x2", [("quentin@example.net", None, "doesn't have a example.net account")]),
+    ("x3-01.eml", "x3", [("rupert@example.org", "5.3.0", "No such user here")]),
+    ("x4-01.eml", "x4", [("sybil@example.net", "5.1.1", "does not like recipient")]),
+    ("x6-01.eml", "x6", [("trent@example.org", "5.1.1", "[550 5.1.1 User unknown]")]),
+]
+
+
+@pytest.mark.parametrize(("name", "mta", "expected"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("crlf", [False, True], ids=["lf", "crlf"])
+def test_parser_reads_its_format(
+    name: str, mta: str, expected: list[tuple[str, str | None, str]], crlf: bool
+) -> None:
+    raw = (SAMPLES / name).read_bytes()
+    if crlf:
+        raw = raw.replace(b"\n", b"\r\n")
+    analysis = analyse_message(raw)
+    assert analysis.mta == mta
+    assert analysis.kind == "bounce"
+    got = [(r.recipient, r.status) for r in analysis.results]
+    assert got == [(recipient, status) for recipient, status, _ in expected]
+    for result, (_, _, words) in zip(analysis.results, expected, strict=True):
+        assert words in result.diagnostic
+        assert result.action == "failed"
+
+
+def test_powermta_category_is_recorded_beside_the_result() -> None:
+    analysis = analyse_message((SAMPLES / "powermta-01.eml").read_bytes())
+    categories = {r.recipient: r.vendor_category for r in analysis.results}
+    assert categories == {"walter@example.org": "bad-mailbox", "judy@example.net": "quota-issues"}
+    assert analysis.results[0].to_json()["vendor_category"] == "bad-mailbox"
+
+
+def test_powermta_category_never_overrides_the_address_status() -> None:
+    # A site's pattern file calls a full mailbox "bad-mailbox": the reply still decides.
+    raw = (SAMPLES / "powermta-01.eml").read_bytes().replace(b"quota-issues", b"bad-mailbox")
+    judy = next(r for r in analyse_message(raw).results if r.recipient == "judy@example.net")
+    assert judy.vendor_category == "bad-mailbox"
+    assert (judy.status, judy.outcome, judy.reason) == ("5.2.2", "soft", "mailbox_full")
+
+
+def test_results_of_other_parsers_carry_no_vendor_category() -> None:
+    analysis = analyse_message((SAMPLES / "exim-01.eml").read_bytes())
+    assert "vendor_category" not in analysis.results[0].to_json()
+
+
+AMAVIS_VIRUS_NOTICE = b"""From: "Content-filter at mx.example.org" <postmaster@mx.example.org>
+To: news@example.com
+Subject: VIRUS (Eicar-Test-Signature) IN MAIL FROM YOU
+Date: Thu, 09 May 2024 10:00:00 +0000
+MIME-Version: 1.0
+Content-Type: text/plain; charset="us-ascii"
+
+Our content checker found
+    virus: Eicar-Test-Signature
+
+in email presumably from you (<news@example.com>)
+to the following recipient:
+-> frank@example.org
+
+Please check your system for viruses, or ask your system administrator to do so.
+
+Delivery of the email was stopped!
+"""
+
+
+def test_amavis_virus_notice_suppresses_no_one() -> None:
+    analysis = analyse_message(AMAVIS_VIRUS_NOTICE)
+    assert analysis.mta == "amavis"
+    (result,) = analysis.results
+    assert result.recipient == "frank@example.org"
+    # A verdict on the message's content, not on the address: recorded, never suppressing.
+    assert (result.outcome, result.reason) == ("policy", "virus_detected")
+
+
+def test_amavis_notice_of_a_relayed_message_is_a_delivery_report() -> None:
+    raw = AMAVIS_VIRUS_NOTICE.replace(b"-> frank@example.org", b"  <frank@example.org>").replace(
+        b"Delivery of the email was stopped!",
+        b"Your message WAS SUCCESSFULLY RELAYED to:\n  <frank@example.org>",
+    )
+    analysis = analyse_message(raw)
+    assert analysis.mta == "amavis"
+    assert analysis.kind == "delivery_report"
+    assert [r.outcome for r in analysis.results] == ["none"]
+
+
+QMAIL_SEND = b"""Received: (qmail 4711 invoked for bounce); 21 May 2024 08:00:00 -0000
+From: MAILER-DAEMON@mx.example.net
+To: news@example.com
+Subject: failure notice
+MIME-Version: 1.0
+Content-Type: text/plain
+
+Hi. This is the qmail-send program at mx.example.net.
+I'm afraid I wasn't able to deliver your message to the following addresses.
+This is a permanent error; I've given up. Sorry it didn't work out.
+
+<sybil@example.net>:
+Sorry, no mailbox here by that name. (#5.1.1)
+
+--- Below this line is a copy of the message.
+"""
+
+
+def test_qmail_clone_parser_leaves_qmail_send_to_qmail() -> None:
+    assert analyse_message(QMAIL_SEND).mta == "qmail"
+
+
+GOOGLE_STYLE = b"""From: Mail Delivery Subsystem <mailer-daemon@googlemail.com>
+To: news@example.com
+Subject: Delivery Status Notification (Failure)
+MIME-Version: 1.0
+Content-Type: text/plain
+
+This is an automatically generated Delivery Status Notification.
+
+Delivery to the following recipients failed permanently:
+
+  * rupert@example.org
+
+Technical details of permanent failure:
+550 5.1.1 The email account that you tried to reach does not exist.
+"""
+
+
+def test_x3_does_not_claim_a_gmail_notice() -> None:
+    assert analyse_message(GOOGLE_STYLE).mta != "x3"
+
+
+def test_surfcontrol_needs_its_processing_header() -> None:
+    raw = (SAMPLES / "surfcontrol-01.eml").read_bytes().replace(b"X-SEF-Processed", b"X-Other")
+    assert analyse_message(raw).mta != "surfcontrol"
+
+
+def test_mimecast_subject_without_records_is_not_claimed() -> None:
+    raw = b"""From: Postmaster <postmaster@example.org>
+To: news@example.com
+Subject: Re: Email Delivery Failure report for April
+Content-Type: text/plain
+
+Thanks, the report for olivia@example.org looks fine.
+"""
+    assert analyse_message(raw).mta != "mimecast"
+
+
+def test_record_reader_gives_a_detached_reason_to_recipients_without_their_own() -> None:
+    mail = read_mail(b"From: a@example.com\nSubject: x\n\nstart\n")
+    text = (
+        "  * one@example.org\n"
+        "  * two@example.org\n"
+        "    own reason: 552 5.2.2 over quota\n"
+        "\n"
+        "second paragraph, not a reason\n"
+        "Technical details:\n"
+        "550 5.1.1 No such user\n"
+        "\n"
+        "after the details\n"
+    )
+    layout = Layout(
+        recipient=re.compile(r"^[ \t]+\*[ \t]+(?P<addr>\S+@\S+)$"),
+        detached=re.compile(r"^Technical details:"),
+    )
+    found = read_records(mail, text, layout)
+    assert found is not None
+    assert [(f.recipient, f.status, f.diagnostic) for f in found] == [
+        ("one@example.org", "5.1.1", "550 5.1.1 No such user"),
+        ("two@example.org", "5.2.2", "own reason: 552 5.2.2 over quota"),
+    ]
