@@ -66,6 +66,8 @@ class RecipientExplanation:
                 "reply_code": self.result.reply_code,
                 "remote_mta": self.result.remote_mta,
                 "provider": self.provider,
+                # The sending MTA's own category (PowerMTA): shown, never deciding.
+                "vendor_category": self.result.vendor_category,
                 "diagnostic": self.result.diagnostic,
             },
             "decision": {
@@ -229,8 +231,15 @@ def render_text(obj: dict[str, Any]) -> str:
             "  signals: "
             + ", ".join(
                 f"{k}={signals[k]}"
-                for k in ("action", "status", "reply_code", "remote_mta", "provider")
-                if signals[k] is not None
+                for k in (
+                    "action",
+                    "status",
+                    "reply_code",
+                    "remote_mta",
+                    "provider",
+                    "vendor_category",
+                )
+                if signals.get(k) is not None
             )
         )
         if signals["diagnostic"]:

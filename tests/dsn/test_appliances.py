@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from dsn import analyse_message
+from dsn.explain import explain_message
 from dsn.mail import read_mail
 from dsn.mta.statuspart import Layout, read_records
 
@@ -214,3 +215,81 @@ def test_record_reader_gives_a_detached_reason_to_recipients_without_their_own()
         ("one@example.org", "5.1.1", "550 5.1.1 No such user"),
         ("two@example.org", "5.2.2", "own reason: 552 5.2.2 over quota"),
     ]
+
+
+def test_explain_shows_the_vendor_category_among_the_signals() -> None:
+    explained = explain_message((SAMPLES / "powermta-01.eml").read_bytes()).to_json()
+    recipients = explained["recipients"]
+    assert isinstance(recipients, list)
+    assert recipients[0]["signals"]["vendor_category"] == "bad-mailbox"
+    assert (
+        "vendor_category=bad-mailbox"
+        in explain_message((SAMPLES / "powermta-01.eml").read_bytes()).to_text()
+    )
+
+
+INTERSCAN_JA = """From: "InterScan MSS" <imss@gw.example.jp>
+To: news@example.com
+Subject: =?UTF-8?B?44Oh44O844Or6YWN5L+h44Gr5aSx5pWX44GX44G+44GX44Gf?=
+MIME-Version: 1.0
+Content-Type: text/plain; charset="UTF-8"
+Content-Transfer-Encoding: 8bit
+
+メール配信に失敗しました。
+
+送信 >>> RCPT TO:<leo@example.jp>
+受信 <<< 550 5.1.1 <leo@example.jp>... User unknown
+""".encode()
+
+
+def test_interscan_japanese_notice_reads_the_reply_not_the_command() -> None:
+    analysis = analyse_message(INTERSCAN_JA)
+    assert analysis.mta == "trendmicro"
+    (result,) = analysis.results
+    assert (result.recipient, result.status, result.reply_code) == ("leo@example.jp", "5.1.1", 550)
+    assert result.diagnostic.startswith("550 5.1.1")
+
+
+def test_trend_micro_cloud_notice_names_the_recipient_without_a_reply() -> None:
+    raw = b"""From: "InterScan Notification" <notify@tmes.example.jp>
+To: news@example.com
+Subject: Mail could not be delivered
+Content-Type: text/plain
+
+Unable to deliver message to <leo@example.jp> (and other recipients in the same domain).
+"""
+    analysis = analyse_message(raw)
+    assert analysis.mta == "trendmicro"
+    (result,) = analysis.results
+    assert result.recipient == "leo@example.jp"
+    assert result.status is None
+    assert "Unable to deliver message to" in result.diagnostic
+
+
+def test_barracuda_status_fields_pasted_into_the_text_are_read() -> None:
+    raw = b"""From: Barracuda Spam Firewall <postmaster@spamfw.example.org>
+To: news@example.com
+Subject: **Message you sent blocked by our bulk email filter**
+Content-Type: text/plain
+
+Your message to: erin@example.org
+was blocked by our Spam Firewall. The email you sent with the following subject has NOT BEEN DELIVERED:
+
+Subject: Our May newsletter
+
+Reporting-MTA: dns; spamfw.example.org
+
+Final-Recipient: rfc822; erin@example.org
+Action: failed
+Status: 5.7.1
+Diagnostic-Code: smtp; 550 5.7.1 Message content rejected, UBE, id=12345-01-2
+"""
+    analysis = analyse_message(raw)
+    assert analysis.mta == "barracuda"
+    (result,) = analysis.results
+    assert (result.recipient, result.status, result.outcome) == (
+        "erin@example.org",
+        "5.7.1",
+        "policy",
+    )
+    assert result.diagnostic.endswith("was blocked by our Spam Firewall.")
