@@ -64,7 +64,9 @@ def read_records(
             continue
         if in_detached:
             if stripped:
-                if layout.skip is None or not layout.skip.search(line):
+                if len(detached) < _REASON_LINES and not (
+                    layout.skip is not None and layout.skip.search(line)
+                ):
                     detached.append(stripped)
             elif detached:
                 in_detached = False
@@ -103,7 +105,7 @@ def read_records(
             reasons[current].append(stripped)
     if not found:
         return None
-    shared = " ".join(detached[:_REASON_LINES])
+    shared = " ".join(detached)
     for addr, entry in found.items():
         diagnostic = " ".join(reasons[addr]) or shared
         entry.diagnostic = diagnostic

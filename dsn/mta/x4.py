@@ -18,17 +18,16 @@ __all__ = ["parse"]
 
 _QMAIL_RECEIVED: Final = re.compile(r"\(qmail \d+ invoked (?:for bounce|from network)\)")
 _START: Final = re.compile(
-    r"^.*(?:He/Her is not |unable to deliver your message to the following addresses"
+    r"(?:He/Her is not |unable to deliver your message to the following addresses"
     r"|Su mensaje no pudo ser entregado|This is the machine generated message from mail service"
     r"|This is the mail delivery agent at|Unable to deliver message to the following address"
     r"|Unfortunately, your mail was not delivered to the following address:"
     r"|Your mail message to the following address|Your message to the following addresses"
-    r"|We're sorry\.)",
-    re.M,
+    r"|We're sorry\.)"
 )
 _QMAIL_SEND: Final = re.compile(r"^Hi\. This is the qmail|qmail-send program", re.M | re.I)
 _END: Final = re.compile(
-    r"^-{3}[ \t]*Below this line is a copy of the message|^.*Original message follows\.", re.M
+    r"^-{3}[ \t]*Below this line is a copy of the message|Original message follows\.", re.M
 )
 _LAYOUT: Final = Layout(recipient=re.compile(r"^<(?P<addr>[^<>\s]+@[^<>\s]+)>:"))
 

@@ -4,11 +4,12 @@ recipient, status and the words that explain it; each declines what is not its f
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
 
-from dsn import analyse_message
+from dsn import MAX_RECIPIENTS, analyse_message
 from dsn.explain import explain_message
 from dsn.mail import read_mail
 from dsn.mta.statuspart import Layout, read_records
@@ -293,3 +294,51 @@ Diagnostic-Code: smtp; 550 5.7.1 Message content rejected, UBE, id=12345-01-2
         "policy",
     )
     assert result.diagnostic.endswith("was blocked by our Spam Firewall.")
+
+
+def _record_bomb(head: bytes, line: bytes, count: int) -> bytes:
+    return head + b"".join(line % i for i in range(count))
+
+
+BOMBS: dict[str, bytes] = {
+    # A record per line, far past MAX_RECIPIENTS, each with a reason, and one address again
+    # and again: the reader stays linear and keeps MAX_RECIPIENTS.
+    "smartermail": _record_bomb(
+        b"From: postmaster@mail.example.org\nSubject: Undeliverable\n\n"
+        b"Could not deliver message to the following recipient(s):\n\n",
+        b"Failed Recipient: u%d@example.org\nReason: Remote host said: 550 5.1.1 unknown\n"
+        b"Failed Recipient: same@example.org\n",
+        60_000,
+    ),
+    "trendmicro": _record_bomb(
+        b'From: "InterScan MSS" <imss@gw.example.jp>\nSubject: Mail could not be delivered\n\n',
+        b"Sent <<< RCPT TO:<u%d@example.jp>\nReceived >>> 550 5.1.1 user unknown\n",
+        100_000,
+    ),
+    "powermta": _record_bomb(
+        b"From: mailer-daemon@mta1.example.com\nSubject: Delivery report\nMIME-Version: 1.0\n"
+        b"Content-Type: multipart/report; report-type=delivery-status; boundary=b\n\n"
+        b"--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mta1.example.com\n\n",
+        b"Final-Recipient: rfc822; u%d@example.org\nAction: failed\nStatus: 5.1.1\n"
+        b"X-PowerMTA-BounceCategory: bad-mailbox\n\n",
+        60_000,
+    ),
+    "x3": _record_bomb(
+        b"From: Mail Delivery System <MAILER-DAEMON@relay.example.org>\n"
+        b"Subject: Delivery status notification\n\n"
+        b"      This is an automatically generated Delivery Status Notification.\n\n"
+        b"  * rupert@example.org\n\n                            Technical details:\n",
+        b"SMTP:RCPT host 192.0.2.%d: 553 5.3.0 No such user here\n",
+        200_000,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", BOMBS)
+def test_record_bombs_parse_in_bounded_cpu_time(name: str) -> None:
+    started = time.process_time()
+    analysis = analyse_message(BOMBS[name])
+    assert time.process_time() - started < 2.0
+    assert analysis.mta == name
+    assert 1 <= len(analysis.results) <= MAX_RECIPIENTS
+    assert len(analysis.results[0].diagnostic) <= 1000
