@@ -27,7 +27,9 @@ _LAYOUT: Final = Layout(
 
 
 def parse(mail: Mail) -> list[Found] | None:
-    if "Modified by McAfee" not in mail.header("X-NAI-Header"):
+    # The gateway stamps X-NAI-Header on all mail it passes, other MTAs' bounces included:
+    # only its own report, with its own heading, is claimed.
+    if "Modified by McAfee" not in mail.header("X-NAI-Header") or not _START.search(mail.text):
         return None
     lines = read_records(mail, section(mail.text, _START, None), _LAYOUT, action="failed") or []
     if not mail.status_texts:

@@ -2,8 +2,8 @@
 Delivery Failure") or its ``Received: (qmail N invoked for bounce)``, and qmail's
 "<addr>:" records with the remote server's words below, but openings of their own ("This
 is the mail delivery agent at", "Unfortunately, your mail was not delivered to the
-following address:", "Su mensaje no pudo ser entregado", ...).  Messages with qmail-send's
-own opening are left to ``qmail``."""
+following address:", "Su mensaje no pudo ser entregado", ...).  A message ``qmail`` claims
+(qmail-send's own opening, Yahoo!'s) is left to it."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import re
 from typing import Final
 
 from dsn.mail import Mail
+from dsn.mta import qmail
 from dsn.mta.base import Found, section
 from dsn.mta.statuspart import Layout, read_records
 
@@ -25,7 +26,6 @@ _START: Final = re.compile(
     r"|Your mail message to the following address|Your message to the following addresses"
     r"|We're sorry\.)"
 )
-_QMAIL_SEND: Final = re.compile(r"^Hi\. This is the qmail|qmail-send program", re.M | re.I)
 _END: Final = re.compile(
     r"^-{3}[ \t]*Below this line is a copy of the message|Original message follows\.", re.M
 )
@@ -38,6 +38,6 @@ def parse(mail: Mail) -> list[Found] | None:
         or any(_QMAIL_RECEIVED.search(str(v)) for v in mail.message.get_all("Received") or [])
     ):
         return None
-    if _QMAIL_SEND.search(mail.text) or not _START.search(mail.text):
+    if not _START.search(mail.text) or qmail.parse(mail):
         return None
     return read_records(mail, section(mail.text, _START, _END), _LAYOUT)

@@ -342,3 +342,9 @@ def test_record_bombs_parse_in_bounded_cpu_time(name: str) -> None:
     assert analysis.mta == name
     assert 1 <= len(analysis.results) <= MAX_RECIPIENTS
     assert len(analysis.results[0].diagnostic) <= 1000
+
+
+def test_mcafee_leaves_other_bounces_that_passed_its_gateway() -> None:
+    raw = (SAMPLES / "postfix-01.eml").read_bytes()
+    stamped = b"X-NAI-Header: Modified by McAfee Email Gateway\n" + raw
+    assert analyse_message(stamped).mta == analyse_message(raw).mta != "mcafee"
