@@ -1,13 +1,16 @@
-"""amavis (amavisd-new), the content filter (From "Content-filter at <host>"): its
-non-delivery report is a standard DSN ("554 5.7.0 Reject, id=... - INFECTED: ...",
-"BANNED", "SPAM") about the *message*, not about the recipient's address; its older
-sender notices ("VIRUS (...) IN MAIL FROM YOU", "Our content checker found virus ...")
-have no status part and name the recipients as "-> addr".
+"""amavis (amavisd-new), the content filter (From "Content-filter at <host>").
 
-Tried before ``rfc3464``, whose reader it uses, so that a notice without a status part is
-claimed here and read as what it is (a content verdict, which the rules class as policy)
-rather than by the text scanner.  A notice saying the message went through ("WAS
-SUCCESSFULLY RELAYED", "delivered") reports deliveries, which suppress no one.
+Its non-delivery report is a standard DSN: either the next hop's refusal passed on
+("550 5.1.1 ... User unknown") or its own verdict on the *message* ("554 5.7.0 Reject,
+id=... - INFECTED: ...", "BANNED", "SPAM"), which is about content, not the address.  Its
+older sender notices ("VIRUS (...) IN MAIL FROM YOU", "Our content checker found virus
+...") have no status part and name the recipients as "-> addr": they are read here as the
+content verdict they are (the rules class virus and banned content as policy), where the
+text scanner would guess.  A notice saying the message went through ("WAS SUCCESSFULLY
+RELAYED") reports deliveries, which suppress no one.
+
+Tried before ``rfc3464`` only to name the filter: a status part is read by ``rfc3464``'s
+parser unchanged.
 """
 
 from __future__ import annotations

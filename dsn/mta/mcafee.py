@@ -48,4 +48,7 @@ def parse(mail: Mail) -> list[Found] | None:
             entry.diagnostic = f"{entry.diagnostic} {own.diagnostic}".strip()
             entry.status = rfc3464.better_status(entry.status, entry.diagnostic)
             entry.reply_code = entry.reply_code or find_reply_code(entry.diagnostic)
+    if any(not entry.diagnostic for entry in found):
+        # No reason line for some: rfc3464's own fill from the text, as without this parser.
+        return rfc3464.parse(mail)
     return found
