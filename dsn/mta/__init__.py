@@ -11,6 +11,13 @@ Order, and why:
    wrote for machines; when present it beats anything read from prose.
 2. ``amazonses`` — JSON event notifications: unmistakable, and prose scanning would read
    addresses out of the JSON blindly.
+2b. Mailbox providers and Japanese carriers whose notices have no status part, each claimed
+   only by its provider's own marks (sender, ``X-`` header, ``Received`` host) together with
+   its template's opening line: ``zoho`` (Exim's words, Zoho's header), ``verizon`` (vtext,
+   vzwpix), ``ezweb`` (au EZweb), ``biglobe``, ``googlegroups``, ``aol`` (legacy text),
+   ``yahoo`` (legacy text, before ``qmail`` whose format it shares), ``sina``, ``telekom``
+   (T-Online and Smail 3 banners).  Before 2a and the families: a provider's template
+   imitates a family (Zoho Exim's, Yahoo! qmail's) but names its recipients its own way.
 2a. Appliances, gateways and legacy formats with no status part, each recognised by a
    header or layout line of its own; before the MTA families because several imitate one
    (``mxlogic`` writes Exim's text, ``activehunter`` and ``x1`` sendmail's markers, ``x4``
@@ -39,11 +46,15 @@ from dsn.mta import (
     activehunter,
     amavis,
     amazonses,
+    aol,
     barracuda,
+    biglobe,
     domino,
     exchange,
     exim,
+    ezweb,
     gmail,
+    googlegroups,
     imail,
     kddi,
     mailfoundry,
@@ -58,14 +69,19 @@ from dsn.mta import (
     qmail,
     rfc3464,
     sendmail,
+    sina,
     smartermail,
     surfcontrol,
+    telekom,
     trendmicro,
+    verizon,
     x1,
     x2,
     x3,
     x4,
     x6,
+    yahoo,
+    zoho,
 )
 from dsn.mta.base import Parser
 
@@ -79,6 +95,16 @@ PARSERS: Final[tuple[tuple[str, Parser], ...]] = (
     ("amavis", amavis.parse),
     ("rfc3464", rfc3464.parse),
     ("amazonses", amazonses.parse),
+    # providers (parsers-a)
+    ("zoho", zoho.parse),
+    ("verizon", verizon.parse),
+    ("ezweb", ezweb.parse),
+    ("biglobe", biglobe.parse),
+    ("googlegroups", googlegroups.parse),
+    ("aol", aol.parse),
+    ("yahoo", yahoo.parse),
+    ("sina", sina.parse),
+    ("telekom", telekom.parse),
     # appliances, gateways and legacy formats without one
     ("mxlogic", mxlogic.parse),
     ("activehunter", activehunter.parse),

@@ -1,0 +1,145 @@
+"""Mailbox-provider and Japanese-carrier parsers: each claims its own golden sample (LF, CRLF
+and CR-only), reads the recipients and the provider's words, and declines a plain message
+and every other provider's sample."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dsn import analyse_message
+from dsn.mail import normalise_line_endings, read_mail
+from dsn.mta import PARSERS
+
+SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "bounce"
+
+# sample, parser, [(recipient, status, words the diagnostic must contain)]
+CASES: list[tuple[str, str, list[tuple[str, str | None, str]]]] = [
+    (
+        "zoho-01.eml",
+        "zoho",
+        [
+            ("uma@example.org", "5.1.1", "Invalid Address, ERROR_CODE :550"),
+            ("victor@example.net", None, "Host not reachable"),
+        ],
+    ),
+    ("verizon-01.eml", "verizon", [("2025550143@vtext.com", None, "no such user here")]),
+    ("ezweb-01.eml", "ezweb", [("carol.k@ezweb.ne.jp", None, "account is disabled")]),
+    ("biglobe-01.eml", "biglobe", [("dave.m@example.ne.jp", None, "exceeded the local limit")]),
+    (
+        "googlegroups-01.eml",
+        "googlegroups",
+        [("announce@googlegroups.com", None, "the group you tried to contact")],
+    ),
+    (
+        "aol-01.eml",
+        "aol",
+        [
+            ("wendy1984@aol.com", None, "could not be delivered"),
+            ("xavier@aol.com", None, "could not be delivered"),
+        ],
+    ),
+    (
+        "yahoo-02.eml",
+        "yahoo",
+        [
+            ("yvonne@example.org", "5.2.2", "Mailbox Full"),
+            ("zack@example.net", "5.1.1", "User Unknown"),
+        ],
+    ),
+    ("sina-01.eml", "sina", [("alice.w@example.cn", "5.1.1", "Mailbox not found")]),
+    ("telekom-01.eml", "telekom", [("bruno@example.de", "5.2.2", "Quota exceeded")]),
+    ("kddi-02.eml", "kddi", [("erin.t@example.net", None, "remote domain doesnt exist")]),
+]
+PROVIDERS = ("zoho", "verizon", "ezweb", "biglobe", "googlegroups", "aol", "yahoo", "sina")
+PROVIDERS += ("telekom",)
+ENDINGS = {"lf": b"\n", "crlf": b"\r\n", "cr": b"\r"}
+
+
+@pytest.mark.parametrize(("name", "mta", "expected"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("ending", list(ENDINGS))
+def test_parser_reads_its_format(
+    name: str, mta: str, expected: list[tuple[str, str | None, str]], ending: str
+) -> None:
+    raw = (SAMPLES / name).read_bytes().replace(b"\n", ENDINGS[ending])
+    analysis = analyse_message(raw)
+    assert analysis.mta == mta
+    assert analysis.kind == "bounce"
+    got = [(r.recipient, r.status) for r in analysis.results]
+    assert got == [(recipient, status) for recipient, status, _ in expected]
+    for result, (_, _, words) in zip(analysis.results, expected, strict=True):
+        assert words in result.diagnostic
+        assert result.action == "failed"
+
+
+def test_every_provider_parser_is_listed_in_one_block_after_amazonses() -> None:
+    names = [name for name, _ in PARSERS]
+    start = names.index("amazonses") + 1
+    assert tuple(names[start : start + len(PROVIDERS)]) == PROVIDERS
+
+
+PLAIN = b"""From: Alice <alice@example.org>
+To: news@example.com
+Subject: Re: Our June newsletter
+Content-Type: text/plain
+
+Thanks for the newsletter. <bob@example.org> asked me to forward it.
+"""
+
+
+@pytest.mark.parametrize("mta", [*PROVIDERS, "kddi"])
+def test_parser_declines_a_plain_message(mta: str) -> None:
+    parser = dict(PARSERS)[mta]
+    assert parser(read_mail(PLAIN)) is None
+
+
+@pytest.mark.parametrize(("name", "owner"), [(c[0], c[1]) for c in CASES])
+def test_other_provider_parsers_decline_the_sample(name: str, owner: str) -> None:
+    mail = read_mail(normalise_line_endings((SAMPLES / name).read_bytes()))
+    claimed = [
+        mta for mta in (*PROVIDERS, "kddi") if mta != owner and dict(PARSERS)[mta](mail) is not None
+    ]
+    assert claimed == []
+
+
+@pytest.mark.parametrize("mta", [*PROVIDERS, "kddi"])
+@pytest.mark.parametrize(
+    "other", ["gmail-01.eml", "exim-01.eml", "qmail-01.eml", "yahoo-01.eml", "kddi-01.eml"]
+)
+def test_provider_parsers_decline_family_samples(mta: str, other: str) -> None:
+    if mta == "kddi" and other == "kddi-01.eml":
+        return
+    mail = read_mail(normalise_line_endings((SAMPLES / other).read_bytes()))
+    assert dict(PARSERS)[mta](mail) is None
+
+
+def test_yahoo_words_from_another_qmail_stay_qmails() -> None:
+    assert analyse_message((SAMPLES / "yahoo-01.eml").read_bytes()).mta == "qmail"
+
+
+def test_zoho_needs_its_header() -> None:
+    raw = (SAMPLES / "zoho-01.eml").read_bytes().replace(b"X-ZohoMail", b"X-Other")
+    raw = raw.replace(b"X-Mailer: Zoho Mail", b"X-Mailer: Other")
+    assert analyse_message(raw).mta != "zoho"
+
+
+def test_ezweb_needs_two_of_its_marks() -> None:
+    raw = (SAMPLES / "ezweb-01.eml").read_bytes()
+    one_mark = raw.replace(b"Mail System Error - Returned Mail", b"Returned").replace(
+        b"ezweb.ne.jp>", b"example.jp>"
+    )
+    assert analyse_message(one_mark).mta != "ezweb"
+
+
+def test_aol_list_ends_at_the_first_line_of_prose() -> None:
+    analysis = analyse_message((SAMPLES / "aol-01.eml").read_bytes())
+    # "If you believe ..." and the header block never become screen names.
+    assert {r.recipient for r in analysis.results} == {"wendy1984@aol.com", "xavier@aol.com"}
+
+
+def test_kddi_claims_a_relayed_notice_only_with_its_template() -> None:
+    raw = (SAMPLES / "kddi-02.eml").read_bytes()
+    assert analyse_message(raw).mta == "kddi"
+    other = raw.replace(b"Your mail attempted to be delivered on:", b"Note:")
+    assert analyse_message(other).mta != "kddi"
