@@ -10,16 +10,25 @@ parts, linear in size; the complaint parser reads through it too).  The tree is 
 * the returned original (``message/rfc822``, ``text/rfc822-headers``, or inline text after a
   "copy of the message follows" line) becomes ``original``.
 
+Text is decoded by ``decode_text``, which never raises: bounces arrive labelled with charsets
+Python does not know (``unknown-8bit``, ``x-unknown``), with codecs that are not text
+encodings (``idna``), mislabelled (UTF-8 sent as ``us-ascii`` or ``iso-8859-1``, ISO-2022-JP
+sent as ``us-ascii``), or in the vendor supersets of the Asian charsets they name (Windows'
+Shift_JIS with NEC symbols, GBK text labelled GB2312, HKSCS text labelled Big5): each label is
+read as the widest charset it stands for, and what still fails is decoded with replacement
+characters, which keep every ASCII byte, so addresses and reply codes are always read.
+
 A report wrapped inside a ``message/rfc822`` part (forwarded bounces) is walked into, not
 taken for the original.
 """
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import re
 from dataclasses import dataclass, field
-from email.header import decode_header, make_header
+from email.header import Header, decode_header, make_header
 from email.message import Message
 from typing import Final
 
@@ -28,6 +37,7 @@ from arf.mime import cut_at_line, headers_only, parse_message
 __all__ = [
     "Mail",
     "decode_payload",
+    "decode_text",
     "header_text",
     "headers_only",
     "normalise_line_endings",
@@ -70,6 +80,114 @@ _ORIGINAL_BOUNDARY = re.compile(rf"^[ \t\-=_*#]*(?:{_ORIGINAL_PHRASES})", re.M)
 _HEADER_LINE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,60}:[ \t]", re.M)
 
 
+# A label -> the charsets to try, widest first (each a superset of what the label names in
+# practice: CP932 is what Windows mailers send as Shift_JIS, GB18030 contains GBK and GB2312).
+_CHARSET_READINGS: Final[dict[str, tuple[str, ...]]] = {
+    "iso-2022-jp": ("iso2022_jp", "iso2022_jp_ext", "iso2022_jp_2004", "iso2022_jp_2"),
+    "shift_jis": ("cp932", "shift_jis_2004"),
+    "euc-jp": ("euc_jp", "euc_jis_2004"),
+    "gb2312": ("gb18030",),
+    "big5": ("big5hkscs", "cp950"),
+    "euc-kr": ("cp949",),
+    "iso-8859-8-i": ("iso-8859-8",),
+    "iso-8859-6-i": ("iso-8859-6",),
+}
+# Spellings of those labels seen in the wild, by their normalised name.
+_CHARSET_SPELLINGS: Final[dict[str, str]] = {
+    "csiso2022jp": "iso-2022-jp",
+    "iso2022jp": "iso-2022-jp",
+    "iso-2022-jp-1": "iso-2022-jp",
+    "iso-2022-jp-2": "iso-2022-jp",
+    "iso-2022-jp-3": "iso-2022-jp",
+    "iso-2022-jp-2004": "iso-2022-jp",
+    "shift-jis": "shift_jis",
+    "sjis": "shift_jis",
+    "x-sjis": "shift_jis",
+    "ms_kanji": "shift_jis",
+    "csshiftjis": "shift_jis",
+    "windows-31j": "shift_jis",
+    "cp932": "shift_jis",
+    "x-euc-jp": "euc-jp",
+    "eucjp": "euc-jp",
+    "euc_jp": "euc-jp",
+    "gbk": "gb2312",
+    "x-gbk": "gb2312",
+    "cp936": "gb2312",
+    "euc-cn": "gb2312",
+    "csgb2312": "gb2312",
+    "gb_2312-80": "gb2312",
+    "gb18030": "gb2312",
+    "big5-hkscs": "big5",
+    "x-x-big5": "big5",
+    "cn-big5": "big5",
+    "csbig5": "big5",
+    "ks_c_5601-1987": "euc-kr",
+    "ks_c_5601": "euc-kr",
+    "ksc5601": "euc-kr",
+    "korean": "euc-kr",
+    "cp949": "euc-kr",
+}
+# Labels that say nothing about the bytes: read as UTF-8 when they are UTF-8, else Latin-1.
+_UNSPECIFIC: Final = frozenset(
+    {"", "unknown-8bit", "x-unknown", "unknown", "8bit", "default", "none", "x-user-defined"}
+)
+_ASCII_LABELS: Final = frozenset({"us-ascii", "ascii", "ansi_x3.4-1968", "iso646-us", "us"})
+_LATIN_LABELS: Final = frozenset({"iso-8859-1", "latin1", "latin-1", "windows-1252", "cp1252"})
+# Python codecs that accept a mail label but are no text encodings for it: ``idna`` and
+# ``punycode`` raise on any error handler but "strict", the escape codecs interpret
+# backslashes, and ``undefined`` always raises.
+_NOT_MAIL_CODECS: Final = frozenset(
+    {"idna", "punycode", "unicode-escape", "raw-unicode-escape", "undefined", "unicode_internal"}
+)
+_ISO2022_ESCAPE: Final = re.compile(rb"\x1b\$[@B]|\x1b\(J")
+
+
+def _codec(name: str) -> str | None:
+    """The Python codec for a label, or ``None`` when there is no usable one."""
+    try:
+        info = codecs.lookup(name)
+    except (LookupError, ValueError, TypeError):
+        return None
+    if info.name in _NOT_MAIL_CODECS or not getattr(info, "_is_text_encoding", True):
+        return None
+    return info.name
+
+
+def _readings(data: bytes, label: str) -> list[str]:
+    """The codecs to try for ``data`` labelled ``label``, most likely first."""
+    label = _CHARSET_SPELLINGS.get(label, label)
+    if _ISO2022_ESCAPE.search(data) and (label in _UNSPECIFIC or label in _ASCII_LABELS):
+        return list(_CHARSET_READINGS["iso-2022-jp"])  # ISO-2022-JP sent unlabelled or as ASCII
+    if label in _UNSPECIFIC or label in _ASCII_LABELS or label in _LATIN_LABELS:
+        # UTF-8 sent as ASCII or Latin-1 (strict UTF-8 almost never succeeds on real Latin-1
+        # text), else the Windows Latin-1 every such label stands for in practice.  No CJK
+        # guess here: a wrong double-byte charset would swallow the ASCII byte after a lead
+        # byte ("@" is a valid Shift_JIS trail byte).
+        return ["utf-8", "cp1252", "latin-1"]
+    if label in _CHARSET_READINGS:
+        return list(_CHARSET_READINGS[label])
+    codec = _codec(label)
+    if codec is None:
+        return ["utf-8", "cp1252", "latin-1"]
+    if codec.startswith(("utf-16", "utf-32")) and b"\x00" not in data:
+        # No NUL byte: not UTF-16 or UTF-32, whatever the label says.
+        return ["utf-8", "cp1252", "latin-1"]
+    return [codec]
+
+
+def decode_text(data: bytes, charset: str | None) -> str:
+    """Bytes in a declared charset as text, never raising (see the module docstring)."""
+    label = (charset or "").strip().strip("\"'").lower()
+    readings = _readings(data, label)
+    for codec in readings:
+        with contextlib.suppress(UnicodeError, LookupError, ValueError, TypeError):
+            return data.decode(codec)
+    for codec in readings:
+        with contextlib.suppress(UnicodeError, LookupError, ValueError, TypeError):
+            return data.decode(codec, errors="replace")
+    return data.decode("utf-8", errors="replace")
+
+
 def normalise_line_endings(raw: bytes) -> bytes:
     """CRLF and CR-only line endings become LF."""
     if b"\r" not in raw:
@@ -82,11 +200,37 @@ def header_text(msg: Message, name: str) -> str:
     value = msg.get(name)
     if value is None:
         return ""
-    text = str(value)
-    if "=?" in text and len(text) <= ENCODED_HEADER_MAX:
-        with contextlib.suppress(LookupError, ValueError, UnicodeError, AssertionError):
-            text = str(make_header(decode_header(text)))
+    if isinstance(value, Header):
+        # Raw 8-bit bytes in a header (the parser keeps them as "unknown-8bit" chunks).
+        text = _decoded_header(value)
+    else:
+        text = str(value)
+        if "=?" in text and len(text) <= ENCODED_HEADER_MAX:
+            text = _decoded_header(text)
     return " ".join(text.split())
+
+
+def _decoded_header(value: str | Header) -> str:
+    """RFC 2047 words (and raw 8-bit chunks) decoded with ``decode_text``; the value as it
+    stands when it cannot be read."""
+    try:
+        chunks = decode_header(value)
+    except (LookupError, ValueError, UnicodeError, AssertionError, TypeError):
+        return str(value)
+    readable: list[tuple[bytes | str, str | None]] = []
+    for chunk, charset in chunks:
+        if isinstance(chunk, str):
+            readable.append((chunk, charset))
+        elif charset is None and chunk.isascii():
+            readable.append((chunk, None))
+        else:
+            readable.append((decode_text(chunk, charset), "utf-8"))
+    try:
+        return str(make_header(readable))
+    except (LookupError, ValueError, UnicodeError, AssertionError, TypeError):
+        return "".join(
+            c if isinstance(c, str) else c.decode("ascii", "replace") for c, _ in readable
+        )
 
 
 def decode_payload(part: Message, limit: int = TEXT_LIMIT) -> str:
@@ -106,11 +250,11 @@ def decode_payload(part: Message, limit: int = TEXT_LIMIT) -> str:
         if cut < 0:
             cut = max(payload.rfind(b" ", 0, limit), payload.rfind(b"\t", 0, limit))
         payload = payload[: cut + 1]
-    charset = part.get_content_charset() or "utf-8"
     try:
-        return payload.decode(charset, errors="replace")
-    except LookupError:
-        return payload.decode("latin-1")
+        charset = part.get_content_charset()
+    except (LookupError, ValueError, UnicodeError, TypeError):
+        charset = None
+    return decode_text(payload, charset)
 
 
 def _html_to_text(html: str) -> str:
