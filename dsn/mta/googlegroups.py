@@ -22,6 +22,12 @@ _SENDER: Final = re.compile(r"\bmailer-daemon@(?:googlemail|google)\.com\b")
 _LETTER: Final = re.compile(
     r"the group you tried to contact|^[ \t]*Google Groups[ \t]*$|groups\.google\.com", re.M | re.I
 )
+# Gmail's own notice (``gmail``): also from mailer-daemon@googlemail.com with the header.
+_GMAIL: Final = re.compile(
+    r"^(?:Delivery to the following recipients? |\*\* (?:Address not found|Message not delivered))"
+    r"|Technical details of (?:permanent|temporary) failure",
+    re.M,
+)
 _END: Final = re.compile(r"^[ \t]*-{3,}[ \t]*Original message[ \t]*-{3,}", re.M | re.I)
 
 
@@ -29,7 +35,7 @@ def parse(mail: Mail) -> list[Found] | None:
     header = mail.header("X-Failed-Recipients")
     if not header or not _SENDER.search(mail.sender) or not _LETTER.search(mail.text):
         return None
-    if "Google Group" not in mail.text:
+    if _GMAIL.search(mail.text):
         return None
     end = _END.search(mail.text)
     letter = mail.text[: end.start()] if end else mail.text

@@ -49,7 +49,12 @@ def parse(mail: Mail) -> list[Found] | None:
         return None
     recipients: list[str] = []
     explanation: list[str] = []
-    for line in mail.text[match.start() :].split("\n"):
+    # "Original Message:" is where the reader cuts off the returned original, so the
+    # summary's To line is in the original's text (vzwpix).
+    summary = "\n".join(
+        line for line in mail.original_text.split("\n")[:20] if rcpt.match(line) is not None
+    )
+    for line in f"{mail.text[match.start() :]}\n{summary}".split("\n"):
         named = rcpt.match(line)
         if named is not None:
             addr = normalise_address(named.group(1))

@@ -143,3 +143,37 @@ def test_kddi_claims_a_relayed_notice_only_with_its_template() -> None:
     assert analyse_message(raw).mta == "kddi"
     other = raw.replace(b"Your mail attempted to be delivered on:", b"Note:")
     assert analyse_message(other).mta != "kddi"
+
+
+VZWPIX = b"""From: MMSC NDR Administrator <sysadmin@mms01.vzwpix.com>
+To: alerts@example.com
+Subject: Undeliverable Message
+MIME-Version: 1.0
+Content-Type: text/plain; charset=US-ASCII
+
+Message could not be delivered to mobile.
+Error: No valid recipients for this MM
+
+Original Message:
+From: Alerts <alerts@example.com>
+To: 2025550188@vzwpix.com
+Subject: Your sign-in code
+Date: Tue, 04 Jun 2024 11:59:00 +0000
+"""
+
+
+def test_verizon_mms_gateway_names_the_recipient_in_its_summary() -> None:
+    analysis = analyse_message(VZWPIX)
+    assert analysis.mta == "verizon"
+    (result,) = analysis.results
+    assert result.recipient == "2025550188@vzwpix.com"
+    assert "No valid recipients for this MM" in result.diagnostic
+
+
+def test_googlegroups_leaves_gmails_own_notice_to_gmail() -> None:
+    raw = (SAMPLES / "gmail-01.eml").read_bytes()
+    assert analyse_message(raw).mta == "gmail"
+    link = b"Visit https://groups.google.com/support/.\n\n----- Original message -----"
+    mail = read_mail(raw.replace(b"----- Original message -----", link))
+    assert "groups.google.com" in mail.text
+    assert dict(PARSERS)["googlegroups"](mail) is None
