@@ -90,9 +90,11 @@ def read_blocks(
             before.append(line)
         else:
             current.append(line)
+    # The shared lines are joined once: a thousand recipients must not each re-read them.
+    shared_before, shared_after = join_words(before), join_words(after)
     found: list[Found] = []
     for addr, own in blocks.items():
-        diagnostic = join_words([*before, *own, *after])
+        diagnostic = join_words([shared_before, join_words(own), shared_after])
         found.append(
             Found(
                 recipient=addr,

@@ -28,6 +28,7 @@ _RECIPIENT: Final = re.compile(
     r"[ \t]+(?P<rest>.*(?:ERROR_CODE[ \t]*:|ResponseCode[ \t]+\d).*)$"
 )
 _CODE: Final = re.compile(r"(?:ERROR_CODE[ \t]*:|ResponseCode)[ \t]*([245]\d\d)\b")
+_SOFT_BREAK: Final = re.compile(r"=\n")
 _END: Final = re.compile(r"^[ \t]*(?:Received: from |-{3,}.*original message)", re.I)
 
 
@@ -40,7 +41,10 @@ def _is_zoho(mail: Mail) -> bool:
 def parse(mail: Mail) -> list[Found] | None:
     if not _is_zoho(mail) or not _OPENING.search(mail.text):
         return None
-    found = read_blocks(mail.text, _RECIPIENT, start=_OPENING, end=_END)
+    # Zoho wraps its lines with quoted-printable soft breaks ("ERROR_CODE :5.1.=" / "1 <...>"),
+    # and not every copy of the notice still says so in its Content-Transfer-Encoding.
+    text = _SOFT_BREAK.sub("", mail.text)
+    found = read_blocks(text, _RECIPIENT, start=_OPENING, end=_END)
     for entry in found:
         code = _CODE.search(entry.diagnostic)
         if entry.reply_code is None and code is not None:

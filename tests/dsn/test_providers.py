@@ -177,3 +177,10 @@ def test_googlegroups_leaves_gmails_own_notice_to_gmail() -> None:
     mail = read_mail(raw.replace(b"----- Original message -----", link))
     assert "groups.google.com" in mail.text
     assert dict(PARSERS)["googlegroups"](mail) is None
+
+
+def test_zoho_lines_wrapped_by_undeclared_quoted_printable() -> None:
+    raw = (SAMPLES / "zoho-01.eml").read_bytes()
+    raw = raw.replace(b"Content-Transfer-Encoding: quoted-printable\n", b"")
+    uma = analyse_message(raw).results[0]
+    assert (uma.recipient, uma.status, uma.reply_code) == ("uma@example.org", "5.1.1", 550)
