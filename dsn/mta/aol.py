@@ -19,7 +19,8 @@ __all__ = ["parse"]
 
 _SENDER: Final = re.compile(r"@(?:[\w-]+\.)*aol\.com\b")
 _START: Final = re.compile(r"mail to the following recipients could not be delivered", re.I)
-_NAME: Final = re.compile(r"^<?([\w.+'-]+(?:@[\w-]+(?:\.[\w-]+)+)?)>?$")
+# A screen name or an address, alone on its line; never a word ending a sentence.
+_NAME: Final = re.compile(r"^<?([\w+'-](?:[\w.+'-]*[\w+'-])?(?:@[\w-]+(?:\.[\w-]+)+)?)>?$")
 
 
 def parse(mail: Mail) -> list[Found] | None:
@@ -34,9 +35,7 @@ def parse(mail: Mail) -> list[Found] | None:
     for line in lines[index + 1 :]:
         word = line.strip()
         if not word:
-            if names:
-                break
-            continue
+            continue  # names may be separated by blank lines
         match = _NAME.match(word)
         if match is None:
             if names:

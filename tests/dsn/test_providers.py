@@ -184,3 +184,11 @@ def test_zoho_lines_wrapped_by_undeclared_quoted_printable() -> None:
     raw = raw.replace(b"Content-Transfer-Encoding: quoted-printable\n", b"")
     uma = analyse_message(raw).results[0]
     assert (uma.recipient, uma.status, uma.reply_code) == ("uma@example.org", "5.1.1", 550)
+
+
+def test_aol_names_separated_by_blank_lines_and_a_closing_word() -> None:
+    raw = (SAMPLES / "aol-01.eml").read_bytes()
+    raw = raw.replace(b"     wendy1984\n", b"     wendy1984\n\n")
+    raw = raw.replace(b"If you believe", b"Thanks.\n\nIf you believe")
+    analysis = analyse_message(raw)
+    assert [r.recipient for r in analysis.results] == ["wendy1984@aol.com", "xavier@aol.com"]
