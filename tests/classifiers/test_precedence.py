@@ -26,6 +26,9 @@ H, S, P = Outcome.HARD, Outcome.SOFT, Outcome.POLICY
         ("5.7.1", StatusScope.GENERIC),
         ("5.7.13", StatusScope.GENERIC),
         ("5.7.27", StatusScope.GENERIC),
+        ("5.7.17", StatusScope.GENERIC),  # mailbox owner has changed (RFC 7293)
+        ("5.7.509", StatusScope.GENERIC),  # a vendor extension: the provider rules know it
+        ("5.7.23", StatusScope.MESSAGE),
         ("5.0.0", StatusScope.GENERIC),
         ("5.2.2", StatusScope.GENERIC),
         (None, StatusScope.GENERIC),
