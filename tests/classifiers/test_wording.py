@@ -68,6 +68,11 @@ CASES: list[tuple[str | None, str, Outcome, Reason]] = [
     (None, "452 4.5.3 Submission quota exceeded", P, Reason.RATE_LIMITED),
     (None, "550 5.7.1 Too many messages with the same Message-ID", P, Reason.RATE_LIMITED),
     (None, "450 4.7.1 Sending quota exceeded, try again later", P, Reason.RATE_LIMITED),
+    # sender throttles worded "try again later" under a 4.7.x policy status
+    (None, "421 4.7.0 Try again later, closing connection.", P, Reason.RATE_LIMITED),
+    (None, "451 4.7.1 Temporarily rejected. Try again later.", P, Reason.RATE_LIMITED),
+    (None, "451 4.3.0 Mail server temporarily rejected message.", S, Reason.SYSTEM_ERROR),
+    (None, "552 5.2.2 Message quota exceeded", S, Reason.MAILBOX_FULL),
     # transient states
     ("5.0.0", "Inbox is full", S, Reason.MAILBOX_FULL),
     ("5.0.0", "Delivery failed 20 attempts", S, Reason.EXPIRED),
