@@ -139,6 +139,13 @@ CASES: list[tuple[str | None, str, Outcome, Reason]] = [
         P,
         Reason.VIRUS_DETECTED,
     ),
+    (
+        "5.0.0",
+        "550 User unknown. This email has been scanned for spam and viruses.",
+        H,
+        Reason.USER_UNKNOWN,
+    ),
+    (None, "554 5.7.1 Message rejected as spam", P, Reason.SPAM_CONTENT),
     # not hard by itself
     ("5.0.0", "no valid recipients were found", S, Reason.UNCLASSIFIED),
     ("5.0.0", "mailer error", S, Reason.SYSTEM_ERROR),
