@@ -202,6 +202,11 @@ class RuleSet:
             given is None or (is_generic(given) and not is_generic(parsed.status))
         ):
             effective = parsed.status
+        # Postfix address verification: a transient refusal quoting the probe's permanent answer
+        # (the remote server said 550 5.1.1) is that permanent answer (diagnostic.py).
+        verified = parsed.verified_status
+        if verified is not None and (effective is None or effective.startswith("4.")):
+            effective, reply_code = verified, None
         # A reply found in the text must agree with the status class: a session transcript
         # ("Out: 250 2.1.0 Ok ... In: 550 5.1.1 ...") must not turn a failure into a success.
         reply = reply_code

@@ -99,6 +99,22 @@ CASES: list[tuple[str | None, str, Outcome, Reason]] = [
     ("5.0.0", "550 Message rejected", S, Reason.UNCLASSIFIED),
     ("5.0.0", "554 blocked", S, Reason.UNCLASSIFIED),
     ("5.0.0", "550 rejected", S, Reason.UNCLASSIFIED),
+    # Postfix address verification quoting the probe's permanent answer inside a 450
+    (
+        "4.1.1",
+        "450 4.1.1 <bob@example.com>: Recipient address rejected: undeliverable address: "
+        "host mx.example.com[192.0.2.1] said: 550 5.1.1 <bob@example.com>: User unknown "
+        "(in reply to RCPT TO command)",
+        H,
+        Reason.USER_UNKNOWN,
+    ),
+    (
+        "4.1.1",
+        "450 4.1.1 <bob@example.com>: Recipient address rejected: unverified address: "
+        "Address verification in progress",
+        S,
+        Reason.USER_UNKNOWN,
+    ),
     # a transient signal never yields hard
     (
         "4.1.1",
