@@ -693,17 +693,39 @@ def classify(
         out.print(f"{c.outcome} / {c.reason}  (rule {c.rule_id})")
 
 
+_SAMPLES_DIR = Path(__file__).resolve().parent.parent / "samples"
+
+
 @rules_app.command("check")
-def rules_check() -> None:
-    """Validate the rule files: ids, examples, sources, shadowing, reachability."""
+def rules_check(
+    samples: Annotated[
+        Path | None,
+        typer.Option(help="Golden samples to replay (default: the project's samples/)."),
+    ] = None,
+    replay: Annotated[
+        bool, typer.Option("--replay/--no-replay", help="Replay the golden samples.")
+    ] = True,
+) -> None:
+    """Validate the rule files (ids, examples, sources, shadowing, reachability) and replay the
+    golden samples: any changed golden outcome fails."""
     from classifiers import check_rules, default_rules
+    from dsn.golden import replay as replay_samples
 
     problems = check_rules(default_rules())
+    folder = samples if samples is not None else _SAMPLES_DIR
+    replayed = 0
+    if replay and (samples is not None or folder.is_dir()):
+        if not folder.is_dir():
+            err.print(f"[red]no samples folder {folder}")
+            raise typer.Exit(2)
+        problems += [f"golden {d}" for d in replay_samples(folder)]
+        replayed = sum(1 for _ in folder.rglob("*.eml"))
     for p in problems:
         err.print(f"[red]✗[/red] {p}")
     if problems:
         raise typer.Exit(1)
-    out.print(f"rules OK ({len(default_rules().rules)} rules)")
+    golden = f", {replayed} golden samples unchanged" if replayed else ""
+    out.print(f"rules OK ({len(default_rules().rules)} rules{golden})")
 
 
 # ------------------------------------------------------------------------------- signed tokens

@@ -6,7 +6,12 @@ Quirks handled (RFC 3464 §2.3.6 Diagnostic-Code, RFC 5321 §4.2 multi-line repl
   repeated code prefixes break phrases in two, also when a reporting MTA folded them into one line;
 - the reply code after "said:" (Postfix) or after "host ... [ip]:" (Exim) rather than at the start;
 - several statuses in one text ("5.1.0 - Unknown address error 550-'5.7.1 ... Access denied'"):
-  the first specific one (detail not 0) wins over a generic x.y.0.
+  the first specific one (detail not 0) wins over a generic x.y.0;
+- Postfix address verification (ADDRESS_VERIFICATION_README): smtpd answers with
+  ``unverified_recipient_reject_code`` (450 by default) and quotes the probe's result, so
+  "450 4.1.1 <rcpt>: Recipient address rejected: undeliverable address: host mx[...] said: 550
+  5.1.1 User unknown" carries the remote server's permanent answer inside a transient one
+  (``Diagnostic.verified_status``).
 """
 
 from __future__ import annotations
@@ -30,6 +35,10 @@ _REPLY_BEFORE_STATUS = re.compile(
 _TRANSCRIPT_REPLY = re.compile(r"<<<\s*([245]\d\d)(?=[\s-])")
 _CONTINUATION = re.compile(r"^\s*([245]\d\d)[ -](?:\s*#?[245]\.\d{1,3}\.\d{1,3}(?!\d|\.\d))?\s*")
 _SPACES = re.compile(r"\s+")
+_VERIFIED = re.compile(
+    r"(?:unverified|undeliverable) address: .{0,300}?said: 5\d\d[ -]#?(5\.\d{1,3}\.\d{1,3})(?!\d|\.\d)",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +48,8 @@ class Diagnostic:
     text: str  # whitespace collapsed, continuation prefixes removed, at most MAX_TEXT chars
     reply_code: int | None
     status: str | None
+    # the permanent status a Postfix address-verification probe got, quoted in a 4xx reply
+    verified_status: str | None = None
 
 
 def parse_status(value: str | None) -> str | None:
@@ -126,4 +137,6 @@ def normalise(diagnostic: str | None) -> Diagnostic:
         lead_status = _STATUS.match(codes_from, lead.end() + 1) if lead else None
         pair_status = lead_status.group(0) if lead_status else None
         text = _strip_repeats(text, reply, pair_status)
-    return Diagnostic(text[:MAX_TEXT], reply, status)
+    verified = _VERIFIED.search(codes_from)
+    verified_status = parse_status(verified.group(1)) if verified else None
+    return Diagnostic(text[:MAX_TEXT], reply, status, verified_status)

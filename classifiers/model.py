@@ -40,6 +40,7 @@ class Reason(StrEnum):
     SYSTEM_ERROR = "system_error"
     # about the sender
     RATE_LIMITED = "rate_limited"
+    GREYLISTED = "greylisted"  # soft: the server defers a first delivery attempt on purpose
     BLOCKED = "blocked"
     BAD_REPUTATION = "bad_reputation"
     SPAM_CONTENT = "spam_content"

@@ -42,6 +42,20 @@ MTA_SUFFIXES: dict[str, str] = {
     "barracudanetworks.com": "barracuda",
     "iphmx.com": "cisco",
     "messagelabs.com": "messagelabs",
+    "ionos.com": "ionos",
+    "ionos.de": "ionos",
+    "kundenserver.de": "ionos",
+    "perfora.net": "ionos",
+    "1and1.com": "ionos",
+    "secureserver.net": "godaddy",
+    "cox.net": "cox",
+    "charter.net": "spectrum",
+    "qq.com": "qq",
+    "163.com": "netease",
+    "126.com": "netease",
+    "t-online.de": "tonline",
+    "zoho.com": "zoho",
+    "zohomail.com": "zoho",
 }
 
 # exact recipient domains; families with many country domains are matched by their first label
@@ -67,6 +81,13 @@ DOMAINS: dict[str, str] = {
     "orange.fr": "orange",
     "wanadoo.fr": "orange",
     "free.fr": "free",
+    "cox.net": "cox",
+    "charter.net": "spectrum",
+    "qq.com": "qq",
+    "163.com": "netease",
+    "126.com": "netease",
+    "yeah.net": "netease",
+    "t-online.de": "tonline",
 }
 DOMAIN_FAMILIES: dict[str, str] = {
     "outlook": "microsoft",

@@ -10,6 +10,8 @@ in file-name order: provider files, then generic text, then the RFC 3463 / RFC 5
 Two guards sit outside the rules because a false hard bounce suppresses a real customer for good:
 a rule may only say ``hard`` with an address-level reason (``HARD_REASONS``), and a hard rule that
 matches a transient reply (4xx or 4.x.x) yields ``soft`` with the same reason and rule id.
+Between a specific enhanced status and a text rule about something else, ``precedence.py``
+decides (an address status is not overruled by text about the message, and the reverse).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from classifiers.model import (
     Outcome,
     Reason,
 )
+from classifiers.precedence import StatusScope, outranked, status_scope
 from classifiers.providers import detect_provider, provider_from_text
 
 RULES_DIR = Path(__file__).parent / "rules"
@@ -199,6 +202,11 @@ class RuleSet:
             given is None or (is_generic(given) and not is_generic(parsed.status))
         ):
             effective = parsed.status
+        # Postfix address verification: a transient refusal quoting the probe's permanent answer
+        # (the remote server said 550 5.1.1) is that permanent answer (diagnostic.py).
+        verified = parsed.verified_status
+        if verified is not None and (effective is None or effective.startswith("4.")):
+            effective, reply_code = verified, None
         # A reply found in the text must agree with the status class: a session transcript
         # ("Out: 250 2.1.0 Ok ... In: 550 5.1.1 ...") must not turn a failure into a success.
         reply = reply_code
@@ -212,6 +220,7 @@ class RuleSet:
         if provider is None and text:
             provider = provider_from_text(text)
         present = self._scanner.present(text)
+        scope = status_scope(effective)
         # Rule.matches inlined: this loop is the hot path of the whole pipeline.
         for rule in self.rules:
             if rule.provider and provider not in rule.provider:
@@ -230,6 +239,14 @@ class RuleSet:
                 if rule.anchors is not None and present.isdisjoint(rule.anchors):
                     continue
                 if rule.pattern.search(text) is None:
+                    continue
+                # A specific status outranks text about the other thing (precedence.py); a rule
+                # that names a status or a provider was written for that signal.
+                if (
+                    scope is not StatusScope.GENERIC
+                    and not (rule.status or rule.provider)
+                    and outranked(scope, rule.reason)
+                ):
                     continue
             if rule.outcome is Outcome.HARD and _is_transient(effective, reply):
                 return Classification(Outcome.SOFT, rule.reason, rule.id)
