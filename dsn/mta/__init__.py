@@ -21,6 +21,11 @@ Order, and why:
 3. Families identified by their own words, most specific first, so a generic family
    cannot claim a message a specific one understands better: ``gmail`` (Google sender
    and its phrases) before ``exim`` (Gmail copies Exim's X-Failed-Recipients header);
+   then the MTA families identified by their own template lines (parsers-b block):
+   ``apachejames`` (before ``qmail``: James' bounce reuses qmail-send's "I'm afraid I
+   wasn't able to deliver your message"), ``opensmtpd`` (bounce.c's notices),
+   ``dragonfly`` (dma), ``hmailserver`` (before ``exchange``, whose opening line it
+   shares), ``mdaemon`` (and SecurityGateway), ``fml`` (list manager refusals);
    ``postfix``, ``qmail`` (also Yahoo!), ``sendmail`` (also V5 sendmail and imitators);
    ``exchange`` (2003 and the Exchange 2007+/Office 365 text notices); ``domino``,
    ``notes``, ``mailmarshal``; ``imail`` (by its X-Mailer) and ``kddi`` (whose notices come
@@ -39,20 +44,26 @@ from dsn.mta import (
     activehunter,
     amavis,
     amazonses,
+    apachejames,
     barracuda,
     domino,
+    dragonfly,
     exchange,
     exim,
+    fml,
     gmail,
+    hmailserver,
     imail,
     kddi,
     mailfoundry,
     mailmarshal,
     mcafee,
+    mdaemon,
     mfilter,
     mimecast,
     mxlogic,
     notes,
+    opensmtpd,
     postfix,
     powermta,
     qmail,
@@ -94,6 +105,13 @@ PARSERS: Final[tuple[tuple[str, Parser], ...]] = (
     ("x4", x4.parse),
     ("x6", x6.parse),
     ("gmail", gmail.parse),
+    # MTA families (parsers-b)
+    ("apachejames", apachejames.parse),
+    ("opensmtpd", opensmtpd.parse),
+    ("dragonfly", dragonfly.parse),
+    ("hmailserver", hmailserver.parse),
+    ("mdaemon", mdaemon.parse),
+    ("fml", fml.parse),
     ("exim", exim.parse),
     ("postfix", postfix.parse),
     ("qmail", qmail.parse),

@@ -1,0 +1,229 @@
+"""MTA families with a template of their own (Apache James, OpenSMTPD, dma, hMailServer,
+MDaemon, fml, ...): each parser claims its golden sample with LF, CRLF and CR-only line
+endings, reads the recipient, status and reason, and declines a plain message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dsn import analyse_message
+from dsn.mail import read_mail
+from dsn.mta import PARSERS
+
+SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "bounce"
+
+# sample, parser, [(recipient, status, words the diagnostic must contain)]
+CASES: list[tuple[str, str, list[tuple[str, str | None, str]]]] = [
+    (
+        "apachejames-01.eml",
+        "apachejames",
+        [("quentin@example.org", "5.1.1", "Remote mail server told me: 550 5.1.1")],
+    ),
+    ("opensmtpd-01.eml", "opensmtpd", [("oscar@example.org", "5.1.1", "User unknown")]),
+    ("dragonfly-01.eml", "dragonfly", [("peggy@example.org", "5.1.1", "did not like our RCPT")]),
+    (
+        "hmailserver-01.eml",
+        "hmailserver",
+        [("rupert@example.org", "5.1.1", "Remote server replied: 550 5.1.1")],
+    ),
+    ("mdaemon-01.eml", "mdaemon", [("sybil@example.org", "5.1.1", "550 5.1.1 <sybil@")]),
+    ("fml-01.eml", "fml", [("neko-meeting@lists.example.org", None, "not a member")]),
+]
+ENDINGS = {"lf": b"\n", "crlf": b"\r\n", "cr": b"\r"}
+
+
+@pytest.mark.parametrize(("name", "mta", "expected"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("ending", list(ENDINGS))
+def test_parser_reads_its_format(
+    name: str, mta: str, expected: list[tuple[str, str | None, str]], ending: str
+) -> None:
+    raw = (SAMPLES / name).read_bytes().replace(b"\n", ENDINGS[ending])
+    analysis = analyse_message(raw)
+    assert analysis.mta == mta
+    assert analysis.kind == "bounce"
+    got = [(r.recipient, r.status) for r in analysis.results]
+    assert got == [(recipient, status) for recipient, status, _ in expected]
+    for result, (_, _, words) in zip(analysis.results, expected, strict=True):
+        assert words in result.diagnostic
+        assert result.action == "failed"
+
+
+PLAIN = b"""From: Alice <alice@example.org>
+To: news@example.com
+Subject: Re: Our June newsletter
+Content-Type: text/plain
+
+Thanks for the newsletter; please write to bob@example.org from now on.
+There was an error in the date, by the way.
+"""
+
+
+@pytest.mark.parametrize("mta", [c[1] for c in CASES])
+def test_parser_declines_a_plain_message(mta: str) -> None:
+    parser = dict(PARSERS)[mta]
+    assert parser(read_mail(PLAIN)) is None
+
+
+def _opensmtpd(notice: str, lines: str) -> bytes:
+    return (
+        "From: Mailer Daemon <MAILER-DAEMON@mx.example.net>\n"
+        "To: news@example.com\n"
+        "Subject: Delivery status notification\n"
+        "Content-Type: text/plain\n\n"
+        "    Hi!\n\n"
+        "    This is the MAILER-DAEMON, please DO NOT REPLY to this e-mail.\n\n"
+        f"{notice}\n\n{lines}\n\n"
+        "    Below is a copy of the original message:\n\n"
+        "To: someone@example.org\n"
+    ).encode()
+
+
+def test_opensmtpd_expired_envelope_is_a_failure_not_a_delay() -> None:
+    raw = _opensmtpd(
+        "    An error has occurred while attempting to deliver a message for\n"
+        "    the following list of recipients:",
+        "oscar@example.org: Envelope expired\nolivia@example.net: Envelope expired",
+    )
+    analysis = analyse_message(raw)
+    assert analysis.mta == "opensmtpd"
+    assert [(r.recipient, r.action, r.outcome, r.reason) for r in analysis.results] == [
+        ("oscar@example.org", "failed", "soft", "expired"),
+        ("olivia@example.net", "failed", "soft", "expired"),
+    ]
+
+
+def test_opensmtpd_delay_warning_is_a_delay() -> None:
+    raw = _opensmtpd(
+        "    A message is delayed for more than 4 hours for the following\n    list of recipients:",
+        "oscar@example.org: 421 4.7.0 Try again later",
+    )
+    analysis = analyse_message(raw)
+    assert analysis.mta == "opensmtpd"
+    assert analysis.kind == "delay"
+    assert [r.status for r in analysis.results] == ["4.7.0"]
+
+
+def test_opensmtpd_4_notice_names_one_recipient_and_its_reason() -> None:
+    raw = (
+        b"From: Mailer Daemon <MAILER-DAEMON@mx.example.net>\n"
+        b"To: news@example.com\nSubject: Delivery status notification\n\n"
+        b"Hi !\n\nThis is the MAILER-DAEMON, please DO NOT REPLY to this e-mail.\n"
+        b"An error has occurred while attempting to deliver a message.\n\n"
+        b"Recipient: oscar@example.org\nReason:\n550 5.1.1 No such user\n\n"
+        b"Below is a copy of the original message:\n\nTo: oscar@example.org\n"
+    )
+    analysis = analyse_message(raw)
+    assert analysis.mta == "opensmtpd"
+    assert [(r.recipient, r.status, r.outcome) for r in analysis.results] == [
+        ("oscar@example.org", "5.1.1", "hard")
+    ]
+
+
+def test_dragonfly_giving_up_is_an_expiry() -> None:
+    raw = (SAMPLES / "dragonfly-01.eml").read_bytes()
+    head, _, rest = raw.partition(b"mx.example.org [192.0.2.25] did not like our RCPT TO:\n")
+    _, _, tail = rest.partition(b"\n")
+    analysis = analyse_message(
+        head + b"Could not deliver for the last 432000 seconds. Giving up." + tail
+    )
+    assert analysis.mta == "dragonfly"
+    (result,) = analysis.results
+    assert (result.action, result.outcome, result.reason) == ("failed", "soft", "expired")
+
+
+def test_dragonfly_host_not_found_is_a_domain_failure() -> None:
+    raw = (SAMPLES / "dragonfly-01.eml").read_bytes()
+    head, _, rest = raw.partition(b"mx.example.org [192.0.2.25] did not like our RCPT TO:\n")
+    _, _, tail = rest.partition(b"\n")
+    analysis = analyse_message(head + b"DNS lookup failure: host example.org not found" + tail)
+    (result,) = analysis.results
+    assert (result.outcome, result.reason) == ("hard", "domain_unknown")
+
+
+JAMES_DSN_TEXT = b"""From: postmaster@mail.example.net
+To: news@example.com
+Subject: Re:Our June newsletter
+Message-ID: <1.2.3.JavaMail.james@mail.example.net>
+Content-Type: text/plain
+
+Hi. This is the James mail server at mail.example.net.
+I'm afraid I wasn't able to deliver your message to the following addresses.
+This is a permanent error; I've given up. Sorry it didn't work out.  Below
+I include the list of recipients and the reason why I was unable to deliver
+your message.
+
+Original email subject: Our June newsletter
+
+Failed recipient(s):
+quentin@example.org
+rachel@example.org
+
+Error message:
+550 5.1.1 No such user here
+
+"""
+
+
+def test_james_dsnbounce_layout_gives_the_error_to_every_failed_recipient() -> None:
+    analysis = analyse_message(JAMES_DSN_TEXT)
+    assert analysis.mta == "apachejames"  # not qmail, whose sentence James reuses
+    assert [(r.recipient, r.status, r.diagnostic) for r in analysis.results] == [
+        ("quentin@example.org", "5.1.1", "550 5.1.1 No such user here"),
+        ("rachel@example.org", "5.1.1", "550 5.1.1 No such user here"),
+    ]
+
+
+def test_james_notify_mailet_needs_a_james_mark() -> None:
+    raw = b"""From: postmaster@mail.example.net
+To: news@example.com
+Subject: [BOUNCE]
+Content-Type: text/plain
+
+Error message below:
+550 - Requested action not taken: no such user here
+
+Message details:
+  Subject: Our June newsletter
+  Sent date: Thu Jun 06 10:59:00 UTC 2024
+  MAIL FROM: news@example.com
+  RCPT TO: quentin@example.org
+  From: News <news@example.com>
+  To: quentin@example.org
+  Size (in bytes): 1024
+  Number of lines: 12
+"""
+    analysis = analyse_message(raw)
+    assert analysis.mta == "apachejames"
+    (result,) = analysis.results
+    assert (result.recipient, result.reply_code) == ("quentin@example.org", 550)
+    assert analyse_message(raw.replace(b"[BOUNCE]", b"Notice")).mta != "apachejames"
+
+
+def test_hmailserver_needs_its_own_record_lines() -> None:
+    # Exchange opens with the same sentence; only hMailServer writes these records.
+    raw = (SAMPLES / "hmailserver-01.eml").read_bytes()
+    for own in (b"   Error Type: SMTP\n", b"   hMailServer sent: RCPT TO:<rupert@example.org>\n"):
+        raw = raw.replace(own, b"")
+    raw = raw.replace(b"Remote server replied: ", b"").replace(b"\nhMailServer\n", b"\n")
+    assert analyse_message(raw).mta != "hmailserver"
+
+
+def test_mdaemon_finding_without_a_reply_explains_the_recipient() -> None:
+    raw = (SAMPLES / "mdaemon-01.eml").read_bytes()
+    head, _, _ = raw.partition(b" Sat 2024-06-08 12:59:51: Connection established")
+    raw = (
+        head + b" Sat 2024-06-08 12:59:51: *  Name server reports domain name unknown\n"
+        b"--- End Transcript ---\n"
+    )
+    analysis = analyse_message(raw)
+    assert analysis.mta == "mdaemon"
+    (result,) = analysis.results
+    assert result.recipient == "sybil@example.org"
+    assert result.diagnostic == "Name server reports domain name unknown"
+
+
+def test_fml_needs_its_list_server_header() -> None:
+    raw = (SAMPLES / "fml-01.eml").read_bytes().replace(b"X-MLServer: fml", b"X-MLServer: other")
+    assert analyse_message(raw).mta != "fml"
