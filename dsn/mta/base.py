@@ -230,7 +230,9 @@ def _previous_line(lines: list[str], index: int, floor: int) -> str:
     for back in range(index - 1, max(floor, index - 3), -1):
         candidate = lines[back].strip()
         if candidate:
-            if "@" in candidate or set(candidate) <= set("-=_*# "):
+            # A line ending in a colon introduces the list ("The following address(es)
+            # failed:"): it says which recipients follow, not why this one failed.
+            if "@" in candidate or set(candidate) <= set("-=_*# ") or candidate.endswith(":"):
                 return ""
             return candidate
     return ""

@@ -227,3 +227,83 @@ def test_mdaemon_finding_without_a_reply_explains_the_recipient() -> None:
 def test_fml_needs_its_list_server_header() -> None:
     raw = (SAMPLES / "fml-01.eml").read_bytes().replace(b"X-MLServer: fml", b"X-MLServer: other")
     assert analyse_message(raw).mta != "fml"
+
+
+def test_exim_dsn_without_diagnostic_code_takes_exims_own_words() -> None:
+    # Status 5.0.0 and no Diagnostic-Code: Exim's reason is the line under the address,
+    # not the sentence introducing the list.
+    analysis = analyse_message((SAMPLES / "exim-03.eml").read_bytes())
+    (result,) = analysis.results
+    assert (result.recipient, result.status) == ("victor@example.org", "5.0.0")
+    assert result.diagnostic == "Unrouteable address"
+
+
+def test_exim_3_block_reports_the_address_the_message_was_sent_to() -> None:
+    for ending in ENDINGS.values():
+        raw = (SAMPLES / "exim-04.eml").read_bytes().replace(b"\n", ending)
+        analysis = analyse_message(raw)
+        assert analysis.mta == "exim"
+        (result,) = analysis.results
+        assert result.recipient == "wendy@example.org"  # not the alias it expanded to
+        assert result.diagnostic == 'unrouteable mail domain "old.example.org"'
+
+
+EXIM_REWORDED = b"""From: postmaster@mx.example.net
+To: news@example.com
+Subject: Undeliverable message
+X-Failed-Recipients: victor@example.org
+Content-Type: text/plain
+
+Die Nachricht konnte nicht zugestellt werden.
+
+  victor@example.org
+    host mx.example.org [192.0.2.1]
+    SMTP error from remote mail server after RCPT TO:<victor@example.org>:
+    550 5.1.1 <victor@example.org>: Recipient address rejected: User unknown
+"""
+
+
+def test_exim_reworded_bounce_text_is_read_by_its_blocks() -> None:
+    analysis = analyse_message(EXIM_REWORDED)
+    assert analysis.mta == "exim"
+    (result,) = analysis.results
+    assert (result.recipient, result.status, result.reply_code) == (
+        "victor@example.org",
+        "5.1.1",
+        550,
+    )
+    assert result.diagnostic.startswith("host mx.example.org [192.0.2.1] SMTP error")
+
+
+def test_exim_blocks_need_the_failed_recipients_header_to_name_them() -> None:
+    raw = EXIM_REWORDED.replace(
+        b"X-Failed-Recipients: victor@example.org", b"X-Failed-Recipients: other@example.org"
+    )
+    assert analyse_message(raw).mta != "exim"
+
+
+def test_exim_delay_warning_blocks_are_delays() -> None:
+    raw = b"""From: Mail Delivery System <Mailer-Daemon@mx.example.net>
+To: news@example.com
+Subject: Warning: message 1sAbCd-000456-EF delayed 24 hours
+Content-Type: text/plain
+
+This message was created automatically by mail delivery software.
+
+A message that you sent has not yet been delivered to one or more of its
+recipients after more than 24 hours on the queue on mx.example.net.
+
+The address(es) which have not yet been delivered are:
+
+  victor@example.org
+    host mx.example.org [192.0.2.1]: Connection refused
+
+No action is required on your part. Delivery attempts will continue for
+some time, and this warning may be repeated at intervals if the message
+remains undelivered.
+"""
+    analysis = analyse_message(raw)
+    assert analysis.mta == "exim"
+    assert analysis.kind == "delay"
+    (result,) = analysis.results
+    assert result.diagnostic == "host mx.example.org [192.0.2.1]: Connection refused"
