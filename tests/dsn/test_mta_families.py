@@ -307,3 +307,36 @@ remains undelivered.
     assert analysis.kind == "delay"
     (result,) = analysis.results
     assert result.diagnostic == "host mx.example.org [192.0.2.1]: Connection refused"
+
+
+def test_v5_sendmail_host_unknown_names_its_recipient_without_brackets() -> None:
+    for ending in ENDINGS.values():
+        raw = (SAMPLES / "sendmail-04.eml").read_bytes().replace(b"\n", ending)
+        analysis = analyse_message(raw)
+        assert analysis.mta == "sendmail"
+        (result,) = analysis.results
+        assert (result.recipient, result.reply_code, result.outcome, result.reason) == (
+            "xavier@nosuch.example",
+            550,
+            "hard",
+            "domain_unknown",
+        )
+
+
+def test_v5_sendmail_host_verdict_without_address_takes_the_unsent_to() -> None:
+    raw = (SAMPLES / "sendmail-04.eml").read_bytes()
+    raw = raw.replace(
+        b"550 xavier@nosuch.example... Host unknown (Name server: nosuch.example: host not found)",
+        b"550 nosuch.example (tcp)... 550 Host unknown",
+    )
+    analysis = analyse_message(raw)
+    assert analysis.mta == "sendmail"
+    (result,) = analysis.results
+    assert (result.recipient, result.reply_code) == ("xavier@nosuch.example", 550)
+
+
+def test_sendmail_reports_the_address_an_alias_was_expanded_from() -> None:
+    analysis = analyse_message((SAMPLES / "sendmail-05.eml").read_bytes())
+    assert analysis.mta == "sendmail"
+    (result,) = analysis.results
+    assert (result.recipient, result.status) == ("yvonne@example.org", "5.1.1")
