@@ -340,3 +340,14 @@ def test_sendmail_reports_the_address_an_alias_was_expanded_from() -> None:
     assert analysis.mta == "sendmail"
     (result,) = analysis.results
     assert (result.recipient, result.status) == ("yvonne@example.org", "5.1.1")
+
+
+def test_qmail_blocks_are_each_recipients_whole_diagnostic() -> None:
+    for ending in ENDINGS.values():
+        raw = (SAMPLES / "qmail-02.eml").read_bytes().replace(b"\n", ending)
+        analysis = analyse_message(raw)
+        assert analysis.mta == "qmail"
+        assert [(r.recipient, r.status, r.diagnostic) for r in analysis.results] == [
+            ("zoe@example.net", None, "This address no longer accepts mail."),
+            ("amy@example.net", "5.1.1", "Sorry, no mailbox here by that name. vpopmail (#5.1.1)"),
+        ]
