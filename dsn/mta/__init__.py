@@ -25,8 +25,10 @@ Order, and why:
    ``apachejames`` (before ``qmail``: James' bounce reuses qmail-send's "I'm afraid I
    wasn't able to deliver your message"), ``opensmtpd`` (bounce.c's notices),
    ``dragonfly`` (dma), ``hmailserver`` (before ``exchange``, whose opening line it
-   shares), ``mdaemon`` (and SecurityGateway), ``fml`` (list manager refusals);
-   ``postfix``, ``qmail`` (also Yahoo!), ``sendmail`` (also V5 sendmail and imitators);
+   shares), ``mdaemon`` (and SecurityGateway), ``fml`` (list manager refusals),
+   ``messagingserver`` (Oracle/Sun text records, Netscape's "Mail System Error" notices
+   whose status part names no recipient), ``groupwise`` (GroupWise Internet Agent);
+   then ``exim``, ``postfix``, ``qmail`` (also Yahoo!), ``sendmail`` (also V5 sendmail and imitators);
    ``exchange`` (2003 and the Exchange 2007+/Office 365 text notices); ``domino``,
    ``notes``, ``mailmarshal``; ``imail`` (by its X-Mailer) and ``kddi`` (whose notices come
    from ``no-reply@`` with the subject "Mail", so only its own parser can claim them).
@@ -52,6 +54,7 @@ from dsn.mta import (
     exim,
     fml,
     gmail,
+    groupwise,
     hmailserver,
     imail,
     kddi,
@@ -59,6 +62,7 @@ from dsn.mta import (
     mailmarshal,
     mcafee,
     mdaemon,
+    messagingserver,
     mfilter,
     mimecast,
     mxlogic,
@@ -112,6 +116,8 @@ PARSERS: Final[tuple[tuple[str, Parser], ...]] = (
     ("hmailserver", hmailserver.parse),
     ("mdaemon", mdaemon.parse),
     ("fml", fml.parse),
+    ("messagingserver", messagingserver.parse),
+    ("groupwise", groupwise.parse),
     ("exim", exim.parse),
     ("postfix", postfix.parse),
     ("qmail", qmail.parse),

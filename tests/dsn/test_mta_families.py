@@ -30,6 +30,12 @@ CASES: list[tuple[str, str, list[tuple[str, str | None, str]]]] = [
     ),
     ("mdaemon-01.eml", "mdaemon", [("sybil@example.org", "5.1.1", "550 5.1.1 <sybil@")]),
     ("fml-01.eml", "fml", [("neko-meeting@lists.example.org", None, "not a member")]),
+    (
+        "messagingserver-01.eml",
+        "messagingserver",
+        [("abel@example.org", "5.1.1", "550 5.1.1 <abel@example.org>... User unknown")],
+    ),
+    ("groupwise-01.eml", "groupwise", [("bella@example.org", None, "User not on post office")]),
 ]
 ENDINGS = {"lf": b"\n", "crlf": b"\r\n", "cr": b"\r"}
 
@@ -351,3 +357,82 @@ def test_qmail_blocks_are_each_recipients_whole_diagnostic() -> None:
             ("zoe@example.net", None, "This address no longer accepts mail."),
             ("amy@example.net", "5.1.1", "Sorry, no mailbox here by that name. vpopmail (#5.1.1)"),
         ]
+
+
+ORACLE_TEXT = b"""From: Internet Mail Delivery <postmaster@ms.example.net>
+To: news@example.com
+Subject: Delivery Notification: Delivery has failed
+MIME-Version: 1.0
+Content-Type: text/plain; charset=us-ascii
+
+This report relates to a message you sent with the following header fields:
+
+  Message-id: <20240617150000.C0C0@mail.example.com>
+  Date: Mon, 17 Jun 2024 15:00:00 +0000
+  From: News <news@example.com>
+  To: carl@example.org
+  Subject: Our June newsletter
+
+Your message cannot be delivered to the following recipients:
+
+  Recipient address: carl.jones@mailhost.example.org
+  Original address: carl@example.org
+  Reason: Remote SMTP server has rejected address
+  Diagnostic code: smtp;550 5.1.1 <carl.jones@mailhost.example.org>... User unknown
+  Remote system: dns;mailhost.example.org (TCP|192.0.2.5|47323|192.0.2.6|25)
+    (mailhost.example.org ESMTP)
+"""
+
+
+def test_oracle_messaging_server_reports_the_original_address() -> None:
+    analysis = analyse_message(ORACLE_TEXT)
+    assert analysis.mta == "messagingserver"
+    (result,) = analysis.results
+    assert (result.recipient, result.status, result.reply_code, result.remote_mta) == (
+        "carl@example.org",
+        "5.1.1",
+        550,
+        "mailhost.example.org",
+    )
+    assert result.diagnostic.endswith("Remote SMTP server has rejected address")
+
+
+def test_netscape_reason_paragraph_explains_the_listed_recipients() -> None:
+    raw = b"""From: Mail Administrator <Postmaster@mail.example.net>
+To: news@example.com
+Subject: Mail System Error - Returned Mail
+Content-Type: text/plain
+
+This Message was undeliverable due to the following reason:
+
+The user(s) account is temporarily over quota.
+
+<abel@example.org>
+<ada@example.org>
+
+Please reply to Postmaster@mail.example.net
+if you feel this message to be in error.
+"""
+    analysis = analyse_message(raw)
+    assert analysis.mta == "messagingserver"
+    assert [(r.recipient, r.diagnostic, r.outcome) for r in analysis.results] == [
+        ("abel@example.org", "The user(s) account is temporarily over quota.", "soft"),
+        ("ada@example.org", "The user(s) account is temporarily over quota.", "soft"),
+    ]
+
+
+def test_groupwise_user_id_without_the_original_to_is_not_guessed() -> None:
+    raw = (
+        (SAMPLES / "groupwise-01.eml")
+        .read_bytes()
+        .replace(b"To: bella@example.org", b"To: someone@example.org")
+    )
+    assert analyse_message(raw).mta != "groupwise"
+    full = (
+        (SAMPLES / "groupwise-01.eml")
+        .read_bytes()
+        .replace(b"\tbella (User", b"\tbella@example.org (User")
+    )
+    analysis = analyse_message(full.replace(b"To: bella@example.org", b"To: x@example.org"))
+    assert analysis.mta == "groupwise"
+    assert [r.recipient for r in analysis.results] == ["bella@example.org"]
