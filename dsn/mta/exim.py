@@ -60,9 +60,11 @@ _START: Final = re.compile(
     re.M | re.I,
 )
 # The list itself begins after the line that introduces it.
+# (Exim 3 wrote "The address to which the message has not yet been delivered is:".)
 _LIST: Final = re.compile(
     r"^.*(?:address\(es\) failed|address\(es\) which have not yet been delivered"
-    r"|address\(es\))[^\n]*:?[ \t]*$",
+    r"|address\(es\)|address(?:es)? to which the message has not yet been delivered)"
+    r"[^\n]*:?[ \t]*$",
     re.M | re.I,
 )
 _BLOCK_HEAD: Final = re.compile(r"^  (?! )(\S[^\n]*?)[ \t]*$")

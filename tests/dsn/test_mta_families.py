@@ -4,11 +4,12 @@ endings, reads the recipient, status and reason, and declines a plain message.""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
-from dsn import analyse_message
+from dsn import MAX_RECIPIENTS, analyse_message
 from dsn.mail import read_mail
 from dsn.mta import PARSERS
 
@@ -436,3 +437,91 @@ def test_groupwise_user_id_without_the_original_to_is_not_guessed() -> None:
     analysis = analyse_message(full.replace(b"To: bella@example.org", b"To: x@example.org"))
     assert analysis.mta == "groupwise"
     assert [r.recipient for r in analysis.results] == ["bella@example.org"]
+
+
+def test_exim_3_delay_warning_for_one_address() -> None:
+    raw = b"""From: Mail Delivery System <Mailer-Daemon@mx.example.net>
+To: news@example.com
+Subject: Warning: message 17aBcD-0001xY-00 delayed 24 hours
+Content-Type: text/plain
+
+This message was created automatically by mail delivery software (Exim).
+
+A message that you sent has not yet been delivered to all of its recipients
+after more than 24 hours on the queue on mx.example.net.
+
+The address to which the message has not yet been delivered is:
+
+  victor@example.org
+    Delay reason: SMTP error from remote mailer after end of data:
+    host mx.example.org [192.0.2.1]: 451 4.3.0 Temporary failure
+
+No action is required on your part. Delivery attempts will continue for
+some time, and this warning may be repeated at intervals if the message
+remains undelivered.
+"""
+    analysis = analyse_message(raw)
+    assert (analysis.mta, analysis.kind) == ("exim", "delay")
+    assert [(r.recipient, r.status) for r in analysis.results] == [("victor@example.org", "4.3.0")]
+
+
+def _bomb(head: bytes, line: bytes, count: int) -> bytes:
+    return head + b"".join(line % i for i in range(count))
+
+
+BOMBS: dict[str, bytes] = {
+    "opensmtpd": _bomb(
+        b"From: MAILER-DAEMON@mx.example.net\nSubject: Delivery status notification\n\n"
+        b"    This is the MAILER-DAEMON, please DO NOT REPLY to this e-mail.\n\n",
+        b"u%d@example.org: 550 5.1.1 unknown\n",
+        100_000,
+    ),
+    "hmailserver": _bomb(
+        b"From: mailer-daemon@mx.example.net\nSubject: Message undeliverable\n\n"
+        b"The following recipient(s) could not be reached:\n\n",
+        b"u%d@example.org\n   Error Type: SMTP\n   Remote server replied: 550 5.1.1 unknown\n\n",
+        60_000,
+    ),
+    "mdaemon": _bomb(
+        b"From: MDaemon@example.net\nSubject: Permanent Delivery Failure\nX-MDDSN-Message: Yes\n\n"
+        b"--- Session Transcript ---\n",
+        b" Sat 2024-06-08 12:59:51: --> RCPT To:<u%d@example.org>\n"
+        b" Sat 2024-06-08 12:59:51: <-- 550 5.1.1 unknown\n",
+        100_000,
+    ),
+    "exim": _bomb(
+        b"From: Mailer-Daemon@mx.example.net\nSubject: Mail delivery failed\n\n"
+        b"This message was created automatically by mail delivery software.\n\n"
+        b"The following address(es) failed:\n\n",
+        b"  u%d@example.org\n    550 5.1.1 unknown\n",
+        100_000,
+    ),
+    "qmail": _bomb(
+        b"From: MAILER-DAEMON@mx.example.net\nSubject: failure notice\n\n"
+        b"Hi. This is the qmail-send program at mx.example.net.\n\n",
+        b"<u%d@example.org>:\nSorry, no mailbox here by that name. (#5.1.1)\n\n",
+        100_000,
+    ),
+    "messagingserver": _bomb(
+        b"From: postmaster@ms.example.net\nSubject: Delivery Notification\n\n"
+        b"This report relates to a message you sent with the following header fields:\n\n",
+        b"  Recipient address: u%d@example.org\n  Reason: Remote SMTP server has rejected\n",
+        100_000,
+    ),
+    "sendmail": _bomb(
+        b"From: MAILER-DAEMON@mx.example.net\nSubject: Returned mail: User unknown\n\n"
+        b"   ----- Transcript of session follows -----\n",
+        b"550 u%d@example.org... User unknown\n",
+        100_000,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", BOMBS)
+def test_record_bombs_parse_in_bounded_cpu_time(name: str) -> None:
+    started = time.process_time()
+    analysis = analyse_message(BOMBS[name])
+    assert time.process_time() - started < 2.0
+    assert analysis.mta == name
+    assert 1 <= len(analysis.results) <= MAX_RECIPIENTS
+    assert len(analysis.results[0].diagnostic) <= 1000
