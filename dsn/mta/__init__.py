@@ -27,7 +27,8 @@ Order, and why:
    ``dragonfly`` (dma), ``hmailserver`` (before ``exchange``, whose opening line it
    shares), ``mdaemon`` (and SecurityGateway), ``fml`` (list manager refusals),
    ``messagingserver`` (Oracle/Sun text records, Netscape's "Mail System Error" notices
-   whose status part names no recipient), ``groupwise`` (GroupWise Internet Agent);
+   whose status part names no recipient), ``groupwise`` (GroupWise Internet Agent),
+   ``smail`` (Smail 3's section banners, kept by T-Online's mailer);
    then ``exim``, ``postfix``, ``qmail`` (also Yahoo!), ``sendmail`` (also V5 sendmail and imitators);
    ``exchange`` (2003 and the Exchange 2007+/Office 365 text notices); ``domino``,
    ``notes``, ``mailmarshal``; ``imail`` (by its X-Mailer) and ``kddi`` (whose notices come
@@ -73,6 +74,7 @@ from dsn.mta import (
     qmail,
     rfc3464,
     sendmail,
+    smail,
     smartermail,
     surfcontrol,
     trendmicro,
@@ -118,6 +120,7 @@ PARSERS: Final[tuple[tuple[str, Parser], ...]] = (
     ("fml", fml.parse),
     ("messagingserver", messagingserver.parse),
     ("groupwise", groupwise.parse),
+    ("smail", smail.parse),
     ("exim", exim.parse),
     ("postfix", postfix.parse),
     ("qmail", qmail.parse),

@@ -37,6 +37,7 @@ CASES: list[tuple[str, str, list[tuple[str, str | None, str]]]] = [
         [("abel@example.org", "5.1.1", "550 5.1.1 <abel@example.org>... User unknown")],
     ),
     ("groupwise-01.eml", "groupwise", [("bella@example.org", None, "User not on post office")]),
+    ("smail-01.eml", "smail", [("edith@example.de", "5.2.2", "Quota exceeded")]),
 ]
 ENDINGS = {"lf": b"\n", "crlf": b"\r\n", "cr": b"\r"}
 
@@ -525,3 +526,28 @@ def test_record_bombs_parse_in_bounded_cpu_time(name: str) -> None:
     assert analysis.mta == name
     assert 1 <= len(analysis.results) <= MAX_RECIPIENTS
     assert len(analysis.results[0].diagnostic) <= 1000
+
+
+def test_smail_reason_on_the_address_line_and_from_the_message_log() -> None:
+    raw = b"""From: MAILER-DAEMON@mail.example.net
+To: news@example.com
+Subject: mail failed, returning to sender
+
+|------------------------- Message log follows: -------------------------|
+ <gustav@example.net> ... error: 550 5.1.1 mailbox unavailable
+|------------------------- Failed addresses follow: ---------------------|
+ gustav@example.net
+ frieda@example.net ... unknown user
+|------------------------- Message text follows: ------------------------|
+From: news@example.com
+"""
+    analysis = analyse_message(raw)
+    assert analysis.mta == "smail"
+    assert [(r.recipient, r.status, r.diagnostic) for r in analysis.results] == [
+        (
+            "gustav@example.net",
+            "5.1.1",
+            "<gustav@example.net> ... error: 550 5.1.1 mailbox unavailable",
+        ),
+        ("frieda@example.net", None, "unknown user"),
+    ]
