@@ -28,7 +28,9 @@ Order, and why:
    shares), ``mdaemon`` (and SecurityGateway), ``fml`` (list manager refusals),
    ``messagingserver`` (Oracle/Sun text records, Netscape's "Mail System Error" notices
    whose status part names no recipient), ``groupwise`` (GroupWise Internet Agent),
-   ``smail`` (Smail 3's section banners, kept by T-Online's mailer);
+   ``smail`` (Smail 3's section banners, kept by T-Online's mailer), ``smtpsvc``
+   (IIS SMTP service notices without a status part), ``legacy`` (LSMTP, E500, a 1990s
+   university mailer, MessageSwitch/Symantec delay warnings);
    then ``exim``, ``postfix``, ``qmail`` (also Yahoo!), ``sendmail`` (also V5 sendmail and imitators);
    ``exchange`` (2003 and the Exchange 2007+/Office 365 text notices); ``domino``,
    ``notes``, ``mailmarshal``; ``imail`` (by its X-Mailer) and ``kddi`` (whose notices come
@@ -59,6 +61,7 @@ from dsn.mta import (
     hmailserver,
     imail,
     kddi,
+    legacy,
     mailfoundry,
     mailmarshal,
     mcafee,
@@ -76,6 +79,7 @@ from dsn.mta import (
     sendmail,
     smail,
     smartermail,
+    smtpsvc,
     surfcontrol,
     trendmicro,
     x1,
@@ -121,6 +125,8 @@ PARSERS: Final[tuple[tuple[str, Parser], ...]] = (
     ("messagingserver", messagingserver.parse),
     ("groupwise", groupwise.parse),
     ("smail", smail.parse),
+    ("smtpsvc", smtpsvc.parse),
+    ("legacy", legacy.parse),
     ("exim", exim.parse),
     ("postfix", postfix.parse),
     ("qmail", qmail.parse),

@@ -38,6 +38,8 @@ CASES: list[tuple[str, str, list[tuple[str, str | None, str]]]] = [
     ),
     ("groupwise-01.eml", "groupwise", [("bella@example.org", None, "User not on post office")]),
     ("smail-01.eml", "smail", [("edith@example.de", "5.2.2", "Quota exceeded")]),
+    ("smtpsvc-01.eml", "smtpsvc", [("jack@example.org", None, "could not be delivered")]),
+    ("legacy-01.eml", "legacy", [("ida@example.org", "5.1.1", "User unknown")]),
 ]
 ENDINGS = {"lf": b"\n", "crlf": b"\r\n", "cr": b"\r"}
 
@@ -550,4 +552,42 @@ From: news@example.com
             "<gustav@example.net> ... error: 550 5.1.1 mailbox unavailable",
         ),
         ("frieda@example.net", None, "unknown user"),
+    ]
+
+
+def test_legacy_delay_warnings_never_fail_a_recipient() -> None:
+    raw = b"""From: postmaster@gw.example.org
+To: news@example.com
+Subject: Delivery delayed
+Content-Type: text/plain
+
+Your message to <kim@example.org> could not be delivered yet:
+451 4.4.1 Connection timed out
+
+This is just a warning, you do not need to take any action.
+"""
+    analysis = analyse_message(raw)
+    assert analysis.mta == "legacy"
+    assert analysis.kind == "delay"
+    assert [(r.recipient, r.action) for r in analysis.results] == [("kim@example.org", "delayed")]
+
+
+def test_university_mailer_error_detail_explains_every_recipient() -> None:
+    raw = b"""From: MAILER-DAEMON@mta1.example.edu
+To: news@example.com
+Subject: Undeliverable mail
+
+Message not delivered to the following addresses:
+
+    lou@example.edu
+    max@example.edu
+
+Error detail:
+    550 5.1.1 User unknown
+"""
+    analysis = analyse_message(raw)
+    assert analysis.mta == "legacy"
+    assert [(r.recipient, r.status) for r in analysis.results] == [
+        ("lou@example.edu", "5.1.1"),
+        ("max@example.edu", "5.1.1"),
     ]
