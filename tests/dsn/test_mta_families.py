@@ -40,6 +40,7 @@ CASES: list[tuple[str, str, list[tuple[str, str | None, str]]]] = [
     ("smail-01.eml", "smail", [("edith@example.de", "5.2.2", "Quota exceeded")]),
     ("smtpsvc-01.eml", "smtpsvc", [("jack@example.org", None, "could not be delivered")]),
     ("legacy-01.eml", "legacy", [("ida@example.org", "5.1.1", "User unknown")]),
+    ("courier-02.eml", "courier", [("lena@example.org", "5.1.1", "550 5.1.1 <lena@")]),
 ]
 ENDINGS = {"lf": b"\n", "crlf": b"\r\n", "cr": b"\r"}
 
@@ -591,3 +592,17 @@ Error detail:
         ("lou@example.edu", "5.1.1"),
         ("max@example.edu", "5.1.1"),
     ]
+
+
+def test_courier_delay_section_is_a_delay() -> None:
+    raw = (SAMPLES / "courier-02.eml").read_bytes()
+    raw = raw.replace(b"UNDELIVERABLE MAIL", b"DELAYS IN DELIVERING YOUR MESSAGE").replace(
+        b"<<< 550 5.1.1", b"<<< 451 4.7.1"
+    )
+    analysis = analyse_message(raw)
+    assert (analysis.mta, analysis.kind) == ("courier", "delay")
+    assert [(r.recipient, r.status) for r in analysis.results] == [("lena@example.org", "4.7.1")]
+
+
+def test_courier_report_with_a_status_part_stays_with_rfc3464() -> None:
+    assert analyse_message((SAMPLES / "courier-01.eml").read_bytes()).mta == "rfc3464"
