@@ -14,6 +14,13 @@ qmail's own reasons end in a status in parentheses ("Sorry, no mailbox here by t
 adds "I'm not going to try again; this message has been in the queue too long.".  The block
 is the recipient's whole diagnostic: the paragraph above it ("This is a permanent error")
 is not.  The report ends at "--- Below this line is a copy of the message.".
+
+That layout is a published format, QSBMF (cr.yp.to/proto/qsbmf.txt): an intro paragraph
+beginning "Hi. This is the", recipient paragraphs beginning ``<addr>:``, a break paragraph
+beginning "---".  Other programs write it with an intro of their own ("Hi. The MTA program
+at", "This is the mail delivery agent at", "Unfortunately, your mail was not delivered",
+"We're sorry. There's a problem"); with such an intro, only the recipient paragraphs are
+read (no prose scanning).
 """
 
 from __future__ import annotations
@@ -33,14 +40,22 @@ _MARKER: Final = re.compile(
     r"|^I'm afraid I wasn't able to deliver your message",
     re.M | re.I,
 )
-_BLOCK_HEAD: Final = re.compile(rf"^<{ADDRESS.pattern}>:[ \t]*$")
+_QSBMF_INTRO: Final = re.compile(
+    r"^(?:Hi\. This is the |Hi\. The MTA program at |This is the mail delivery agent at "
+    r"|Unfortunately, your mail was not delivered|We're sorry\. There's a problem)",
+    re.M,
+)
+# "<addr>:" alone (qmail-send) or followed by the reason (QSBMF allows both).
+_BLOCK_HEAD: Final = re.compile(rf"^<{ADDRESS.pattern}>:[ \t]*(.*?)[ \t]*$")
 _REASON_LINES: Final = 12
 
 
 def parse(mail: Mail) -> list[Found] | None:
-    if not _MARKER.search(mail.text):
-        return None
-    return _blocks(mail) or parse_text_report(mail)
+    if _MARKER.search(mail.text):
+        return _blocks(mail) or parse_text_report(mail)
+    if _QSBMF_INTRO.search(mail.text):
+        return _blocks(mail)
+    return None
 
 
 def _blocks(mail: Mail) -> list[Found] | None:
@@ -55,7 +70,7 @@ def _blocks(mail: Mail) -> list[Found] | None:
             if addr is not None and addr not in found and len(found) < MAX_RECIPIENTS:
                 current = addr
                 found[addr] = Found(recipient=addr)
-                reasons[addr] = []
+                reasons[addr] = [head.group(2)] if head.group(2) else []
             continue
         if current is None:
             continue

@@ -606,3 +606,28 @@ def test_courier_delay_section_is_a_delay() -> None:
 
 def test_courier_report_with_a_status_part_stays_with_rfc3464() -> None:
     assert analyse_message((SAMPLES / "courier-01.eml").read_bytes()).mta == "rfc3464"
+
+
+QSBMF_OTHER_INTRO = b"""From: MAILER-DAEMON@mx.example.net
+To: news@example.com
+Subject: failure notice
+
+Unfortunately, your mail was not delivered to everyone.
+
+<nora@example.org>: 550 5.1.1 No such user
+
+--- Below this line is a copy of the message.
+"""
+
+
+def test_qsbmf_with_another_intro_is_read_by_its_recipient_paragraphs() -> None:
+    analysis = analyse_message(QSBMF_OTHER_INTRO)
+    assert analysis.mta == "qmail"
+    assert [(r.recipient, r.status, r.diagnostic) for r in analysis.results] == [
+        ("nora@example.org", "5.1.1", "550 5.1.1 No such user")
+    ]
+
+
+def test_qsbmf_intro_without_recipient_paragraphs_is_not_claimed() -> None:
+    raw = QSBMF_OTHER_INTRO.replace(b"<nora@example.org>: ", b"nora@example.org said ")
+    assert analyse_message(raw).mta != "qmail"
