@@ -17,10 +17,9 @@ is not.  The report ends at "--- Below this line is a copy of the message.".
 
 That layout is a published format, QSBMF (cr.yp.to/proto/qsbmf.txt): an intro paragraph
 beginning "Hi. This is the", recipient paragraphs beginning ``<addr>:``, a break paragraph
-beginning "---".  Other programs write it with an intro of their own ("Hi. The MTA program
-at", "This is the mail delivery agent at", "Unfortunately, your mail was not delivered",
-"We're sorry. There's a problem"); with such an intro, only the recipient paragraphs are
-read (no prose scanning).
+beginning "---".  Other programs write it ("Hi. This is the mail transport program at",
+"Hi. The MTA program at"); for them only the recipient paragraphs are read (no prose
+scanning).
 """
 
 from __future__ import annotations
@@ -40,11 +39,9 @@ _MARKER: Final = re.compile(
     r"|^I'm afraid I wasn't able to deliver your message",
     re.M | re.I,
 )
-_QSBMF_INTRO: Final = re.compile(
-    r"^(?:Hi\. This is the |Hi\. The MTA program at |This is the mail delivery agent at "
-    r"|Unfortunately, your mail was not delivered|We're sorry\. There's a problem)",
-    re.M,
-)
+# The other openings seen with qmail's records ("This is the mail delivery agent at", ...)
+# are ``x4``'s, which asks this parser first.
+_QSBMF_INTRO: Final = re.compile(r"^(?:Hi\. This is the |Hi\. The MTA program at )", re.M)
 # "<addr>:" alone (qmail-send) or followed by the reason (QSBMF allows both).
 _BLOCK_HEAD: Final = re.compile(rf"^<{ADDRESS.pattern}>:[ \t]*(.*?)[ \t]*$")
 _REASON_LINES: Final = 12

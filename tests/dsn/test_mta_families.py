@@ -612,7 +612,7 @@ QSBMF_OTHER_INTRO = b"""From: MAILER-DAEMON@mx.example.net
 To: news@example.com
 Subject: failure notice
 
-Unfortunately, your mail was not delivered to everyone.
+Hi. The MTA program at mx.example.net could not deliver your message.
 
 <nora@example.org>: 550 5.1.1 No such user
 
