@@ -249,13 +249,14 @@ def test_exim_dsn_without_diagnostic_code_takes_exims_own_words() -> None:
     assert result.diagnostic == "Unrouteable address"
 
 
-def test_exim_3_block_reports_the_address_the_message_was_sent_to() -> None:
+def test_exim_3_block_reports_the_forwarding_target_as_written() -> None:
+    # The corpus labels expect the address Exim names (see exim.py's docstring).
     for ending in ENDINGS.values():
         raw = (SAMPLES / "exim-04.eml").read_bytes().replace(b"\n", ending)
         analysis = analyse_message(raw)
         assert analysis.mta == "exim"
         (result,) = analysis.results
-        assert result.recipient == "wendy@example.org"  # not the alias it expanded to
+        assert result.recipient == "wendy@old.example.org"
         assert result.diagnostic == 'unrouteable mail domain "old.example.org"'
 
 
@@ -631,3 +632,32 @@ def test_qsbmf_with_another_intro_is_read_by_its_recipient_paragraphs() -> None:
 def test_qsbmf_intro_without_recipient_paragraphs_is_not_claimed() -> None:
     raw = QSBMF_OTHER_INTRO.replace(b"<nora@example.org>: ", b"nora@example.org said ")
     assert analyse_message(raw).mta != "qmail"
+
+
+def test_exim_undisclosed_address_and_reason_on_the_address_line() -> None:
+    raw = b"""From: Mail Delivery System <Mailer-Daemon@mx.example.net>
+To: postmaster@example.com
+Subject: Mail delivery failed
+X-Failed-Recipients: sue@example.org, tim@example.org
+
+This message was created automatically by mail delivery software.
+
+A message sent by
+
+  <news@example.com>
+
+could not be delivered to one or more of its recipients. The following
+address(es) failed:
+
+  an undisclosed address
+    (generated from sue@example.org)
+    mailbox is full: retry timeout exceeded
+
+  tim@example.org: 550 5.1.1 unknown user
+"""
+    analysis = analyse_message(raw)
+    assert analysis.mta == "exim"
+    assert [(r.recipient, r.diagnostic) for r in analysis.results] == [
+        ("sue@example.org", "mailbox is full: retry timeout exceeded"),
+        ("tim@example.org", "550 5.1.1 unknown user"),
+    ]
