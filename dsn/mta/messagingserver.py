@@ -16,7 +16,10 @@ or a paragraph of reason ("The user(s) account is temporarily over quota.", "You
 was not delivered within 5 days: Host example.org is not responding.") and the recipients
 as ``<addr>`` lines; it ends with "Please reply to Postmaster@host if you feel this message
 to be in error.".  NMS 3.6 sends this in a ``multipart/report`` whose status part names no
-recipient, which ``rfc3464`` declines.
+recipient, which ``rfc3464`` declines.  Some of its notices (and other mailers of its time)
+keep only "The following recipients did not receive this message:" and the ``<addr>``
+lines below it; that heading, with recipients in angle brackets on lines of their own
+under it, is read the same way.
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ _FIELD: Final = re.compile(
     re.I,
 )
 _ANGLE_LINE: Final = re.compile(rf"^[ \t]*<{ADDRESS.pattern}>[ \t]*$")
+_DID_NOT_RECEIVE: Final = re.compile(
+    r"^[ \t]*The following recipients did not receive this message:[ \t]*$", re.M | re.I
+)
 _NETSCAPE_END: Final = re.compile(r"^[ \t]*Please reply to ", re.M | re.I)
 # Lines of the Netscape reason paragraph that only introduce the recipient list.
 _LIST_INTRO: Final = re.compile(
@@ -56,10 +62,13 @@ def parse(mail: Mail) -> list[Found] | None:
     if _ORACLE.search(mail.text):
         return _records(mail, mail.text)
     match = _NETSCAPE.search(mail.text)
-    if match is None:
-        return None
-    text = section(mail.text[match.start() :], _NETSCAPE, _NETSCAPE_END)
-    return _records(mail, text) or _angle_list(mail, text)
+    if match is not None:
+        text = section(mail.text[match.start() :], _NETSCAPE, _NETSCAPE_END)
+        return _records(mail, text) or _angle_list(mail, text)
+    if _DID_NOT_RECEIVE.search(mail.text):
+        # Netscape's list heading without its opening line: the text above explains.
+        return _angle_list(mail, section(mail.text, None, _NETSCAPE_END))
+    return None
 
 
 def _records(mail: Mail, text: str) -> list[Found] | None:

@@ -661,3 +661,26 @@ address(es) failed:
         ("sue@example.org", "mailbox is full: retry timeout exceeded"),
         ("tim@example.org", "550 5.1.1 unknown user"),
     ]
+
+
+def test_netscape_recipient_list_heading_alone() -> None:
+    raw = b"""From: postmaster@mail.example.net
+To: news@example.com
+Subject: Returned mail
+Content-Type: text/plain
+
+Your message was not delivered within 5 days:
+Host mx.example.org is not responding.
+
+The following recipients did not receive this message:
+
+     <olga@example.org>
+
+Please reply to postmaster@mail.example.net
+if you feel this message to be in error.
+"""
+    analysis = analyse_message(raw)
+    assert analysis.mta == "messagingserver"
+    (result,) = analysis.results
+    assert result.recipient == "olga@example.org"
+    assert result.diagnostic.startswith("Your message was not delivered within 5 days:")
