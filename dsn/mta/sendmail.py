@@ -51,6 +51,7 @@ _MARKER: Final = re.compile(
 _END: Final = re.compile(
     r"^[ \t]*-{3,}[ \t]*(?:Original message|Unsent message|Returned message)", re.M | re.I
 )
+_BANNER: Final = re.compile(r"-{3,}[ \t]*[A-Z][A-Za-z ]{3,60}?[ \t]*-{3,}")
 _SESSION: Final = re.compile(r"^\s*While talking to\b", re.I)
 _RCPT_COMMAND: Final = re.compile(r"^\s*>>>\s*RCPT\s+TO:\s*<([^>]+)>", re.I)
 _HOST_VERDICT: Final = re.compile(r"^\s*[245]\d\d [^\s<]+ \(\w+\)\.\.\.")
@@ -78,6 +79,9 @@ def parse(mail: Mail) -> list[Found] | None:
     if found:
         _add_remote_replies(report, found)
         _report_expanded_from(report, found)
+        for entry in found:
+            # The section banners a recipient's lines run into are not its explanation.
+            entry.diagnostic = " ".join(_BANNER.sub(" ", entry.diagnostic).split())
     return found or None
 
 
