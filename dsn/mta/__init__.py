@@ -24,7 +24,7 @@ Order, and why:
    then the MTA families identified by their own template lines (parsers-b block):
    ``apachejames`` (before ``qmail``: James' bounce reuses qmail-send's "I'm afraid I
    wasn't able to deliver your message"), ``opensmtpd`` (bounce.c's notices),
-   ``courier`` (its notice without the status part),
+   ``courier`` (its notice without the status part), ``communigate`` (CommuniGate Pro),
    ``dragonfly`` (dma), ``hmailserver`` (before ``exchange``, whose opening line it
    shares), ``mdaemon`` (and SecurityGateway), ``fml`` (list manager refusals),
    ``messagingserver`` (Oracle/Sun text records, Netscape's "Mail System Error" notices
@@ -52,6 +52,7 @@ from dsn.mta import (
     amazonses,
     apachejames,
     barracuda,
+    communigate,
     courier,
     domino,
     dragonfly,
@@ -121,6 +122,7 @@ PARSERS: Final[tuple[tuple[str, Parser], ...]] = (
     ("apachejames", apachejames.parse),
     ("opensmtpd", opensmtpd.parse),
     ("courier", courier.parse),
+    ("communigate", communigate.parse),
     ("dragonfly", dragonfly.parse),
     ("hmailserver", hmailserver.parse),
     ("mdaemon", mdaemon.parse),

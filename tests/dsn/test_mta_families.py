@@ -41,6 +41,14 @@ CASES: list[tuple[str, str, list[tuple[str, str | None, str]]]] = [
     ("smtpsvc-01.eml", "smtpsvc", [("jack@example.org", None, "could not be delivered")]),
     ("legacy-01.eml", "legacy", [("ida@example.org", "5.1.1", "User unknown")]),
     ("courier-02.eml", "courier", [("lena@example.org", "5.1.1", "550 5.1.1 <lena@")]),
+    (
+        "communigate-01.eml",
+        "communigate",
+        [
+            ("mona@example.org", "5.1.1", "SMTP module(domain example.org) reports:"),
+            ("ned@example.net", None, "account is full (quota exceeded)"),
+        ],
+    ),
 ]
 ENDINGS = {"lf": b"\n", "crlf": b"\r\n", "cr": b"\r"}
 
