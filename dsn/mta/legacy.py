@@ -9,6 +9,11 @@ lines are each writer's own):
 * a university mailer of the 1990s (Yale, UC Irvine): "Message not delivered to the
   following addresses:", one address per line, the reason for all of them under "Error
   detail";
+* a mail server of ISPs of the 2000s (Telia among them): "- These recipients of your
+  message have been processed by the mail server:", then one record per recipient in the
+  RFC 3464 vocabulary, ``addr; Failed; 5.1.1 (bad destination mailbox address)``, with the
+  remote server's words indented below it ("Remote MTA mx.example.org: SMTP diagnostic:
+  552 ...", " - SMTP protocol diagnostic: 554 ...");
 * delay warnings that say so before or after the recipients: MessageSwitch's "This is just
   a warning, you do not need to take any action" and Symantec's gateway's "Delivery attempts
   will continue to be made" -- delays, never failures.
@@ -20,8 +25,10 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
+from dsn.address import normalise_address
 from dsn.mail import Mail
-from dsn.mta.base import Found, bounce_own_addresses, scan_text, section
+from dsn.model import MAX_RECIPIENTS
+from dsn.mta.base import Found, bounce_own_addresses, find_reply_code, scan_text, section
 from dsn.mta.statuspart import Layout, read_records
 
 __all__ = ["parse"]
@@ -55,6 +62,15 @@ _FORMATS: Final = (
         ),
     ),
 )
+_PROCESSED: Final = re.compile(
+    r"^[ \t]*-?[ \t]*These recipients of your message have been processed by the mail server:",
+    re.M,
+)
+_PROCESSED_RECORD: Final = re.compile(
+    r"^[ \t]*<?(?P<addr>[^<>\s;@]+@[^<>\s;]+?)>?;[ \t]*(?P<action>Failed|Delayed|Delivered"
+    r"|Relayed|Expanded)[ \t]*(?:;[ \t]*(?P<status>[245]\.\d{1,3}\.\d{1,3})?[ \t]*(?P<why>.*))?$",
+    re.I,
+)
 _WARNING: Final = re.compile(
     r"This is just a warning, you do not need to take any action"
     r"|Delivery attempts will continue to be made",
@@ -63,6 +79,9 @@ _WARNING: Final = re.compile(
 
 
 def parse(mail: Mail) -> list[Found] | None:
+    processed = _PROCESSED.search(mail.text)
+    if processed is not None:
+        return _processed_records(mail.text[processed.end() :])
     for fmt in _FORMATS:
         match = fmt.start.search(mail.text)
         if match is None:
@@ -77,3 +96,32 @@ def parse(mail: Mail) -> list[Found] | None:
             entry.action = "delayed"
         return warned or None
     return None
+
+
+def _processed_records(text: str) -> list[Found] | None:
+    """``addr; Failed; 5.1.1 (reason)`` records, each with the indented lines below it."""
+    found: dict[str, Found] = {}
+    current: Found | None = None
+    for line in text.split("\n"):
+        record = _PROCESSED_RECORD.match(line) if "@" in line and ";" in line else None
+        if record is not None:
+            addr = normalise_address(record.group("addr"))
+            current = None
+            if addr is not None and addr not in found and len(found) < MAX_RECIPIENTS:
+                current = Found(
+                    recipient=addr,
+                    diagnostic=(record.group("why") or "").strip(),
+                    status=record.group("status"),
+                    action=record.group("action").lower(),
+                )
+                found[addr] = current
+        elif (
+            current is not None
+            and line[:1] in (" ", "\t")
+            and line.strip()
+            and len(current.diagnostic) < 1000
+        ):
+            current.diagnostic = f"{current.diagnostic} {line.strip()}".strip()
+    for entry in found.values():
+        entry.reply_code = find_reply_code(entry.diagnostic)
+    return list(found.values()) or None

@@ -692,3 +692,24 @@ if you feel this message to be in error.
     (result,) = analysis.results
     assert result.recipient == "olga@example.org"
     assert result.diagnostic.startswith("Your message was not delivered within 5 days:")
+
+
+def test_processed_by_the_mail_server_records_carry_their_own_action_and_status() -> None:
+    raw = b"""From: postmaster@example.org
+To: news@example.com
+Subject: Delivery Status Notification (Failure)
+Content-Type: text/plain
+
+- These recipients of your message have been processed by the mail server:
+pat@example.org; Failed; 4.2.2 (mailbox full)
+
+    Remote MTA mx.example.org: SMTP diagnostic: 552 RCPT TO:<pat@example.org> quota exceeded
+
+quinn@example.org; Delayed; 4.4.1 (no answer from host)
+"""
+    analysis = analyse_message(raw)
+    assert analysis.mta == "legacy"
+    assert [(r.recipient, r.status, r.reply_code, r.action) for r in analysis.results] == [
+        ("pat@example.org", "4.2.2", 552, "failed"),
+        ("quinn@example.org", "4.4.1", None, "delayed"),
+    ]
