@@ -10,7 +10,8 @@ copy of the original message:":
   recipients:" -- failed (an "Envelope expired" line is a failure after the queue lifetime,
   not a delay: nothing more will be tried);
 * "A message is delayed for more than <duration> for the following list of recipients:" --
-  delayed;
+  delayed, except an "Envelope expired" line listed there by some versions: that envelope
+  is gone;
 * "Your message was successfully delivered to these recipients." / "... relayed to these
   recipients." -- delivered / relayed.
 
@@ -40,6 +41,9 @@ _OLD: Final = re.compile(
     re.M,
 )
 # Which list follows: the notice states it before the recipients.
+# An envelope past the queue lifetime is gone, even when the notice that lists it is the
+# delay warning (some versions list it there, "only a temporary failure report").
+_EXPIRED: Final = re.compile(r"Envelope expired|Delivery attempt\b.*\bexpired", re.I)
 _NOTICES: Final = (
     (re.compile(r"A message is delayed for more than", re.I), "delayed"),
     (re.compile(r"successfully delivered to these recipients", re.I), "delivered"),
@@ -66,6 +70,6 @@ def parse(mail: Mail) -> list[Found] | None:
             diagnostic=reason,
             status=find_status(reason),
             reply_code=find_reply_code(reason),
-            action=action,
+            action="failed" if _EXPIRED.search(reason) else action,
         )
     return list(found.values()) or None

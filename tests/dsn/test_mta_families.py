@@ -713,3 +713,18 @@ quinn@example.org; Delayed; 4.4.1 (no answer from host)
         ("pat@example.org", "4.2.2", 552, "failed"),
         ("quinn@example.org", "4.4.1", None, "delayed"),
     ]
+
+
+def test_opensmtpd_expired_envelope_in_a_delay_notice_is_still_a_failure() -> None:
+    raw = _opensmtpd(
+        "    A message is delayed for more than 4 days for the following\n    list of recipients:",
+        "oscar@example.org: Envelope expired\n"
+        "olivia@example.net: 421 4.7.0 Try again later\n\n"
+        "    Please note that this is only a temporary failure report.",
+    )
+    analysis = analyse_message(raw)
+    assert [(r.recipient, r.action, r.reason) for r in analysis.results] == [
+        ("oscar@example.org", "failed", "expired"),
+        ("olivia@example.net", "delayed", analysis.results[1].reason),
+    ]
+    assert analysis.kind == "bounce"
