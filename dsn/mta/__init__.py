@@ -21,7 +21,7 @@ Order, and why:
 3. Families identified by their own words, most specific first, so a generic family
    cannot claim a message a specific one understands better: ``gmail`` (Google sender
    and its phrases) before ``exim`` (Gmail copies Exim's X-Failed-Recipients header);
-   then the MTA families identified by their own template lines (parsers-b block):
+   then the MTA families identified by their own template lines, in one block:
    ``apachejames`` (before ``qmail``: James' bounce reuses qmail-send's "I'm afraid I
    wasn't able to deliver your message"), ``opensmtpd`` (bounce.c's notices),
    ``courier`` (its notice without the status part), ``communigate`` (CommuniGate Pro),
@@ -32,8 +32,8 @@ Order, and why:
    ``smail`` (Smail 3's section banners, kept by T-Online's mailer), ``smtpsvc``
    (IIS SMTP service notices without a status part), ``legacy`` (LSMTP, E500, a 1990s
    university mailer, MessageSwitch/Symantec delay warnings);
-   then ``exim``, ``postfix``, ``qmail`` (also Yahoo!), ``sendmail`` (also V5 sendmail and imitators);
-   ``exchange`` (2003 and the Exchange 2007+/Office 365 text notices); ``domino``,
+   then ``exim``, ``postfix``, ``qmail`` (also Yahoo! and QSBMF writers), ``sendmail``
+   (also V5 sendmail and imitators); ``exchange`` (2003 and the Exchange 2007+/Office 365 text notices); ``domino``,
    ``notes``, ``mailmarshal``; ``imail`` (by its X-Mailer) and ``kddi`` (whose notices come
    from ``no-reply@`` with the subject "Mail", so only its own parser can claim them).
 
