@@ -33,9 +33,10 @@ Order, and why:
    (IIS SMTP service notices without a status part), ``legacy`` (LSMTP, E500, a 1990s
    university mailer, MessageSwitch/Symantec delay warnings);
    then ``exim``, ``postfix``, ``qmail`` (also Yahoo! and QSBMF writers), ``sendmail``
-   (also V5 sendmail and imitators); ``exchange`` (2003 and the Exchange 2007+/Office 365 text notices); ``domino``,
-   ``notes``, ``mailmarshal``; ``imail`` (by its X-Mailer) and ``kddi`` (whose notices come
-   from ``no-reply@`` with the subject "Mail", so only its own parser can claim them).
+   (also V5 sendmail and imitators); ``exchange`` (2003 and the Exchange 2007+/Office 365
+   text notices); ``domino``, ``notes``, ``mailmarshal``; ``imail`` (by its X-Mailer) and
+   ``kddi`` (whose notices come from ``no-reply@`` with the subject "Mail", so only its
+   own parser can claim them).
 
 Every parser returns ``None`` for messages that are not its format.  The text scanner in
 ``dsn.mta.fallback`` is not in this list: it runs only for messages that look like bounces
