@@ -37,6 +37,7 @@ _ENTRY: Final = re.compile(
 _TO: Final = re.compile(rf"^\*[ \t]+To:[ \t]*<?{ADDRESS.pattern}>?")
 _RCPT: Final = re.compile(rf"^-->[ \t]*RCPT TO:[ \t]*<{ADDRESS.pattern}>", re.I)
 _FAILURE_REPLY: Final = re.compile(r"^<--[ \t]*([45]\d\d\b.*)$")
+_SESSION_LINES: Final = 12
 # The log's own header lines, before the delivery begins.
 _INFO: Final = re.compile(
     r"^\*[ \t]+(?:From|To|Subject|Size|Message-ID|Route slip|Parsing|Envelope)\b", re.I
@@ -56,6 +57,7 @@ def parse(mail: Mail) -> list[Found] | None:
     session: list[str] = []
     current: str | None = None
     to_lines: list[str] = []
+    whole_message = False
     for line in log.split("\n"):
         entry = _ENTRY.match(line)
         said = entry.group(1).strip() if entry else line.strip()
@@ -74,11 +76,18 @@ def parse(mail: Mail) -> list[Found] | None:
         if reply is not None:
             if current is not None:
                 per_rcpt.setdefault(current, reply.group(1))
-            session.append(reply.group(1))
+            else:
+                whole_message = True
+            if len(session) < _SESSION_LINES:
+                session.append(reply.group(1))
         elif said.startswith("*") and not _INFO.match(said):
-            session.append(said.lstrip("* "))
+            whole_message = True
+            if len(session) < _SESSION_LINES:
+                session.append(said.lstrip("* "))
     if not recipients:
-        for addr in list(per_rcpt) + to_lines:
+        # Refused RCPTs name their recipients; a failure of the whole delivery (DATA, DNS)
+        # concerns every envelope recipient ("*  To:").
+        for addr in list(per_rcpt) + (to_lines if whole_message or not per_rcpt else []):
             _add(recipients, addr)
     shared = " ".join(session[:3])
     found: list[Found] = []

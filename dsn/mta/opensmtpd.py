@@ -40,10 +40,10 @@ _OLD: Final = re.compile(
     rf"^[ \t]*Recipient:[ \t]*<?{ADDRESS.pattern}>?[ \t]*\n[ \t]*Reason:[ \t]*\n?[ \t]*(\S[^\n]*)",
     re.M,
 )
-# Which list follows: the notice states it before the recipients.
 # An envelope past the queue lifetime is gone, even when the notice that lists it is the
 # delay warning (some versions list it there, "only a temporary failure report").
 _EXPIRED: Final = re.compile(r"Envelope expired|Delivery attempt\b.*\bexpired", re.I)
+# Which list follows: the notice states it before the recipients.
 _NOTICES: Final = (
     (re.compile(r"A message is delayed for more than", re.I), "delayed"),
     (re.compile(r"successfully delivered to these recipients", re.I), "delivered"),

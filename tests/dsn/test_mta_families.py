@@ -728,3 +728,23 @@ def test_opensmtpd_expired_envelope_in_a_delay_notice_is_still_a_failure() -> No
         ("olivia@example.net", "delayed", analysis.results[1].reason),
     ]
     assert analysis.kind == "bounce"
+
+
+def test_mdaemon_accepted_recipient_of_a_session_is_not_failed() -> None:
+    raw = (
+        (SAMPLES / "mdaemon-01.eml")
+        .read_bytes()
+        .replace(
+            b" Sat 2024-06-08 12:59:50: *  To: sybil@example.org\n",
+            b" Sat 2024-06-08 12:59:50: *  To: sybil@example.org\n"
+            b" Sat 2024-06-08 12:59:50: *  To: tara@example.org\n",
+        )
+    )
+    raw = raw.replace(
+        b" Sat 2024-06-08 12:59:51: --> RCPT To:<sybil@example.org>\n",
+        b" Sat 2024-06-08 12:59:51: --> RCPT To:<tara@example.org>\n"
+        b" Sat 2024-06-08 12:59:51: <-- 250 2.1.5 Ok\n"
+        b" Sat 2024-06-08 12:59:51: --> RCPT To:<sybil@example.org>\n",
+    )
+    analysis = analyse_message(raw)
+    assert [r.recipient for r in analysis.results] == ["sybil@example.org"]
