@@ -748,3 +748,18 @@ def test_mdaemon_accepted_recipient_of_a_session_is_not_failed() -> None:
     )
     analysis = analyse_message(raw)
     assert [r.recipient for r in analysis.results] == ["sybil@example.org"]
+
+
+def test_list_heading_explains_an_address_nothing_else_explains() -> None:
+    # The colon-ended heading is dropped only when lines under the address explain it.
+    raw = b"""From: Mail Delivery System <postmaster@mx.example.net>
+To: news@example.com
+Subject: Undeliverable mail
+Content-Type: text/plain
+
+Your message could not be delivered to the following recipients:
+
+  rita@example.org
+"""
+    (result,) = analyse_message(raw).results
+    assert result.diagnostic == "Your message could not be delivered to the following recipients:"
