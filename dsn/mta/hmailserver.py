@@ -6,8 +6,9 @@ reached:" (Exchange says "cannot be reached"), then one record per recipient wri
 ``SMTPClientConnection``: the address, then indented "Error Type: SMTP", "Remote server
 (192.0.2.1) issued an error.", "hMailServer sent: RCPT TO:<addr>", "Remote server replied:
 550 ..." (or "Connection to recipients server failed." and "Error: ..."), and the signature
-line "hMailServer".  The administrator may reword the template, so the record lines, which
-are the server's own, are what identifies it.
+line "hMailServer".  The administrator may reword or translate the template; the record
+lines ("Error Type: SMTP" followed by "Remote server (...)" or "Connection to recipients
+server failed."), which the server writes itself, identify it then.
 """
 
 from __future__ import annotations
@@ -33,7 +34,16 @@ _LAYOUT: Final = Layout(
 )
 
 
+# The record lines alone, when the administrator translated the template around them.
+_RECORD: Final = re.compile(
+    r"^[ \t]*Error Type: SMTP[ \t]*\n[ \t]*(?:Remote server \(|Connection to recipients server)",
+    re.M,
+)
+
+
 def parse(mail: Mail) -> list[Found] | None:
-    if not _START.search(mail.text) or not _OWN.search(mail.text):
-        return None
-    return read_records(mail, section(mail.text, _START, _END), _LAYOUT)
+    if _START.search(mail.text) and _OWN.search(mail.text):
+        return read_records(mail, section(mail.text, _START, _END), _LAYOUT)
+    if _RECORD.search(mail.text):
+        return read_records(mail, section(mail.text, None, _END), _LAYOUT)
+    return None

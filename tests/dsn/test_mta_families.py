@@ -763,3 +763,17 @@ Your message could not be delivered to the following recipients:
 """
     (result,) = analyse_message(raw).results
     assert result.diagnostic == "Your message could not be delivered to the following recipients:"
+
+
+def test_hmailserver_translated_template_is_read_by_its_records() -> None:
+    raw = (SAMPLES / "hmailserver-01.eml").read_bytes()
+    raw = raw.replace(
+        b"Your message did not reach some or all of the intended recipients.",
+        b"Ihre Nachricht hat nicht alle Empfaenger erreicht.",
+    ).replace(
+        b"The following recipient(s) could not be reached:",
+        b"Die folgenden Empfaenger waren nicht erreichbar:",
+    )
+    analysis = analyse_message(raw)
+    assert analysis.mta == "hmailserver"
+    assert [(r.recipient, r.status) for r in analysis.results] == [("rupert@example.org", "5.1.1")]
