@@ -11,14 +11,14 @@ Order, and why:
    wrote for machines; when present it beats anything read from prose.
 2. ``amazonses`` — JSON event notifications: unmistakable, and prose scanning would read
    addresses out of the JSON blindly.
-2b. Mailbox providers and Japanese carriers whose notices have no status part, each claimed
+2a. Mailbox providers and Japanese carriers whose notices have no status part, each claimed
    only by its provider's own marks (sender, ``X-`` header, ``Received`` host) together with
    its template's opening line: ``zoho`` (Exim's words, Zoho's header), ``verizon`` (vtext,
    vzwpix), ``ezweb`` (au EZweb), ``biglobe``, ``googlegroups``, ``aol`` (legacy text),
-   ``yahoo`` (legacy text, before ``qmail`` whose format it shares), ``sina``, ``telekom``
-   (T-Online and Smail 3 banners).  Before 2a and the families: a provider's template
-   imitates a family (Zoho Exim's, Yahoo! qmail's) but names its recipients its own way.
-2a. Appliances, gateways and legacy formats with no status part, each recognised by a
+   ``yahoo`` (legacy text, before ``qmail`` whose format it shares), ``sina``.  T-Online's
+   notices keep Smail 3's banners and are read by ``smail`` below.  Before 2b and the
+   families: a provider's template imitates a family (Zoho Exim's, Yahoo! qmail's) but names its recipients its own way.
+2b. Appliances, gateways and legacy formats with no status part, each recognised by a
    header or layout line of its own; before the MTA families because several imitate one
    (``mxlogic`` writes Exim's text, ``activehunter`` and ``x1`` sendmail's markers, ``x4``
    qmail's records): ``mxlogic``, ``activehunter``, ``surfcontrol``, ``mfilter``,
@@ -28,10 +28,22 @@ Order, and why:
 3. Families identified by their own words, most specific first, so a generic family
    cannot claim a message a specific one understands better: ``gmail`` (Google sender
    and its phrases) before ``exim`` (Gmail copies Exim's X-Failed-Recipients header);
-   ``postfix``, ``qmail`` (also Yahoo!), ``sendmail`` (also V5 sendmail and imitators);
-   ``exchange`` (2003 and the Exchange 2007+/Office 365 text notices); ``domino``,
-   ``notes``, ``mailmarshal``; ``imail`` (by its X-Mailer) and ``kddi`` (whose notices come
-   from ``no-reply@`` with the subject "Mail", so only its own parser can claim them).
+   then the MTA families identified by their own template lines, in one block:
+   ``apachejames`` (before ``qmail``: James' bounce reuses qmail-send's "I'm afraid I
+   wasn't able to deliver your message"), ``opensmtpd`` (bounce.c's notices),
+   ``courier`` (its notice without the status part), ``communigate`` (CommuniGate Pro),
+   ``dragonfly`` (dma), ``hmailserver`` (before ``exchange``, whose opening line it
+   shares), ``mdaemon`` (and SecurityGateway), ``fml`` (list manager refusals),
+   ``messagingserver`` (Oracle/Sun text records, Netscape's "Mail System Error" notices
+   whose status part names no recipient), ``groupwise`` (GroupWise Internet Agent),
+   ``smail`` (Smail 3's section banners, kept by T-Online's mailer), ``smtpsvc``
+   (IIS SMTP service notices without a status part), ``legacy`` (LSMTP, E500, a 1990s
+   university mailer, MessageSwitch/Symantec delay warnings);
+   then ``exim``, ``postfix``, ``qmail`` (also Yahoo! and QSBMF writers), ``sendmail``
+   (also V5 sendmail and imitators); ``exchange`` (2003 and the Exchange 2007+/Office 365
+   text notices); ``domino``, ``notes``, ``mailmarshal``; ``imail`` (by its X-Mailer) and
+   ``kddi`` (whose notices come from ``no-reply@`` with the subject "Mail", so only its
+   own parser can claim them).
 
 Every parser returns ``None`` for messages that are not its format.  The text scanner in
 ``dsn.mta.fallback`` is not in this list: it runs only for messages that look like bounces
@@ -47,32 +59,44 @@ from dsn.mta import (
     amavis,
     amazonses,
     aol,
+    apachejames,
     barracuda,
     biglobe,
+    communigate,
+    courier,
     domino,
+    dragonfly,
     exchange,
     exim,
     ezweb,
+    fml,
     gmail,
     googlegroups,
+    groupwise,
+    hmailserver,
     imail,
     kddi,
+    legacy,
     mailfoundry,
     mailmarshal,
     mcafee,
+    mdaemon,
+    messagingserver,
     mfilter,
     mimecast,
     mxlogic,
     notes,
+    opensmtpd,
     postfix,
     powermta,
     qmail,
     rfc3464,
     sendmail,
     sina,
+    smail,
     smartermail,
+    smtpsvc,
     surfcontrol,
-    telekom,
     trendmicro,
     verizon,
     x1,
@@ -95,7 +119,7 @@ PARSERS: Final[tuple[tuple[str, Parser], ...]] = (
     ("amavis", amavis.parse),
     ("rfc3464", rfc3464.parse),
     ("amazonses", amazonses.parse),
-    # providers (parsers-a)
+    # mailbox providers and Japanese carriers without a status part
     ("zoho", zoho.parse),
     ("verizon", verizon.parse),
     ("ezweb", ezweb.parse),
@@ -104,7 +128,6 @@ PARSERS: Final[tuple[tuple[str, Parser], ...]] = (
     ("aol", aol.parse),
     ("yahoo", yahoo.parse),
     ("sina", sina.parse),
-    ("telekom", telekom.parse),
     # appliances, gateways and legacy formats without one
     ("mxlogic", mxlogic.parse),
     ("activehunter", activehunter.parse),
@@ -120,6 +143,20 @@ PARSERS: Final[tuple[tuple[str, Parser], ...]] = (
     ("x4", x4.parse),
     ("x6", x6.parse),
     ("gmail", gmail.parse),
+    # MTA families identified by their own template lines
+    ("apachejames", apachejames.parse),
+    ("opensmtpd", opensmtpd.parse),
+    ("courier", courier.parse),
+    ("communigate", communigate.parse),
+    ("dragonfly", dragonfly.parse),
+    ("hmailserver", hmailserver.parse),
+    ("mdaemon", mdaemon.parse),
+    ("fml", fml.parse),
+    ("messagingserver", messagingserver.parse),
+    ("groupwise", groupwise.parse),
+    ("smail", smail.parse),
+    ("smtpsvc", smtpsvc.parse),
+    ("legacy", legacy.parse),
     ("exim", exim.parse),
     ("postfix", postfix.parse),
     ("qmail", qmail.parse),

@@ -206,7 +206,9 @@ def scan_text(
         entry = found.get(addr)
         if not _HAS_CODE.search(diagnostic):
             # The explanation sometimes precedes the address ("account is disabled.\n<addr>").
-            previous = _previous_line(lines, index, anchors[position - 1][0] if position else -1)
+            previous = _previous_line(
+                lines, index, anchors[position - 1][0] if position else -1, bool(diagnostic)
+            )
             if previous and (entry is None or previous not in entry.diagnostic):
                 diagnostic = f"{previous} {diagnostic}".strip()
         if entry is None:
@@ -226,11 +228,15 @@ def scan_text(
     return kept
 
 
-def _previous_line(lines: list[str], index: int, floor: int) -> str:
+def _previous_line(lines: list[str], index: int, floor: int, explained: bool) -> str:
     for back in range(index - 1, max(floor, index - 3), -1):
         candidate = lines[back].strip()
         if candidate:
             if "@" in candidate or set(candidate) <= set("-=_*# "):
+                return ""
+            # A line ending in a colon introduces the list ("The following address(es)
+            # failed:"): when lines under the address explain it, the heading does not.
+            if explained and candidate.endswith(":"):
                 return ""
             return candidate
     return ""

@@ -49,11 +49,9 @@ CASES: list[tuple[str, str, list[tuple[str, str | None, str]]]] = [
         ],
     ),
     ("sina-01.eml", "sina", [("alice.w@example.cn", "5.1.1", "Mailbox not found")]),
-    ("telekom-01.eml", "telekom", [("bruno@example.de", "5.2.2", "Quota exceeded")]),
     ("kddi-02.eml", "kddi", [("erin.t@example.net", None, "remote domain doesnt exist")]),
 ]
 PROVIDERS = ("zoho", "verizon", "ezweb", "biglobe", "googlegroups", "aol", "yahoo", "sina")
-PROVIDERS += ("telekom",)
 ENDINGS = {"lf": b"\n", "crlf": b"\r\n", "cr": b"\r"}
 
 
