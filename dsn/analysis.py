@@ -20,7 +20,7 @@ from typing import Final
 from arf import ArfParseError, outcome_for, parse_report
 from classifiers import classify
 from dsn.address import domain_of, find_addresses, normalise_address
-from dsn.autoreply import is_auto_reply, looks_like_bounce
+from dsn.autoreply import is_auto_reply, is_challenge, looks_like_bounce
 from dsn.errors import ParseError
 from dsn.mail import Mail, header_text, normalise_line_endings, read_mail
 from dsn.model import (
@@ -122,7 +122,8 @@ def _analyse(mail: Mail, options: AnalysisOptions, envelope_rcpt: str | None) ->
 
 
 def _is_auto_reply(mail: Mail) -> bool:
-    return not looks_like_bounce(mail) and is_auto_reply(mail)
+    # A challenge often comes from a daemon-like sender with a bounce-like subject.
+    return is_challenge(mail) or (not looks_like_bounce(mail) and is_auto_reply(mail))
 
 
 def _kind(results: list[RecipientResult]) -> MessageKind:
