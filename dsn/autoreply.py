@@ -68,7 +68,7 @@ def looks_like_bounce(mail: Mail) -> bool:
 def is_challenge(mail: Mail) -> bool:
     """A challenge-response notice: a header such systems write, or their request to confirm
     that the sender is a person, in a message that carries no delivery-status part."""
-    if mail.status_texts or mail.header("X-Failed-Recipients"):
+    if mail.status_texts or mail.message.get("X-Failed-Recipients") is not None:
         return False
     msg = mail.message
     if any(msg.get(name) is not None for name in _CHALLENGE_HEADERS):

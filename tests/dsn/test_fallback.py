@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dsn import analyse_message
+from dsn import AnalysisOptions, analyse_message
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 
@@ -175,3 +175,124 @@ def test_a_mentioned_address_without_a_failure_is_not_a_recipient() -> None:
 def test_a_receipt_in_prose_suppresses_nobody() -> None:
     body = "Your message has been delivered to the following recipients:\n\nr@example.org\n"
     assert _recipients(_bounce(body, subject="Delivery Status Notification")) == []
+
+
+# --- Which address: the one we sent to ---------------------------------------------------
+
+_FORWARDED_DSN = """\
+From: MAILER-DAEMON@relay.example.net
+To: b+{verp}@bounces.example.com
+Subject: Undelivered Mail Returned to Sender
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="b1"
+
+--b1
+Content-Type: text/plain
+
+{text}
+--b1
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; relay.example.net
+
+{records}
+--b1
+Content-Type: message/rfc822
+
+From: News <news@example.com>
+To: {to}
+{ours}Subject: Our May newsletter
+
+Hello.
+--b1--
+"""
+
+
+def _dsn(
+    records: list[tuple[str, str | None]],
+    *,
+    ours: str | None = None,
+    to: str = "alias@example.org",
+    text: str = "Delivery failed.",
+    verp: str = "nobody=example.com",
+) -> bytes:
+    blocks = []
+    for final, original in records:
+        lines = [f"Final-Recipient: rfc822; {final}"]
+        if original:
+            lines.append(f"Original-Recipient: rfc822; {original}")
+        lines += ["Action: failed", "Status: 5.1.1", "Diagnostic-Code: smtp; 550 5.1.1 unknown"]
+        blocks.append("\n".join(lines))
+    header = f"X-Stoplist-Recipient: {ours}\n" if ours else ""
+    return _FORWARDED_DSN.format(
+        records="\n\n".join(blocks), ours=header, to=to, text=text, verp=verp
+    ).encode()
+
+
+def test_our_header_wins_over_a_forwarded_address() -> None:
+    analysis = analyse_message(
+        _dsn([("final@forward.example.net", None)], ours="alias@example.org")
+    )
+    [result] = analysis.results
+    assert result.recipient == "alias@example.org"
+    assert result.reported_recipient == "final@forward.example.net"
+    assert result.to_json()["reported_recipient"] == "final@forward.example.net"
+
+
+def test_our_verp_address_wins_over_a_forwarded_address() -> None:
+    options = AnalysisOptions(verp_pattern="b+{local}={domain}@bounces.example.com")
+    raw = _dsn([("final@forward.example.net", None)], verp="alias=example.org")
+    analysis = analyse_message(raw, options=options)
+    assert [r.recipient for r in analysis.results] == ["alias@example.org"]
+    envelope = analyse_message(
+        _dsn([("final@forward.example.net", None)]),
+        options=options,
+        envelope_rcpt="b+carol=example.org@bounces.example.com",
+    )
+    assert [r.recipient for r in envelope.results] == ["carol@example.org"]
+
+
+def test_when_our_address_is_named_the_expansion_is_dropped() -> None:
+    raw = _dsn(
+        [("alias@example.org", None), ("member@example.net", None)], ours="alias@example.org"
+    )
+    assert [r.recipient for r in analyse_message(raw).results] == ["alias@example.org"]
+
+
+def test_original_recipient_equal_to_ours_marks_the_entry() -> None:
+    raw = _dsn(
+        [("one@example.net", "alias@example.org"), ("two@example.net", "other@example.org")],
+        ours="alias@example.org",
+    )
+    got = [(r.recipient, r.reported_recipient) for r in analyse_message(raw).results]
+    assert got == [("alias@example.org", "one@example.net"), ("two@example.net", None)]
+
+
+def test_an_expansion_we_cannot_attribute_is_left_as_reported() -> None:
+    raw = _dsn([("one@example.net", None), ("two@example.net", None)], ours="alias@example.org")
+    got = [r.recipient for r in analyse_message(raw).results]
+    assert got == ["one@example.net", "two@example.net"]
+
+
+def test_a_header_listing_several_addresses_identifies_no_one() -> None:
+    raw = _dsn([("final@forward.example.net", None)], ours="a@example.org, b@example.org")
+    assert [r.recipient for r in analyse_message(raw).results] == ["final@forward.example.net"]
+
+
+def test_without_our_identification_the_reported_address_stays() -> None:
+    """Original-Recipient and Postfix's "expanded from" are kept beside the recipient, not in
+    its place: measured as "the address we sent to" on the corpus, each made it worse."""
+    raw = _dsn(
+        [("final@forward.example.net", None)],
+        text="<final@forward.example.net> (expanded from\n    <alias@example.org>): unknown user",
+    )
+    [result] = analyse_message(raw).results
+    assert result.recipient == "final@forward.example.net"
+    assert result.original_recipient == "alias@example.org"
+    assert result.reported_recipient is None
+    raw = _dsn([("final@forward.example.net", "alias@example.org")])
+    [result] = analyse_message(raw).results
+    assert (result.recipient, result.original_recipient) == (
+        "final@forward.example.net",
+        "alias@example.org",
+    )
