@@ -61,7 +61,11 @@ _BOUNCE_SUBJECT: Final = re.compile(
 
 
 def looks_like_bounce(mail: Mail) -> bool:
-    """From a mailer daemon or postmaster, or a subject saying delivery failed."""
+    """From a mailer daemon, a postmaster or the null sender, or a subject saying delivery
+    failed."""
+    # A notice with an empty From ("<>", as some MTAs write the null sender there too).
+    if mail.sender.strip() in ("<>", '"" <>') and "From" in mail.message:
+        return True
     return bool(_BOUNCE_SENDER.search(mail.sender) or _BOUNCE_SUBJECT.search(mail.subject))
 
 

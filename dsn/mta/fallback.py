@@ -13,8 +13,8 @@ Only addresses in such a recipient position count, and only when an SMTP error (
 code, enhanced status) or a failure phrase is next to them, or when they follow a failure
 heading: an address that is merely mentioned must not become a suppression.  Addresses in
 the quoted original (its header block, wherever the MTA pasted it, and ``>``-quoted
-header lines) and in a sender position ("MAIL FROM:", "A message sent by <x>", the
-original's From and Return-Path) are never recipients.  ``X-Failed-Recipients`` is
+header lines) and in a sender position ("MAIL FROM:", "A message sent by <x>") are never
+recipients.  ``X-Failed-Recipients`` is
 trusted.  When the text names no recipient at all, the returned original's single ``To``
 address is used, but only if the text states a failure.  A text that reports a successful
 delivery and no failure (a delivery receipt without a status part) gives nobody.
@@ -116,6 +116,17 @@ _LABELLED: Final = re.compile(
 _REASON_COLON: Final = re.compile(
     rf"^[^@\n]{{0,60}}?(?:{_FAILURE_WORDS})[^@\n:\uff1a]{{0,40}}[:\uff1a][ \t]*[\"']?<?{_A}>?[\"']?[ \t.]*$",
 )
+# Prose naming the recipient of the failed message: "You sent mail to x ... not a valid user",
+# "Your message to x could not be delivered", in the templates' languages.
+_PROSE: Final = re.compile(
+    rf"(?:you sent (?:(?:a |an )?(?:mail|message|e-?mail) )?to|your (?:mail|message|e-?mail) to"
+    rf"|the (?:mail|message|e-?mail) (?:you sent )?to|ihre (?:nachricht|e-mail|mail) an"
+    rf"|votre (?:message|courriel|e-mail) (?:à|a|pour)|su (?:mensaje|correo) (?:a|para)"
+    rf"|il (?:suo |tuo )?messaggio (?:a|per)|sua mensagem (?:a|para)|uw (?:bericht|e-mail) aan"
+    rf"|ваше (?:сообщение|письмо) (?:для|на адрес)|сообщение для)"
+    rf"[ \t]*[\"'(]?<?{_A}>?"
+)
+_ROLE: Final = re.compile(r"^(?:postmaster|mailer-daemon|abuse|hostmaster|webmaster|root)@")
 # Zoho: "user@example.org, ERROR CODE :550 - ..."; "addr - 550 ...", "addr: 550" variants.
 _COMMA_CODE: Final = re.compile(rf"^[ \t]*<?{_A}>?[ \t]*,[ \t]*(?:error|[245]\d\d\b)")
 # Addresses in a sender position: never the failed recipient.
@@ -134,7 +145,9 @@ _SUCCESS: Final = re.compile(
 _STRONG_FAILURE: Final = re.compile(
     r"(?<![\d.])[45]\d\d[ -]|(?<![\d.])[45]\.\d{1,3}\.\d{1,3}\b|not (?:be )?delivered"
     r"|undeliverable|could not|couldn't|unable to|failed|failure|fatal|rejected|unknown"
-    r"|does not exist|no such|" + _FAILURE_WORDS[_FAILURE_WORDS.index("|unzustellbar") + 1 :],
+    r"|does not exist|no such|invalid|not a valid|is not valid|no longer (?:valid|active|exists?)"
+    r"|not (?:an )?active|inactive|disabled|not found|no mailbox|mailbox unavailable|"
+    + _FAILURE_WORDS[_FAILURE_WORDS.index("|unzustellbar") + 1 :],
 )
 
 # The quoted original: a block of at least two of its header lines (unfolded), one of them
@@ -252,15 +265,14 @@ def _header_block_start(lines: list[str]) -> int | None:
 
 
 def sender_addresses(mail: Mail, low: str) -> frozenset[str]:
-    """Addresses that sent the original: its From, Return-Path and Sender, and any address
-    the (lower-cased) text names in a sender position."""
-    addrs: set[str | None] = set()
-    if mail.original is not None:
-        for name in ("From", "Return-Path", "Sender"):
-            addrs.add(normalise_address(header_text(mail.original, name)))
-    if "@" in low:
-        for match in _SENDER_POSITION.finditer(low):
-            addrs.add(normalise_address(match.group(1)))
+    """Addresses the (lower-cased) text names in a sender position ("A message sent by
+    <x>", "MAIL FROM:<x>", "Absender: x"), unless the returned original was addressed to
+    that same address (a message someone sent to themselves)."""
+    if "@" not in low:
+        return frozenset()
+    addrs = {normalise_address(m.group(1)) for m in _SENDER_POSITION.finditer(low)}
+    if mail.original is not None and addrs:
+        addrs -= set(find_addresses(header_text(mail.original, "To")))
     return frozenset(a for a in addrs if a)
 
 
@@ -283,6 +295,7 @@ def _collect(text: str, low: str, exclude: frozenset[str]) -> list[Found]:
         )
         heading = None if match is not None else _heading_above(lines, index)
         if match is None and heading is None:
+            _add_prose(found, lines, index, low_line, exclude)
             continue
         addresses = [match.group(1)] if match is not None else _listed(line)
         for raw in addresses:
@@ -297,7 +310,21 @@ def _collect(text: str, low: str, exclude: frozenset[str]) -> list[Found]:
                 found[addr] = _found(addr, diagnostic)
             elif not _HAS_CODE.search(known.diagnostic) and _HAS_CODE.search(diagnostic):
                 found[addr] = _found(addr, f"{known.diagnostic} {diagnostic}")
+        if match is None:
+            _add_prose(found, lines, index, low_line, exclude)
     return list(found.values())[:MAX_RECIPIENTS]
+
+
+def _add_prose(
+    found: dict[str, Found], lines: list[str], index: int, low_line: str, exclude: frozenset[str]
+) -> None:
+    for match in _PROSE.finditer(low_line):
+        addr = normalise_address(match.group(1))
+        if addr is None or addr in exclude or addr in found or _ROLE.match(addr):
+            continue
+        diagnostic = _explanation(lines, index, None)
+        if _STRONG_FAILURE.search(diagnostic.lower()):
+            found[addr] = _found(addr, diagnostic)
 
 
 _LABELLED_CODE: Final = re.compile(r"\bcode[ \t]*:?[ \t]*([245][0-5]\d)\b")

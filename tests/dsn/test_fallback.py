@@ -40,6 +40,8 @@ CASES: list[tuple[str, list[tuple[str, str, str | None]]]] = [
     ("fallback-15.eml", [("taro@example.jp", "soft", None)]),
     ("fallback-16.eml", [("wang@example.cn", "hard", "5.1.1")]),
     ("fallback-17.eml", [("ivanov@example.ru", "hard", "5.1.1")]),
+    ("fallback-18.eml", [("uma@example.org", "hard", None)]),
+    ("fallback-19.eml", [("victor@example.de", "hard", "5.1.1")]),
 ]
 
 
@@ -170,6 +172,11 @@ def test_a_forwarded_bounce_is_read_without_its_quoting() -> None:
 def test_a_mentioned_address_without_a_failure_is_not_a_recipient() -> None:
     body = "Questions? Write to help@example.org.\n\nThank you.\n"
     assert _recipients(_bounce(body)) == []
+    body = (
+        "Your message to s@example.org could not be delivered: user unknown.\n"
+        "If you need help, send a message to postmaster@example.org with this error.\n"
+    )
+    assert _recipients(_bounce(body)) == ["s@example.org"]
 
 
 def test_a_receipt_in_prose_suppresses_nobody() -> None:
