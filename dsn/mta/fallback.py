@@ -55,6 +55,7 @@ _FAILURE_WORDS: Final = (
     r"|blocked|spam|fail|could not|couldn't|cannot|can't|timed? ?out|expired|error|unable"
     r"|not reach|undeliverable|not be delivered|not delivered|locked|bounced|delayed"
     r"|retr(?:y|ied)|suspend|full|too large|exceed|loop|abort|did not reach|permanent"
+    r"|did not receive a copy|not a valid|no longer"
     # German
     r"|unzustellbar|nicht zugestellt|zustellung[^\n]{0,60}fehlgeschlagen|fehlgeschlagen"
     r"|nicht erreicht|unbekannt|existiert nicht|nicht gefunden|abgelehnt|postfach"
@@ -95,7 +96,9 @@ _HEADING: Final = re.compile(
     r"|(?:fail|error|problem|undeliverable|delivery)[^\n]{0,60}(?:following|these) "
     r"(?:address|recipient|user)"
     r"|(?:was|were|could) not (?:be )?delivered to|undeliverable to|unable to deliver to"
-    r"|did not reach the following|failed recipients?(?:\(s\))?\s*:|delivery has failed to"
+    r"|did not reach the following|failed recipients?(?:\(s\))?\s*(?::|-{3,})|delivery has failed to"
+    r"|list of failed recipients|failed addresses follow|did not receive a copy"
+    r"|could not be delivered to:|could not deliver (?:the )?message to the following"
     r"|permanent fatal errors|could not be delivered to one or more"
     r"|folgende[n]? empf[äa]nger|empf[äa]nger[^\n]{0,40}(?:fehlgeschlagen|nicht erreicht)"
     r"|destinataires?[^\n]{0,60}(?:[ée]chou|injoignable|suivant)|remise[^\n]{0,40}[ée]chou"
@@ -127,6 +130,10 @@ _PROSE: Final = re.compile(
     rf"[ \t]*[\"'(]?<?{_A}>?"
 )
 _ROLE: Final = re.compile(r"^(?:postmaster|mailer-daemon|abuse|hostmaster|webmaster|root)@")
+# A heading with its one address on the same line: "Delivery failed for the following: x".
+_INLINE_LIST: Final = re.compile(
+    rf"(?:following|recipients?|addresse?s?)(?:\(e?s\))?[ \t]*:[ \t]*[\"'(]?<?{_A}>?"
+)
 # Zoho: "user@example.org, ERROR CODE :550 - ..."; "addr - 550 ...", "addr: 550" variants.
 _COMMA_CODE: Final = re.compile(rf"^[ \t]*<?{_A}>?[ \t]*,[ \t]*(?:error|[245]\d\d\b)")
 # Addresses in a sender position: never the failed recipient.
@@ -292,6 +299,7 @@ def _collect(text: str, low: str, exclude: frozenset[str]) -> list[Found]:
             _LABELLED.match(low_line)
             or _COMMA_CODE.match(low_line)
             or _REASON_COLON.match(low_line)
+            or _INLINE_LIST.search(low_line)
         )
         heading = None if match is not None else _heading_above(lines, index)
         if match is None and heading is None:
@@ -303,7 +311,9 @@ def _collect(text: str, low: str, exclude: frozenset[str]) -> list[Found]:
             if addr is None or addr in exclude:
                 continue
             diagnostic = _explanation(lines, index, heading)
-            if not (failure_stated or _ERROR_NEAR.search(diagnostic.lower())):
+            # A labelled address needs a failure beside it; a listed one, a failure stated
+            # anywhere (its heading may only say "recipients").
+            if not (_ERROR_NEAR.search(diagnostic.lower()) or (heading and failure_stated)):
                 continue
             known = found.get(addr)
             if known is None:
@@ -331,7 +341,8 @@ _LABELLED_CODE: Final = re.compile(r"\bcode[ \t]*:?[ \t]*([245][0-5]\d)\b")
 _HAS_CODE: Final = re.compile(r"(?<![\d.])[245]\d\d(?:[ -]|$)|(?<![\d.])[245]\.\d{1,3}\.\d{1,3}")
 # A line in a heading's list: the address alone, bulleted, or followed by a reason or a date.
 _LIST_ITEM: Final = re.compile(
-    rf"^[ \t]*(?:[*\-•·][ \t]*|\d+[.)][ \t]*)?[\"'(]?<?{_A}>?[\"')]?[ \t]*"
+    rf"^[ \t]*(?:[*\-•·>][ \t]*|\d+[.)][ \t]*)?(?:\"[^\"\n@]{{0,80}}\"[ \t]*(?=<))?"
+    rf"[\"'(]?<?{_A}>?[\"')]?[ \t]*"
     rf"(?:$|[:\uff1a,;]|\.\.\.|\(|\[|[ \t]-|[ \t]on[ \t]|[ \t]le[ \t]|[ \t]am[ \t]|[ \t]el[ \t]"
     rf"|[ \t]il[ \t]|[ \t]em[ \t]|[ \t]op[ \t]|[ \t]+\S)",
 )

@@ -121,6 +121,22 @@ def _recipients(raw: bytes) -> list[str]:
         ),
         ("宛先不明: j@example.jp\n", ["j@example.jp"]),
         ("k@example.org, ERROR CODE :550 - mailbox unavailable\n", ["k@example.org"]),
+        # MDaemon-style "> addr" under its heading; a display name before the angle-addr
+        (
+            "The following addresses did NOT receive a copy of your message:\n\n> l@example.org\n",
+            ["l@example.org"],
+        ),
+        (
+            "The email below could not be delivered to the following user:\n\n"
+            '"M" <m@example.org>\n',
+            ["m@example.org"],
+        ),
+        ("Delivery failed for the following: n@example.org, account disabled\n", ["n@example.org"]),
+        (
+            "------ Failed Recipients ------\n<o@example.org>\n------ Returned Mail ------\n",
+            ["o@example.org"],
+        ),
+        ("Undeliverable Address: p@example.org\nReason: no such user\n", ["p@example.org"]),
     ],
 )
 def test_layouts_inline(body: str, expected: list[str]) -> None:
@@ -177,6 +193,15 @@ def test_a_mentioned_address_without_a_failure_is_not_a_recipient() -> None:
         "If you need help, send a message to postmaster@example.org with this error.\n"
     )
     assert _recipients(_bounce(body)) == ["s@example.org"]
+
+
+def test_a_labelled_address_needs_a_failure_beside_it() -> None:
+    body = (
+        "Your order could not be processed: payment error.\n\n"
+        "Order details\nReference: 1234\nDate: 1 May 2024\n"
+        "Recipient: shop@example.org\nAmount: 10.00\n"
+    )
+    assert _recipients(_bounce(body, subject="Notification")) == []
 
 
 def test_a_receipt_in_prose_suppresses_nobody() -> None:
