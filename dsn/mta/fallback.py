@@ -291,6 +291,7 @@ def _collect(text: str, low: str, exclude: frozenset[str]) -> list[Found]:
             found.setdefault(entry.recipient, entry)
     lines = text.split("\n")
     failure_stated = _STRONG_FAILURE.search(low) is not None
+    headings = _headings(lines)
     for index, line in enumerate(lines):
         if "@" not in line or len(found) >= MAX_RECIPIENTS:
             continue
@@ -301,7 +302,7 @@ def _collect(text: str, low: str, exclude: frozenset[str]) -> list[Found]:
             or _REASON_COLON.match(low_line)
             or _INLINE_LIST.search(low_line)
         )
-        heading = None if match is not None else _heading_above(lines, index)
+        heading = None if match is not None else headings[index]
         if match is None and heading is None:
             _add_prose(found, lines, index, low_line, exclude)
             continue
@@ -353,20 +354,29 @@ def _listed(line: str) -> list[str]:
     return [match.group(1)] if match is not None else []
 
 
-def _heading_above(lines: list[str], index: int, reach: int = 12) -> str | None:
-    """The failure heading this line is listed under: within ``reach`` lines above, with
-    no paragraph of other prose between."""
+def _headings(lines: list[str]) -> list[str | None]:
+    """For each line, the failure heading it is listed under, if any: the last heading above
+    it with no more than three lines of other prose between list items (a recipient's
+    explanation), however long the list."""
+    active: list[str | None] = []
+    heading: str | None = None
     prose = 0
-    for back in range(index - 1, max(-1, index - 1 - reach), -1):
-        line = lines[back].strip()
-        if not line:
+    for line in lines:
+        active.append(heading)
+        stripped = line.strip()
+        if not stripped:
             continue
-        if _HEADING.search(line.lower()):
-            return line
-        if "@" not in line:
+        if "@" not in stripped and _HEADING.search(stripped.lower()):
+            heading, prose = stripped, 0
+        elif "@" in stripped:
+            if _HEADING.search(stripped.lower()):
+                heading = stripped  # a heading that names its first address itself
+            prose = 0
+        else:
             prose += 1
             if prose > 3:
-                return None
+                heading = None
+    return active
     return None
 
 

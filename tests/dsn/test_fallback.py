@@ -328,3 +328,12 @@ def test_without_our_identification_the_reported_address_stays() -> None:
         "final@forward.example.net",
         "alias@example.org",
     )
+
+
+def test_a_long_list_under_one_heading_is_read_to_its_end() -> None:
+    items = "".join(
+        f"  user{i}@example.org\n    The recipient's mailbox does not exist.\n\n" for i in range(40)
+    )
+    body = f"Delivery to the following recipients failed.\n\n{items}Thank you.\n"
+    assert analyse_message(_bounce(body)).mta == "fallback"
+    assert _recipients(_bounce(body)) == [f"user{i}@example.org" for i in range(40)]
