@@ -40,7 +40,8 @@ _CHALLENGE_TEXT: Final = re.compile(
     r"|guest ?list|to complete the verification",
 )  # searched in lower-cased text: several times faster than re.I on an alternation
 _BOUNCE_SENDER: Final = re.compile(
-    r"mailer-daemon|postmaster|mail ?delivery|mail ?administrator|mailadmin|mdaemon"
+    r"mailer[-_ ]?daemon|mail-daemon|post_?master|mail ?delivery|mail ?administrator|mailadmin"
+    r"|mdaemon|system administrator|microsoftexchange"
     r"|mail system|mail-router|bounce|mailmaster|notification|returned",
     re.I,
 )
@@ -49,6 +50,7 @@ _BOUNCE_SUBJECT: Final = re.compile(
     r"|has failed|notification|error|warning)|mail delivery|failure notice|returned mail"
     r"|returned to sender|could not be delivered|delivery failure|mail system error"
     r"|rejected|failed delivery|warning: could not send|unzustellbar|nicht zustellbar"
+    r"|returned message"
     r"|non remis|no entregado|permanent error|message not delivered|mail failure|bounce"
     # localised subjects of the MTAs' notices (Exchange, Notes, carriers, webmail providers)
     r"|non distribuable|non recapitabile|non consegnat|n[ãa]o (?:entregue|foi entregue)"
@@ -89,6 +91,8 @@ def is_auto_reply(mail: Mail) -> bool:
     for name in _AUTO_HEADERS + _CHALLENGE_HEADERS:
         if msg.get(name) is not None:
             return True
+    if str(msg.get("X-Apple-Action", "")).strip().lower().startswith("vacation"):
+        return True  # Apple's iCloud vacation responder
     precedence = str(msg.get("Precedence", "")).strip().lower()
     if precedence == "auto_reply":
         return True

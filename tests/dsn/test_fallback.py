@@ -337,3 +337,20 @@ def test_a_long_list_under_one_heading_is_read_to_its_end() -> None:
     body = f"Delivery to the following recipients failed.\n\n{items}Thank you.\n"
     assert analyse_message(_bounce(body)).mta == "fallback"
     assert _recipients(_bounce(body)) == [f"user{i}@example.org" for i in range(40)]
+
+
+def test_apple_vacation_header_marks_an_auto_reply() -> None:
+    raw = (
+        b"From: Yuki <yuki@example.org>\nTo: news@example.com\nSubject: Re: Our May newsletter\n"
+        b"X-Apple-Action: vacation\n\nI am away until Monday.\n"
+    )
+    assert analyse_message(raw).kind == "auto_reply"
+
+
+def test_an_exchange_system_administrator_notice_is_read() -> None:
+    raw = (
+        b"From: System Administrator <admin@mail.example.org>\nTo: news@example.com\n"
+        b"Subject: Your message\n\nDelivery to the following recipients failed.\n\n"
+        b"       w@example.org\n"
+    )
+    assert [r.recipient for r in analyse_message(raw).results] == ["w@example.org"]
