@@ -14,13 +14,14 @@ Anything else is ``unknown`` with no results.
 from __future__ import annotations
 
 import re
+from email.errors import MessageError
 from email.message import Message
 from typing import Final
 
 from arf import ArfParseError, outcome_for, parse_report
 from classifiers import classify
 from dsn.address import domain_of, find_addresses, normalise_address
-from dsn.autoreply import is_auto_reply, looks_like_bounce
+from dsn.autoreply import is_auto_reply, is_challenge, looks_like_bounce
 from dsn.errors import ParseError
 from dsn.mail import Mail, header_text, normalise_line_endings, read_mail
 from dsn.model import (
@@ -61,7 +62,8 @@ def analyse_message(
         data = data[: cut + 1]
     try:
         mail = read_mail(normalise_line_endings(data))
-    except (ValueError, TypeError, LookupError, AssertionError, IndexError) as exc:
+    except (ValueError, TypeError, LookupError, AssertionError, IndexError, MessageError) as exc:
+        # MessageError: a broken RFC 2047 word in a header (HeaderParseError) read on the way.
         raise ParseError(f"unreadable message: {exc}") from exc
     return _analyse(mail, options, envelope_rcpt)
 
@@ -107,8 +109,10 @@ def _analyse(mail: Mail, options: AnalysisOptions, envelope_rcpt: str | None) ->
             verp_recipient=verp,
         )
     _fill_missing_recipients(found, mail, original, verp)
+    _note_expanded_from(found, mail.text)
     named = [f for f in found if f.recipient][:MAX_RECIPIENTS]
-    results = [_classify(f, mta, original.stream) for f in named]
+    reported = _prefer_our_recipient(named, verp or original.sole_recipient)
+    results = [_classify(f, mta, original.stream, reported.get(id(f))) for f in named]
     return MessageAnalysis(
         kind=_kind(results),
         results=results,
@@ -122,7 +126,8 @@ def _analyse(mail: Mail, options: AnalysisOptions, envelope_rcpt: str | None) ->
 
 
 def _is_auto_reply(mail: Mail) -> bool:
-    return not looks_like_bounce(mail) and is_auto_reply(mail)
+    # A challenge often comes from a daemon-like sender with a bounce-like subject.
+    return is_challenge(mail) or (not looks_like_bounce(mail) and is_auto_reply(mail))
 
 
 def _kind(results: list[RecipientResult]) -> MessageKind:
@@ -139,7 +144,9 @@ def _kind(results: list[RecipientResult]) -> MessageKind:
 _PROVIDER_PARSERS = frozenset({"gmail"})
 
 
-def _classify(found: Found, mta: str | None, stream: str | None) -> RecipientResult:
+def _classify(
+    found: Found, mta: str | None, stream: str | None, reported: str | None = None
+) -> RecipientResult:
     action = found.action or (
         "delivered" if found.status and found.status.startswith("2") else "failed"
     )
@@ -173,6 +180,7 @@ def _classify(found: Found, mta: str | None, stream: str | None) -> RecipientRes
         rule_id=classification.rule_id,
         stream=stream,
         vendor_category=found.vendor_category,
+        reported_recipient=reported,
     )
 
 
@@ -200,10 +208,65 @@ def _fill_missing_recipients(
             entry.recipient = addr
 
 
+# Which address: a bounce may name, beside or instead of the address we sent to, the address
+# the message was forwarded or expanded to (Postfix "<final> (expanded from <ours>)", RFC 3464
+# Final-Recipient beside Original-Recipient, a forwarder's own report).  The address to act on
+# is the one we sent to; only our own identification of it (X-Stoplist-Recipient in the
+# returned original, our VERP return path) says which one that is for certain.  Postfix's
+# "expanded from" and Original-Recipient are kept as ``original_recipient`` but do not replace
+# the recipient: measured on the corpus as "the address we sent to", each made it worse (its
+# labels name the final address): recipients whole 99.0 % -> 98.2 % ("expanded from") and
+# 97.9 % (Original-Recipient), held-back 98.3 % -> 96.7 % for both.
+_EXPANDED_FROM: Final = re.compile(
+    r"<([^<>\s]+@[^<>\s]+)>[ \t]*\(expanded[ \t\n]+from[ \t\n]*:?[ \t\n]*<([^<>\s]+@[^<>\s]+)>\)",
+    re.I,
+)
+
+
+def _note_expanded_from(found: list[Found], text: str) -> None:
+    """Postfix's "<final> (expanded from <alias>)": the alias is the original recipient."""
+    if "expanded" not in text:
+        return
+    aliases: dict[str, str] = {}
+    for match in _EXPANDED_FROM.finditer(text):
+        final, alias = normalise_address(match.group(1)), normalise_address(match.group(2))
+        if final and alias and final != alias:
+            aliases.setdefault(final, alias)
+    for entry in found:
+        if entry.original_recipient is None and entry.recipient in aliases:
+            entry.original_recipient = aliases[entry.recipient]
+
+
+def _prefer_our_recipient(named: list[Found], ours: str | None) -> dict[int, str]:
+    """Our own identification of the recipient wins over a forwarded address.
+
+    Our message went to one address.  When the report names it, entries about other
+    addresses (an alias's expansion, a forwarder's target) are dropped: we never sent to
+    them.  When the report names exactly one other address, or an entry's Original-Recipient
+    is ours, that entry is about our address, delivered onward: it becomes ours, and the
+    address the report named is returned (keyed by ``id`` of the entry) to be kept beside.
+    Several other addresses and none of them ours: an expansion we cannot attribute, left as
+    reported.
+    """
+    if not ours or not named:
+        return {}
+    if any(f.recipient == ours for f in named):
+        named[:] = [f for f in named if f.recipient == ours]
+        return {}
+    reported: dict[int, str] = {}
+    distinct = {f.recipient for f in named}
+    for entry in named:
+        if len(distinct) == 1 or entry.original_recipient == ours:
+            reported[id(entry)] = entry.recipient
+            entry.original_recipient = entry.original_recipient or ours
+            entry.recipient = ours
+    return reported
+
+
 class _OriginalInfo:
     """What the returned original message tells: its id, sender and our own headers."""
 
-    __slots__ = ("message_id", "recipient", "ref", "sender", "stream", "to")
+    __slots__ = ("message_id", "recipient", "ref", "sender", "sole_recipient", "stream", "to")
 
     def __init__(self, mail: Mail, options: AnalysisOptions) -> None:
         msg = mail.original
@@ -231,6 +294,13 @@ class _OriginalInfo:
                 self.stream = _header_in_text(body, options.stream_header)
             if self.recipient is None:
                 self.recipient = normalise_address(_header_in_text(body, options.recipient_header))
+        # Our header names the one address we sent to; a list there identifies no one.
+        named = find_addresses(header_text(msg, options.recipient_header)) if msg else []
+        if not named and self.recipient is not None:
+            named = find_addresses(
+                _header_in_text(mail.original_text or mail.text, options.recipient_header) or ""
+            )
+        self.sole_recipient = named[0] if len(named) == 1 else None
 
 
 def _header_in_text(text: str, name: str) -> str | None:

@@ -196,7 +196,8 @@ def _provider(result: RecipientResult) -> str | None:
 
 def _evidence(mail: Mail, result: RecipientResult) -> list[Evidence]:
     """Lines of the report text and the status parts that name the recipient."""
-    wanted = {a.lower() for a in (result.recipient, result.original_recipient) if a}
+    addresses = (result.recipient, result.original_recipient, result.reported_recipient)
+    wanted = {a.lower() for a in addresses if a}
     found: list[Evidence] = []
     sources = [("status part", text) for text in mail.status_texts]
     sources.append(("report text", mail.text))

@@ -64,6 +64,9 @@ class RecipientResult:
     # The sending MTA's own category for the failure (PowerMTA's bounce category): a second
     # opinion shown beside ours, never an input to the outcome.
     vendor_category: str | None = None
+    # The address the report itself named, when our own identification of the recipient
+    # (X-Stoplist-Recipient, VERP) replaced it: a forwarding or alias target.
+    reported_recipient: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         row: dict[str, Any] = {
@@ -80,6 +83,8 @@ class RecipientResult:
         }
         if self.vendor_category is not None:
             row["vendor_category"] = self.vendor_category
+        if self.reported_recipient is not None:
+            row["reported_recipient"] = self.reported_recipient
         return row
 
 
