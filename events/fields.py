@@ -8,7 +8,16 @@ from typing import Any, Final
 
 from dsn.address import normalise_address
 
-__all__ = ["address", "obj", "parse_reply", "parse_time", "status_of", "text", "to_int"]
+__all__ = [
+    "address",
+    "diagnostic",
+    "obj",
+    "parse_reply",
+    "parse_time",
+    "status_of",
+    "text",
+    "to_int",
+]
 
 _REPLY: Final = re.compile(r"^\s*([245]\d\d)(?:[ -]+([245]\.\d{1,3}\.\d{1,3}))?\b")
 _STATUS: Final = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})(?:\s|$|\()")
@@ -109,3 +118,14 @@ def parse_reply(value: str | None) -> tuple[int | None, str | None]:
 def obj(value: Any) -> dict[str, Any]:
     """A JSON object field, or an empty one when absent or of another type."""
     return value if isinstance(value, dict) else {}
+
+
+def diagnostic(value: Any) -> str | None:
+    """A reply text without its RFC 3464 diagnostic-type prefix (``smtp;550 ...``)."""
+    raw = text(value)
+    if raw is None:
+        return None
+    head, sep, tail = raw.partition(";")
+    if sep and head.strip().lower() in ("smtp", "x-unix", "x-local", "x-postfix"):
+        return tail.strip() or None
+    return raw

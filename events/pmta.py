@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Final
 
 from events.classify import make_event
-from events.fields import address, parse_reply, parse_time, status_of
+from events.fields import address, diagnostic, parse_reply, parse_time, status_of
 from events.model import Event, EventError, EventKind, Source, dedupe_id
 
 __all__ = ["parse_pmta"]
@@ -168,9 +168,7 @@ def _record(row: list[str], columns: _Columns, location: str) -> Event | EventEr
     recipient = address(_cell(row, columns.rcpt))
     if recipient is None and record_type not in ("tq", "transient-queue"):
         return EventError(Source.PMTA, location, "no recipient address", ",".join(row))
-    diag = _cell(row, columns.diag)
-    if diag is not None and ";" in diag[:12]:
-        diag = diag.split(";", 1)[1].strip()  # "smtp;550 ..." (RFC 3464 diagnostic-type)
+    diag = diagnostic(_cell(row, columns.diag))
     reply_code, reply_status = parse_reply(diag)
     mta = _cell(row, columns.mta)
     if mta is not None:

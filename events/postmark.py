@@ -26,7 +26,7 @@ import json
 from typing import Any, Final
 
 from events.classify import make_event
-from events.fields import address, parse_reply, parse_time, text
+from events.fields import address, diagnostic, parse_reply, parse_time, text
 from events.model import Batch, Event, EventError, EventKind, Source, dedupe_id
 
 __all__ = ["parse_postmark"]
@@ -96,7 +96,7 @@ def _bounce(data: dict[str, Any], location: str) -> Event | EventError | None:
     if key in _SKIPPED_BOUNCES:
         return None
     kind = _BOUNCE_KINDS.get(key, EventKind.BOUNCE)
-    details = text(data.get("Details"))
+    details = diagnostic(data.get("Details"))
     reply_code, reply_status = parse_reply(details)
     return make_event(
         Source.POSTMARK,

@@ -7,7 +7,8 @@ SNS Developer Guide ("HTTP/S notification JSON format"):
   ``SubscriptionConfirmation`` (``SubscribeURL`` to fetch once) or ``UnsubscribeConfirmation``.
 - SES record: ``notificationType`` (feedback notifications) or ``eventType`` (event publishing)
   names ``Bounce``, ``Complaint``, ``Delivery`` (and ``DeliveryDelay`` for event publishing);
-  ``mail`` holds ``messageId``, ``source``, ``timestamp``, ``tags``.
+  ``mail`` holds ``messageId``, ``source``, ``timestamp``, ``tags`` (``sourceIp`` is the address
+  that called the SES API, not a sending IP: not kept).
 - ``bounce``: ``bounceType`` Permanent / Transient / Undetermined, ``bounceSubType``,
   ``bouncedRecipients[]{emailAddress, action, status, diagnosticCode}``, ``reportingMTA``,
   ``remoteMtaIp``, ``feedbackId``, ``timestamp`` (``reportingMTA`` is SES's own host, so the
@@ -28,7 +29,7 @@ import json
 from typing import Any, Final
 
 from events.classify import make_event
-from events.fields import address, obj, parse_reply, parse_time, status_of, text
+from events.fields import address, diagnostic, obj, parse_reply, parse_time, status_of, text
 from events.model import Batch, Event, EventError, EventKind, Source, dedupe_id
 
 __all__ = ["parse_ses", "parse_ses_message"]
@@ -88,7 +89,6 @@ def parse_ses_message(
         "sender": address(mail.get("source")),
         "message_id": text(mail.get("messageId")),
         "stream": _tag(mail, stream_tag),
-        "ip": text(mail.get("sourceIp")),
     }
     name = kind_name.lower()
     if name == "bounce":
@@ -140,10 +140,8 @@ def _bounce(
             out.append(EventError(Source.SES, where, found))
             continue
         recipient, entry = found
-        diagnostic = text(entry.get("diagnosticCode"))
-        if diagnostic and ";" in diagnostic[:12]:
-            diagnostic = diagnostic.split(";", 1)[1].strip()  # "smtp; 550 ..."
-        reply_code, reply_status = parse_reply(diagnostic)
+        reply = diagnostic(entry.get("diagnosticCode"))
+        reply_code, reply_status = parse_reply(reply)
         out.append(
             make_event(
                 Source.SES,
@@ -154,7 +152,7 @@ def _bounce(
                 time=time,
                 reply_code=reply_code,
                 status=status_of(entry.get("status")) or reply_status,
-                diagnostic=diagnostic,
+                diagnostic=reply,
                 vendor_category=category,
                 transient=bounce_type.lower() != "permanent",
                 **common,
@@ -242,8 +240,8 @@ def _delay(
             out.append(EventError(Source.SES, where, found))
             continue
         recipient, entry = found
-        diagnostic = text(entry.get("diagnosticCode"))
-        reply_code, reply_status = parse_reply(diagnostic)
+        reply = diagnostic(entry.get("diagnosticCode"))
+        reply_code, reply_status = parse_reply(reply)
         out.append(
             make_event(
                 Source.SES,
@@ -256,7 +254,7 @@ def _delay(
                 time=time,
                 reply_code=reply_code,
                 status=status_of(entry.get("status")) or reply_status,
-                diagnostic=diagnostic,
+                diagnostic=reply,
                 vendor_category=text(delay.get("delayType")),
                 **common,
             )
