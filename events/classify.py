@@ -39,6 +39,8 @@ _FIXED: Final[dict[EventKind, Classification]] = {
     ),
     EventKind.DROPPED: Classification(Outcome.NONE, Reason.SUPPRESSED, "event-dropped"),
 }
+_DELIVERED_KIND: Final = EventKind.DELIVERED
+_DELIVERED: Final = _FIXED[EventKind.DELIVERED]
 _NOT_SPAM: Final = Classification(Outcome.NONE, Reason.NOT_SPAM, "event-not-spam")
 _EXPIRED: Final = Classification(Outcome.SOFT, Reason.EXPIRED, "event-expired")
 _UNCLASSIFIED: Final = Classification(Outcome.SOFT, Reason.UNCLASSIFIED, "unclassified")
@@ -217,27 +219,32 @@ def make_event(
     never hard whatever the reply says.
     """
     text = _WS.sub(" ", diagnostic).strip()[:DIAGNOSTIC_MAX] if diagnostic else ""
-    vendor = vendor_meaning(source, vendor_category)
-    decided = _decide(
-        source,
-        kind,
-        reply_code=reply_code,
-        status=status or None,
-        diagnostic=text,
-        remote_mta=remote_mta,
-        recipient=recipient,
-        vendor_category=vendor_category,
-        vendor=vendor,
-        feedback_type=feedback_type,
-        transient=transient,
+    vendor = vendor_meaning(source, vendor_category) if vendor_category else None
+    decided = (
+        _DELIVERED
+        if kind is _DELIVERED_KIND
+        else _decide(
+            source,
+            kind,
+            reply_code=reply_code,
+            status=status or None,
+            diagnostic=text,
+            remote_mta=remote_mta,
+            recipient=recipient,
+            vendor_category=vendor_category,
+            vendor=vendor,
+            feedback_type=feedback_type,
+            transient=transient,
+        )
     )
-    vendor_outcome = vendor[0].value if vendor is not None else None
+    # Outcome and Reason are StrEnums: stored as the strings they are (no .value on the hot path).
+    vendor_outcome = vendor[0] if vendor is not None else None
     return Event(
         source=source,
         kind=kind,
         recipient=recipient,
-        outcome=decided.outcome.value,
-        reason=decided.reason.value,
+        outcome=decided.outcome,
+        reason=decided.reason,
         rule_id=decided.rule_id,
         dedupe_id=dedupe,
         location=location,
@@ -250,7 +257,7 @@ def make_event(
         remote_mta=remote_mta or None,
         vendor_category=vendor_category or None,
         vendor_outcome=vendor_outcome,
-        disagrees=vendor_outcome is not None and vendor_outcome != decided.outcome.value,
+        disagrees=vendor_outcome is not None and vendor_outcome != decided.outcome,
         feedback_type=feedback_type or None,
         stream=stream or None,
         ip=ip or None,

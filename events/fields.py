@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, Final
 
 from dsn.address import normalise_address
@@ -21,6 +22,7 @@ __all__ = [
 
 _REPLY: Final = re.compile(r"^\s*([245]\d\d)(?:[ -]+([245]\.\d{1,3}\.\d{1,3}))?\b")
 _STATUS: Final = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})(?:\s|$|\()")
+_PLAIN_ADDRESS: Final = re.compile(r"[a-z0-9_%+-]+(?:\.[a-z0-9_%+-]+)*@[a-z0-9-]+(?:\.[a-z0-9-]+)+")
 _NUMBER: Final = re.compile(r"^\d{9,11}(?:\.\d+)?$")
 _OFFSET: Final = re.compile(r"([+-]\d\d)(\d\d)$")
 # Times before 2000 or after 2100 are a field read wrongly, not a real event.
@@ -29,6 +31,18 @@ _LATEST: Final = 4102444800.0
 
 
 def parse_time(value: Any) -> datetime | None:
+    if isinstance(value, str):
+        return _parse_time_text(value)
+    return _parse_time(value)
+
+
+@lru_cache(maxsize=4096)
+def _parse_time_text(value: str) -> datetime | None:
+    # A log's lines share their seconds: a thousand events can carry one stamp.
+    return _parse_time(value)
+
+
+def _parse_time(value: Any) -> datetime | None:
     """A Unix time (seconds, possibly fractional, or milliseconds) or an ISO 8601 / RFC 3339 time.
 
     Naive times are taken as UTC. Returns None for anything else (the caller decides whether a
@@ -69,6 +83,9 @@ def address(value: Any) -> str | None:
     """A bare lower-cased address from a field (``<a@b.example>``, ``rfc822;a@b.example``)."""
     if not isinstance(value, str) or not value:
         return None
+    lowered = value.lower()
+    if _PLAIN_ADDRESS.fullmatch(lowered):
+        return lowered  # the common case, as normalise_address would return it, without its work
     return normalise_address(value)
 
 

@@ -21,6 +21,7 @@ beside our classification of ``dsnStatus`` + ``dsnDiag``.
 from __future__ import annotations
 
 import csv
+import operator
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Final
 
@@ -59,44 +60,47 @@ _RECIPIENT_FIELDS: Final = ("rcpt", "origrcpt", "orcpt", "header_to")
 _EXPIRED_CATEGORY: Final = "message-expired"
 
 
+# The fields read, in the order ``_Columns.pick`` returns them; each with its header names
+# (lower case; the first found wins).
+_FIELDS: Final = (
+    ("type",),
+    ("timelogged",),
+    ("timequeued",),
+    ("orig",),
+    _RECIPIENT_FIELDS,
+    ("dsnaction",),
+    ("dsnstatus",),
+    ("dsndiag",),
+    ("dsnmta",),
+    ("bouncecat",),
+    ("dlvsourceip",),
+    ("vmta",),
+    ("vmtapool",),
+    ("jobid",),
+    ("envid",),
+    ("header_message-id",),
+    ("feedbacktype", "feedback-type"),
+)
+
+
 class _Columns:
-    """Column positions of the fields we read, from one header line (names compared lower-case)."""
+    """Where each field we read sits, from one header line (names compared lower-case).
+
+    ``pick(row)`` returns them all at once (``operator.itemgetter``, in C: the hot path); a field
+    the header lacks points one past the end, where ``parse_pmta`` appends an empty cell.
+    """
 
     def __init__(self, header: Sequence[str], stream_header: str) -> None:
-        index = {name.strip().lower(): i for i, name in enumerate(header)}
+        index: dict[str, int] = {}
+        for i, name in enumerate(header):
+            index.setdefault(name.strip().lower(), i)
         self.width = len(header)
-
-        def at(*names: str) -> int | None:
-            for name in names:
-                if name in index:
-                    return index[name]
-            return None
-
-        self.type = at("type")
-        self.time = at("timelogged")
-        self.queued = at("timequeued")
-        self.orig = at("orig")
-        self.rcpt = next((index[n] for n in _RECIPIENT_FIELDS if n in index), None)
-        self.action = at("dsnaction")
-        self.status = at("dsnstatus")
-        self.diag = at("dsndiag")
-        self.mta = at("dsnmta")
-        self.category = at("bouncecat")
-        self.ip = at("dlvsourceip")
-        self.vmta = at("vmta")
-        self.pool = at("vmtapool")
-        self.job = at("jobid")
-        self.env = at("envid")
-        self.message_id = at("header_message-id")
-        self.stream = at(f"header_{stream_header.lower()}")
-        self.feedback = at("feedbacktype", "feedback-type")
-
-
-def _cell(row: Sequence[str], pos: int | None) -> str | None:
-    if pos is None:
-        return None
-    value = row[pos].strip()
-    return value or None
+        missing = self.width
+        positions = [
+            next((index[n] for n in names if n in index), missing)
+            for names in (*_FIELDS, (f"header_{stream_header.lower()}",))
+        ]
+        self.pick = operator.itemgetter(*positions)
 
 
 def parse_pmta(
@@ -142,59 +146,86 @@ def parse_pmta(
                 ",".join(row),
             )
             continue
-        result = _record(row, columns, location)
+        row.append("")  # the cell of every field the header lacks (see _Columns)
+        values = columns.pick(row)
+        row.pop()
+        result = _record(row, values, location)
         if result is not None:
             yield result
 
 
-def _record(row: list[str], columns: _Columns, location: str) -> Event | EventError | None:
-    record_type = (_cell(row, columns.type) or "").lower()
-    if record_type not in _KINDS:
-        return EventError(
-            Source.PMTA, location, f"unknown record type {record_type!r}", ",".join(row)
-        )
-    kind = _KINDS[record_type]
+_PMTA: Final = Source.PMTA
+_DELIVERED: Final = EventKind.DELIVERED
+_BOUNCE: Final = EventKind.BOUNCE
+_QUEUE_TYPES: Final = frozenset({"tq", "transient-queue"})
+
+
+def _record(row: list[str], values: tuple[str, ...], location: str) -> Event | EventError | None:
+    (
+        record_type,
+        logged,
+        queued,
+        orig,
+        rcpt,
+        action,
+        dsn_status,
+        dsn_diag,
+        mta,
+        category,
+        ip,
+        vmta,
+        pool,
+        job,
+        env,
+        message_id,
+        feedback,
+        stream,
+    ) = values
+    record_type = record_type.strip().lower()
+    kind = _KINDS.get(record_type, _BOUNCE)
     if kind is None:
         return None
-    category = _cell(row, columns.category)
-    status = status_of(_cell(row, columns.status))
-    action = (_cell(row, columns.action) or "").lower()
-    if record_type in ("rs", "remote-status"):
-        kind = _REMOTE_STATUS.get(action, EventKind.BOUNCE)
-    if kind is EventKind.BOUNCE and (
-        (category or "").lower() == _EXPIRED_CATEGORY or status == "4.4.7"
-    ):
-        kind = EventKind.EXPIRED
-    recipient = address(_cell(row, columns.rcpt))
-    if recipient is None and record_type not in ("tq", "transient-queue"):
-        return EventError(Source.PMTA, location, "no recipient address", ",".join(row))
-    diag = diagnostic(_cell(row, columns.diag))
-    reply_code, reply_status = parse_reply(diag)
-    mta = _cell(row, columns.mta)
-    if mta is not None:
-        mta = mta.split()[0].rstrip(".")
-    time = parse_time(_cell(row, columns.time))
-    if time is None and _cell(row, columns.time) is not None:
-        return EventError(Source.PMTA, location, "unreadable timeLogged", ",".join(row))
+    if record_type not in _KINDS:
+        return EventError(_PMTA, location, f"unknown record type {record_type!r}", _raw(row))
+    recipient = address(rcpt.strip())
+    if recipient is None and record_type not in _QUEUE_TYPES:
+        return EventError(_PMTA, location, "no recipient address", _raw(row))
+    time = parse_time(logged.strip())
+    if time is None and logged.strip():
+        return EventError(_PMTA, location, "unreadable timeLogged", _raw(row))
+    status = status_of(dsn_status)
+    diag: str | None = None
+    reply_code = reply_status = None
+    if kind is not _DELIVERED:  # a delivery's reply ("250 ok") is not read: it decides nothing
+        if record_type in ("rs", "remote-status"):
+            kind = _REMOTE_STATUS.get(action.strip().lower(), _BOUNCE)
+        if kind is _BOUNCE and (category.lower() == _EXPIRED_CATEGORY or status == "4.4.7"):
+            kind = EventKind.EXPIRED
+        diag = diagnostic(dsn_diag)
+        reply_code, reply_status = parse_reply(diag)
     return make_event(
-        Source.PMTA,
+        _PMTA,
         kind,
         recipient=recipient,
-        dedupe=dedupe_id(Source.PMTA, *row),
+        dedupe=dedupe_id(_PMTA, "\x1f".join(row)),
         location=location,
-        sender=address(_cell(row, columns.orig)),
+        sender=address(orig.strip()),
         time=time,
-        queued_at=parse_time(_cell(row, columns.queued)),
+        queued_at=parse_time(queued.strip()),
         reply_code=reply_code,
         status=status or reply_status,
         diagnostic=diag,
-        remote_mta=mta,
-        vendor_category=category,
-        feedback_type=_cell(row, columns.feedback) if kind is EventKind.COMPLAINT else None,
-        stream=_cell(row, columns.stream),
-        ip=_cell(row, columns.ip),
-        pool=_cell(row, columns.pool),
-        vmta=_cell(row, columns.vmta),
-        job_id=_cell(row, columns.job) or _cell(row, columns.env),
-        message_id=_cell(row, columns.message_id),
+        remote_mta=mta.split()[0].rstrip(".") if mta.strip() else None,
+        vendor_category=category.strip() or None,
+        feedback_type=feedback.strip() or None if kind is EventKind.COMPLAINT else None,
+        stream=stream.strip() or None,
+        ip=ip.strip() or None,
+        pool=pool.strip() or None,
+        vmta=vmta.strip() or None,
+        job_id=job.strip() or env.strip() or None,
+        message_id=message_id.strip() or None,
     )
+
+
+def _raw(row: list[str]) -> str:
+    return ",".join(row)
