@@ -26,7 +26,7 @@ from classifiers import HARD_REASONS, Classification, Outcome, Reason, classify
 from dsn.address import domain_of
 from events.model import DIAGNOSTIC_MAX, Event, EventKind, Source
 
-__all__ = ["VENDOR_CATEGORIES", "make_event", "vendor_meaning"]
+__all__ = ["DELIVERED", "VENDOR_CATEGORIES", "make_event", "vendor_meaning"]
 
 _WS = re.compile(r"\s+")
 _NOT_ALNUM = re.compile(r"[^a-z0-9]+")
@@ -40,7 +40,7 @@ _FIXED: Final[dict[EventKind, Classification]] = {
     EventKind.DROPPED: Classification(Outcome.NONE, Reason.SUPPRESSED, "event-dropped"),
 }
 _DELIVERED_KIND: Final = EventKind.DELIVERED
-_DELIVERED: Final = _FIXED[EventKind.DELIVERED]
+DELIVERED: Final = _FIXED[EventKind.DELIVERED]
 _NOT_SPAM: Final = Classification(Outcome.NONE, Reason.NOT_SPAM, "event-not-spam")
 _EXPIRED: Final = Classification(Outcome.SOFT, Reason.EXPIRED, "event-expired")
 _UNCLASSIFIED: Final = Classification(Outcome.SOFT, Reason.UNCLASSIFIED, "unclassified")
@@ -221,7 +221,7 @@ def make_event(
     text = _WS.sub(" ", diagnostic).strip()[:DIAGNOSTIC_MAX] if diagnostic else ""
     vendor = vendor_meaning(source, vendor_category) if vendor_category else None
     decided = (
-        _DELIVERED
+        DELIVERED
         if kind is _DELIVERED_KIND
         else _decide(
             source,
