@@ -112,7 +112,7 @@ def parse_kumomta_record(
                 vendor_category=text(record.get("bounce_classification")),
                 feedback_type=feedback_type,
                 stream=text(meta.get(stream_meta)),
-                ip=text(obj(record.get("source_address")).get("address")),
+                ip=_host(text(obj(record.get("source_address")).get("address"))),
                 pool=text(record.get("egress_pool")),
                 vmta=text(record.get("egress_source")),
                 job_id=text(meta.get("campaign")),
@@ -149,6 +149,17 @@ def parse_kumomta_lines(lines: Iterable[str], origin: str = "-") -> Iterator[Eve
             yield EventError(Source.KUMOMTA, location, f"bad JSON: {exc}", line)
             continue
         yield from parse_kumomta_record(record, location)
+
+
+def _host(address: str | None) -> str | None:
+    """The IP of ``source_address.address``, which carries a port (``198.51.100.1:0``)."""
+    if address is None:
+        return None
+    if address.startswith("["):  # [2001:db8::1]:0
+        return address[1:].partition("]")[0] or None
+    if address.count(":") == 1:
+        return address.partition(":")[0] or None
+    return address
 
 
 def _excerpt(record: Any) -> str:

@@ -88,3 +88,13 @@ def test_kumomta_log_lines_keep_going_after_bad_ones() -> None:
     items = list(parse_kumomta_lines(lines, "kumo.log"))
     assert [type(i).__name__ for i in items] == ["Event", "EventError", "Event", "EventError"]
     assert [i.location for i in items if isinstance(i, EventError)] == ["kumo.log:2", "kumo.log:5"]
+
+
+def test_kumomta_source_address_port_is_dropped() -> None:
+    lines = [
+        '{"type":"Delivery","recipient":"a@example.org","source_address":{"address":"198.51.100.7:0"}}',
+        '{"type":"Delivery","recipient":"b@example.org","source_address":{"address":"[2001:db8::7]:0"}}',
+        '{"type":"Delivery","recipient":"c@example.org","source_address":{"address":"2001:db8::8"}}',
+    ]
+    ips = [e.ip for e in parse_kumomta_lines(lines) if isinstance(e, Event)]
+    assert ips == ["198.51.100.7", "2001:db8::7", "2001:db8::8"]
