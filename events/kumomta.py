@@ -139,7 +139,8 @@ def parse_kumomta_request(body: bytes | str, request_id: str = "-") -> Batch:
 
 def parse_kumomta_lines(lines: Iterable[str], origin: str = "-") -> Iterator[Event | EventError]:
     """A KumoMTA log file: one JSON record per line (blank lines skipped)."""
-    for number, line in enumerate(lines, 1):
+    for number, raw in enumerate(lines, 1):
+        line = raw.rstrip("\r\n")
         if not line.strip():
             continue
         location = f"{origin}:{number}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from classifiers import HARD_REASONS, Outcome
@@ -11,14 +13,14 @@ from events.classify import VENDOR_CATEGORIES, vendor_meaning
 UNKNOWN_USER = "550 5.1.1 <a@example.org>: Recipient address rejected: User unknown"
 
 
-def _event(kind: EventKind, **kw: object) -> tuple[str, str, str, bool]:
+def _event(kind: EventKind, **kw: Any) -> tuple[str, str, str, bool]:
     event = make_event(
         Source.PMTA,
         kind,
         recipient="a@example.org",
         dedupe="d",
         location="x:1",
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )
     return event.outcome, event.reason, event.rule_id, event.disagrees
 

@@ -68,3 +68,17 @@ def test_event_json_has_every_field() -> None:
     assert set(Event.__slots__) <= {
         k for path in FILES[:1] for e in _actual(path)["events"] for k in e
     }
+
+
+@pytest.mark.parametrize("path", [f for f in FILES if f.suffix != ".json"], ids=lambda f: f.name)
+def test_log_lines_read_the_same_with_crlf(path: Path) -> None:
+    """PowerMTA ends records with CRLF (RFC 4180); logs copied from Windows hosts do too."""
+    source = path.name.split("-")[0]
+    parser = LOG_PARSERS[source]
+    if source == "postfix":
+        parser = partial(parse_postfix, year=2026)
+    text = path.read_text()
+    lf, crlf = Batch(), Batch()
+    lf.add(parser(text.splitlines(keepends=True), path.name))
+    crlf.add(parser(text.replace("\n", "\r\n").splitlines(keepends=True), path.name))
+    assert crlf.to_json() == lf.to_json()
