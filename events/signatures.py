@@ -42,6 +42,7 @@ __all__ = [
     "SignatureError",
     "check_basic_auth",
     "check_sns_certificate_url",
+    "check_sns_subscribe_url",
     "load_sendgrid_public_key",
     "sns_string_to_sign",
     "verify_mailgun",
@@ -96,6 +97,24 @@ def check_sns_certificate_url(url: str) -> None:
         or parts.fragment
     ):
         raise SignatureError(f"SigningCertURL is not an SNS certificate URL: {url[:200]!r}")
+
+
+def check_sns_subscribe_url(url: str) -> None:
+    """Refuse a SubscribeURL that is not an SNS endpoint, before the service fetches it.
+
+    Confirming a subscription is a GET of this URL: a forged confirmation must not make the
+    service fetch an address of its choosing (the signature is checked first; this is the second
+    lock).
+    """
+    parts = urlsplit(url)
+    if (
+        parts.scheme != "https"
+        or parts.port not in (None, 443)
+        or parts.username is not None
+        or not _SNS_HOST.match(parts.hostname or "")
+        or "Action=ConfirmSubscription" not in parts.query
+    ):
+        raise SignatureError(f"SubscribeURL is not an SNS confirmation URL: {url[:200]!r}")
 
 
 def sns_string_to_sign(message: Mapping[str, Any]) -> bytes:

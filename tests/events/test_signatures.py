@@ -20,6 +20,7 @@ from events.signatures import (
     SignatureError,
     check_basic_auth,
     check_sns_certificate_url,
+    check_sns_subscribe_url,
     load_sendgrid_public_key,
     sns_string_to_sign,
     verify_mailgun,
@@ -215,3 +216,15 @@ def test_postmark_basic_auth() -> None:
     assert not check_basic_auth("Basic !!!", "stoplist", "s3cret")
     assert not check_basic_auth(None, "stoplist", "s3cret")
     assert not check_basic_auth(header, "stoplist", "")
+
+
+def test_sns_subscribe_url_is_restricted() -> None:
+    check_sns_subscribe_url(CONFIRMATION["SubscribeURL"])
+    for url in (
+        "https://evil.example/?Action=ConfirmSubscription",
+        "http://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription",
+        "https://sns.eu-west-1.amazonaws.com/?Action=Unsubscribe",
+        "https://sns.eu-west-1.amazonaws.com.evil.example/?Action=ConfirmSubscription",
+    ):
+        with pytest.raises(SignatureError):
+            check_sns_subscribe_url(url)
