@@ -9,7 +9,8 @@ file repeats the same replies), then times in the same process:
 - floor: ``csv.reader`` over the lines, every row touched (what reading the file costs at least);
 - ours: ``events.parse_pmta`` (header lookup, addresses, times, classification, dedupe ids).
 
-Prints events/s for each and our share of the floor's rate. Pure in-memory: no disk, no database
+Prints events/s for each and our share of the floor's rate; then the rate of
+``events.parse_sendgrid`` on a 1,000-event webhook request (parse + classify, no signature check). Pure in-memory: no disk, no database
 (the end-to-end ingest into PostgreSQL is measured with the service, not here).
 """
 
@@ -17,10 +18,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import random
 import time
 
-from events import Event, parse_pmta
+from events import Event, parse_pmta, parse_sendgrid
 
 HEADER = (
     "type,timeLogged,timeQueued,orig,rcpt,orcpt,dsnAction,dsnStatus,dsnDiag,dsnMta,bounceCat,"
@@ -91,6 +93,36 @@ def ours(lines: list[str]) -> int:
     return events
 
 
+def sendgrid_batch(size: int = 1000, seed: int = 12) -> bytes:
+    """One Event Webhook request: 90 % delivered, 10 % bounces, as SendGrid batches them."""
+    rng = random.Random(seed)
+    items = []
+    for i in range(size):
+        item: dict[str, object] = {
+            "email": f"user{i}@{DOMAINS[i % len(DOMAINS)]}",
+            "timestamp": 1767607200 + i,
+            "sg_event_id": f"ev{i}",
+            "sg_message_id": f"msg{i}.filter0001",
+            "smtp-id": f"<m{i}@mail.example.com>",
+        }
+        if rng.random() < 0.10:
+            item.update(event="bounce", type="bounce", status="5.1.1", reason=REPLIES[i % 2][1][5:])
+        else:
+            item.update(event="delivered", response="250 2.0.0 OK", ip="198.51.100.1")
+        items.append(item)
+    return json.dumps(items).encode()
+
+
+def sendgrid_rate(rounds: int) -> float:
+    body = sendgrid_batch()
+    best = float("inf")
+    for _ in range(rounds * 20):
+        start = time.perf_counter()
+        assert len(parse_sendgrid(body, "bench").events) == 1000
+        best = min(best, time.perf_counter() - start)
+    return 1000 / best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=200_000)
@@ -113,6 +145,7 @@ def main() -> None:
     print(f"floor csv.reader {floor_rate:12,.0f} lines/s")
     print(f"events.parse_pmta{our_rate:12,.0f} events/s")
     print(f"ratio            {our_rate / floor_rate:12.1%} of the floor (best of {args.rounds})")
+    print(f"sendgrid batch  {sendgrid_rate(args.rounds):12,.0f} events/s (1,000-event requests)")
 
 
 if __name__ == "__main__":
