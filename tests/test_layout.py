@@ -1,4 +1,4 @@
-"""The pure packages (dsn, arf, classifiers) never import the service (app)."""
+"""The pure packages (dsn, arf, classifiers, events) never import the service (app)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PURE = ("dsn", "arf", "classifiers")
+PURE = ("dsn", "arf", "classifiers", "events")
 FORBIDDEN = ("app", "sqlalchemy", "fastapi", "redis", "aiosmtpd", "httpx", "asyncpg")
 
 
