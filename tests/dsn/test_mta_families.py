@@ -37,6 +37,7 @@ CASES: list[tuple[str, str, list[tuple[str, str | None, str]]]] = [
         [("abel@example.org", "5.1.1", "550 5.1.1 <abel@example.org>... User unknown")],
     ),
     ("groupwise-01.eml", "groupwise", [("bella@example.org", None, "User not on post office")]),
+    ("groupwise-02.eml", "groupwise", [("ivan@example.org", None, "user not found")]),
     ("smail-01.eml", "smail", [("edith@example.de", "5.2.2", "Quota exceeded")]),
     ("smail-02.eml", "smail", [("bruno@example.de", "5.2.2", "Quota exceeded")]),
     ("smtpsvc-01.eml", "smtpsvc", [("jack@example.org", None, "could not be delivered")]),
@@ -258,14 +259,15 @@ def test_exim_dsn_without_diagnostic_code_takes_exims_own_words() -> None:
     assert result.diagnostic == "Unrouteable address"
 
 
-def test_exim_3_block_reports_the_forwarding_target_as_written() -> None:
-    # The corpus labels expect the address Exim names (see exim.py's docstring).
+def test_exim_3_block_reports_the_address_we_sent_to_and_keeps_exims() -> None:
     for ending in ENDINGS.values():
         raw = (SAMPLES / "exim-04.eml").read_bytes().replace(b"\n", ending)
         analysis = analyse_message(raw)
         assert analysis.mta == "exim"
         (result,) = analysis.results
-        assert result.recipient == "wendy@old.example.org"
+        # Our X-Stoplist-Recipient names the address we sent to; Exim's is kept beside it.
+        assert result.recipient == "wendy@example.org"
+        assert result.reported_recipient == "wendy@old.example.org"
         assert result.diagnostic == 'unrouteable mail domain "old.example.org"'
 
 
