@@ -50,13 +50,12 @@ from app.cache import (
     CachedEntry,
     CacheUnavailable,
 )
-from app.db import Database
+from app.db import DB_ERRORS, Database
 from app.errors import InvalidInput
 from app.models import AuditEntry, Suppression, utcnow
-from app.settings import GLOBAL_SCOPE, STREAM_RE
+from app.streams import GLOBAL_SCOPE, STREAM_RE
 from app.suppressions import (
     CACHE_COLUMNS,
-    DB_ERRORS,
     REASON_RE,
     STRENGTH,
     SUPPRESSING_OUTCOMES,

@@ -22,7 +22,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from app.api.deps import Services
+from app.container import Services
 from app.errors import AppError
 from app.settings import Settings, SettingsError, load_settings
 
@@ -63,7 +63,7 @@ def _settings() -> Settings:
 
 @asynccontextmanager
 async def _services(settings: Settings) -> AsyncIterator[Services]:
-    from app.main import build_services
+    from app.container import build_services
 
     services = build_services(settings, auto_rebuild=False)
     try:
@@ -710,7 +710,7 @@ def rules_check() -> None:
 
 
 def _signer() -> Any:
-    from app.signing import build_signer
+    from app.container import build_signer
 
     signer = build_signer(_settings())
     if signer is None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, text
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -26,6 +27,9 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from app.settings import Settings
+
+# What a database that is away, slow or refusing raises: callers at the edges catch these.
+DB_ERRORS = (OperationalError, DBAPIError, OSError, asyncio.TimeoutError)
 
 
 def _advisory_key(address: str) -> int:

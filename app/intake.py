@@ -52,15 +52,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 from sqlalchemy import Table, and_, bindparam, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DataError
 
-from app.api.deps import Services
-from app.db import Database
+from app.container import Services
+from app.db import DB_ERRORS, Database
 from app.models import InboundMessage, utcnow
 from app.parsing_pool import ParseOutcome, ParsingPool
 from app.policy import (
@@ -72,11 +72,7 @@ from app.policy import (
     safe_stream,
 )
 from app.settings import Settings
-from app.suppressions import DB_ERRORS
 from dsn.model import MessageAnalysis
-
-if TYPE_CHECKING:
-    from app.intake_process import ProcessorChild
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +185,16 @@ class IntakeStore:
         self.db = db
         self.instance = instance or instance_name()
         self.store_timeout_s = store_timeout_s
+
+    async def release_claims(self) -> int:
+        """Hand back the pending rows this instance still holds: they become claimable at once."""
+        stmt = (
+            update(_TABLE)
+            .where(_TABLE.c.claimed_by == self.instance, _TABLE.c.state == PENDING)
+            .values(claimed_at=None, claimed_by=None)
+        )
+        async with self.db.write() as session:
+            return int((await session.execute(stmt)).rowcount)  # type: ignore[attr-defined]
 
     def _insert(self) -> Any:
         return pg_insert(_TABLE) if self.db.dialect == "postgresql" else sqlite_insert(_TABLE)
@@ -937,6 +943,16 @@ class IntakeProcessor:
 # ------------------------------------------------------------------------------------ facade
 
 
+class ProcessingChild(Protocol):
+    """The handle on a processing process of its own (``app.intake_process.ProcessorChild``)."""
+
+    async def start(self) -> None: ...
+
+    def wake(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 class Intake:
     """What the SMTP sink talks to: store (before the 250, in group commits), then hand over for
     processing."""
@@ -947,19 +963,13 @@ class Intake:
         *,
         applier: Applier | None = None,
         pool: ParsingPool | None = None,
-        separate: bool | None = None,
+        child: ProcessingChild | None = None,
     ) -> None:
+        """``child``: processing runs in that process (``app.intake_process.open_intake`` makes
+        one when the settings ask for it); without one it runs on this loop."""
         settings = services.settings
         self.settings = settings
-        if separate is None:
-            separate = settings.intake_process == "separate"
-        # Processing in a child process (app.intake_process): PostgreSQL only (SQLite has one
-        # writer per process file lock and the embedded mode is a single process).
-        self.child: ProcessorChild | None = None
-        if separate and services.db.dialect == "postgresql":
-            from app.intake_process import ProcessorChild
-
-            self.child = ProcessorChild(settings)
+        self.child = child
         self.store = IntakeStore(services.db)
         self.pool = pool or ParsingPool(
             workers=settings.parse_workers,

@@ -34,14 +34,12 @@ import signal
 import time
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import TYPE_CHECKING
 
-from app.parsing_pool import PROCESSING_NICE
+from app.container import Services, build_services, housekeeping
+from app.db import DB_ERRORS
+from app.intake import Intake, IntakeStore
+from app.parsing_pool import PROCESSING_NICE, ParsingPool
 from app.settings import Settings
-from app.suppressions import DB_ERRORS
-
-if TYPE_CHECKING:
-    from app.intake import IntakeStore
 
 log = logging.getLogger(__name__)
 
@@ -189,10 +187,9 @@ def child_main(settings: Settings, wake: Connection, log_level: int) -> None:
 
 async def _child(settings: Settings, wake: Connection) -> None:
     from app.intake import Intake
-    from app.main import build_services, housekeeping
 
     services = build_services(settings)
-    intake = Intake(services, separate=False)
+    intake = Intake(services)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -250,22 +247,26 @@ async def release_claims(store: IntakeStore, *, timeout_s: float) -> int:
     claimable at once. Safe if one of them was applied but not finished: applying a message again
     writes nothing twice (``app.policy``). Best effort: if the database is away, the claims expire
     by themselves after ``intake_claim_timeout_s``."""
-    from sqlalchemy import update
-
-    from app.intake import PENDING
-    from app.models import InboundMessage as T
-
-    stmt = (
-        update(T)
-        .where(T.claimed_by == store.instance, T.state == PENDING)
-        .values(claimed_at=None, claimed_by=None)
-    )
     try:
-        async with asyncio.timeout(timeout_s), store.db.write() as session:
-            released = int((await session.execute(stmt)).rowcount)  # type: ignore[attr-defined]
+        async with asyncio.timeout(timeout_s):
+            released = await store.release_claims()
     except (TimeoutError, *DB_ERRORS) as exc:
         log.warning("intake: could not release claims on the way out (%s); they expire", exc)
         return 0
     if released:
         log.warning("intake: released %d claimed messages on the way out", released)
     return released
+
+
+def open_intake(
+    services: Services, *, pool: ParsingPool | None = None, separate: bool | None = None
+) -> Intake:
+    """The intake the settings describe: processing in a child process of its own when
+    ``intake_process = "separate"`` on PostgreSQL (SQLite has one writer per process file lock and
+    the embedded mode is a single process), on this loop otherwise."""
+    if separate is None:
+        separate = services.settings.intake_process == "separate"
+    child = None
+    if separate and services.db.dialect == "postgresql":
+        child = ProcessorChild(services.settings)
+    return Intake(services, pool=pool, child=child)

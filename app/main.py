@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,85 +16,17 @@ from fastapi.exceptions import RequestValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api import bulk, check, health, messages, suppressions, tokens, unsubscribe
-from app.api.deps import Services
 from app.api.responses import JSONBytes
-from app.auth import KeyService
-from app.cache import MemoryCache, RedisCache, SuppressionCache
-from app.db import Database
+from app.container import Services, build_services, housekeeping, start_services
+from app.db import DB_ERRORS
 from app.errors import AppError
 from app.settings import Settings, get_settings
-from app.signing import build_signer
-from app.suppressions import DB_ERRORS, SuppressionService
+from app.smtp import start_sink
 
 log = logging.getLogger("stoplist")
 
 VERSION = "0.1.0"
 MAX_BODY = 4 * 1024 * 1024  # 10,000 addresses fit comfortably
-
-
-def build_services(settings: Settings, *, auto_rebuild: bool = True) -> Services:
-    db = Database(settings)
-    cache: SuppressionCache
-    if settings.redis_url:
-        cache = RedisCache(
-            settings.redis_url, prefix=settings.redis_prefix, timeout_s=settings.redis_timeout_s
-        )
-    else:
-        cache = MemoryCache()
-    return Services(
-        settings=settings,
-        db=db,
-        cache=cache,
-        suppressions=SuppressionService(db, cache, auto_rebuild=auto_rebuild),
-        keys=KeyService(db, cache_ttl_s=settings.auth_cache_ttl_s),
-        signer=build_signer(settings),
-    )
-
-
-async def start_services(services: Services) -> None:
-    """Bootstrap the first admin key and make sure the cache is a complete replica."""
-    generated = await services.keys.ensure_bootstrap(
-        services.settings.bootstrap_admin_key.get_secret_value()
-        if services.settings.bootstrap_admin_key
-        else None
-    )
-    if generated:
-        print(
-            "\n  No API keys existed: created admin key 'bootstrap-admin'. It is shown only now:\n"
-            f"\n      {generated}\n\n"
-            "  Store it, then create narrower keys with `stoplist keys create`.\n",
-            file=sys.stderr,
-            flush=True,
-        )
-    sup = services.suppressions
-    if services.cache.kind == "memory":
-        await sup.rebuild_cache()
-        return
-    try:
-        if await services.cache.generation() is None:
-            log.info("cache is cold: rebuilding in the background (checks use the database)")
-            sup.schedule_rebuild()
-    except Exception as exc:
-        log.warning("cache unreachable at start-up (%s); checks use the database", exc)
-        sup.cache_state = "unavailable"
-
-
-async def housekeeping(services: Services, interval_s: float = 1.0) -> None:
-    """Rebuild a stale replica once the cache is reachable again; in embedded mode, pick up
-    writes made by other processes (CLI, imports) every second."""
-    sup = services.suppressions
-    while True:
-        await asyncio.sleep(interval_s)
-        try:
-            if sup.cache_dirty:
-                sup.schedule_rebuild()
-                await sup.wait_rebuild()
-            elif services.cache.kind == "memory":
-                await sup.sync_from_database()
-        except DB_ERRORS as exc:
-            log.warning("housekeeping: database unreachable: %s", exc)
-        except Exception:
-            log.exception("housekeeping failed")
 
 
 def create_app(settings: Settings | None = None, *, services: Services | None = None) -> FastAPI:
@@ -113,8 +44,6 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         keeper = asyncio.create_task(housekeeping(svc))
         sink = None
         if svc.settings.sink_enabled:
-            from app.smtp import start_sink  # the sink and the intake processing loop
-
             sink = await start_sink(svc)
         try:
             yield

@@ -52,14 +52,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import metrics
 from app.addresses import try_normalise
-from app.api.deps import Services
-from app.db import Database
+from app.container import Services
+from app.db import DB_ERRORS, Database
 from app.errors import AppError
 from app.models import Event, utcnow
-from app.settings import GLOBAL_SCOPE, STREAM_RE
 from app.signing import RejectReason, Signer, TokenError, VerifiedRef
+from app.streams import GLOBAL_SCOPE, STREAM_RE
 from app.suppressions import (
-    DB_ERRORS,
     EVENTS_TABLE,
     REASON_RE,
     STRENGTH,

@@ -41,13 +41,11 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Final
+from typing import Final
 from urllib.parse import quote
 
 from app.addresses import InvalidAddress, normalise_address
-
-if TYPE_CHECKING:
-    from app.settings import Settings
+from app.streams import STREAM_RE
 
 __all__ = [
     "RejectReason",
@@ -55,13 +53,11 @@ __all__ = [
     "SigningKey",
     "TokenError",
     "VerifiedRef",
-    "build_signer",
     "has_signed_address_form",
     "parse_signing_keys",
 ]
 
 KEY_ID_RE: Final = re.compile(r"^[a-z0-9]{1,8}$")
-STREAM_RE: Final = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")  # same rule as app.settings
 PREFIX_RE: Final = re.compile(r"^[a-z0-9][a-z0-9._-]{0,15}$")
 MIN_SECRET_BYTES: Final = 32
 ADDRESS_MAC_BYTES: Final = 5  # 8 base32 characters, 40 bits: an online guess per message
@@ -552,19 +548,3 @@ class Signer:
                 expired_ref=ref,
             )
         return ref
-
-
-def build_signer(settings: Settings) -> Signer | None:
-    """The signer the settings describe, or None when no signing keys are configured."""
-    if settings.signing_keys is None:
-        return None
-    return Signer(
-        parse_signing_keys(settings.signing_keys.get_secret_value()),
-        return_path_domain=settings.return_path_domain,
-        return_path_prefix=settings.return_path_prefix,
-        unsubscribe_domain=settings.unsubscribe_domain,
-        unsubscribe_prefix=settings.unsubscribe_local_prefix,
-        unsubscribe_base_url=settings.public_base_url,
-        bounce_max_age=timedelta(days=settings.token_max_age_days),
-        unsubscribe_max_age=timedelta(days=settings.unsubscribe_token_max_age_days),
-    )

@@ -50,11 +50,12 @@ from typing import Any, AnyStr, Final
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
 
 from app import metrics
-from app.api.deps import Services
+from app.container import Services
+from app.db import DB_ERRORS
 from app.intake import Intake
+from app.intake_process import open_intake
 from app.settings import Settings
 from app.signing import has_signed_address_form
-from app.suppressions import DB_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -537,7 +538,7 @@ async def start_sink(
 ) -> SmtpSink:
     """The sink and (unless ``process`` is false) the processing loop: on the running loop, or in
     a child process (``intake_process = "separate"`` on PostgreSQL, see ``app.intake_process``)."""
-    intake = Intake(services)
+    intake = open_intake(services)
     if process:
         await intake.start()
     sink = SmtpSink(settings or services.settings, intake)

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Table, and_, func, or_, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import metrics
@@ -41,10 +41,10 @@ from app.cache import (
     Entries,
     SuppressionCache,
 )
-from app.db import Database
+from app.db import DB_ERRORS, Database
 from app.errors import Forbidden, InvalidAddressError, InvalidInput, NotFound, Unavailable
 from app.models import AuditEntry, Event, Suppression, utcnow
-from app.settings import GLOBAL_SCOPE, STREAM_RE
+from app.streams import GLOBAL_SCOPE, STREAM_RE
 from dsn.explain import rule_details
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,6 @@ STRENGTH: dict[str, int] = {
 SUPPRESSING_OUTCOMES = frozenset(STRENGTH)
 SOURCES = frozenset({"bounce", "complaint", "unsubscribe", "api", "cli", "import"})
 REASON_RE = re.compile(r"^[a-z0-9][a-z0-9_]{0,47}$")
-DB_ERRORS = (OperationalError, DBAPIError, OSError, asyncio.TimeoutError)
 # PostgreSQL's deadlock_detected and serialization_failure: the transaction was rolled back whole.
 _RETRYABLE_STATES = frozenset({"40P01", "40001"})
 WRITE_ATTEMPTS = 3

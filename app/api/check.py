@@ -15,7 +15,7 @@ import orjson
 from fastapi import APIRouter, Request
 
 from app import metrics
-from app.api.deps import ApiRoute, Services, authorize
+from app.api.deps import ApiRoute, authorize
 from app.api.responses import JSONBytes
 from app.api.schemas import (
     STREAM_PATTERN,
@@ -24,6 +24,7 @@ from app.api.schemas import (
     CheckResult,
     error_responses,
 )
+from app.container import Services
 from app.errors import InvalidInput
 
 router = APIRouter(prefix="/v1", tags=["check"], route_class=ApiRoute)

@@ -1,10 +1,9 @@
-"""Request dependencies: the services of the running app and API-key authentication; the route
+"""Request dependencies: the services of the running app (built by ``app.container``) and API-key authentication; the route
 class every router uses."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request, Response
@@ -16,23 +15,9 @@ from starlette.types import Receive, Scope, Send
 
 from app import metrics
 from app.api.responses import JSONBytes
-from app.auth import KeyInfo, KeyService, scope_allows
-from app.cache import SuppressionCache
-from app.db import Database
+from app.auth import KeyInfo, scope_allows
+from app.container import Services
 from app.errors import Forbidden, InvalidInput, Unauthorized
-from app.settings import Settings
-from app.signing import Signer
-from app.suppressions import SuppressionService
-
-
-@dataclass(slots=True)
-class Services:
-    settings: Settings
-    db: Database
-    cache: SuppressionCache
-    suppressions: SuppressionService
-    keys: KeyService
-    signer: Signer | None = None  # None: no STOPLIST_SIGNING_KEYS
 
 
 async def get_services(request: Request) -> Services:

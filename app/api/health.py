@@ -12,8 +12,8 @@ from app.api.deps import ApiRoute, CheckKey, ServicesDep
 from app.api.responses import JSONBytes
 from app.api.schemas import Health, Readiness, error_responses
 from app.cache import CacheUnavailable
+from app.db import DB_ERRORS
 from app.intake import IntakeStore
-from app.suppressions import DB_ERRORS
 
 router = APIRouter(tags=["health"], route_class=ApiRoute)
 

@@ -8,13 +8,14 @@ from typing import Annotated, Any, Literal
 from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
+from app.streams import OPTIONAL_STREAM_PATTERN
 from app.suppressions import REASON_RE, STRENGTH
 
 Outcome = Literal["hard", "soft", "complaint", "unsubscribe", "manual"]
 
 # What the service's own validation accepts, stated in the document so clients (and schemathesis)
 # know it. Empty stream = global (``scope_for``); a stream name otherwise (``STREAM_RE``).
-STREAM_PATTERN = r"^(?:[a-z0-9][a-z0-9_.-]{0,63})?$"
+STREAM_PATTERN = OPTIONAL_STREAM_PATTERN
 REASON_PATTERN = REASON_RE.pattern
 # PostgreSQL text and jsonb cannot hold U+0000: free text with one is refused (422), not stored.
 NO_NUL_PATTERN = r"^[^\u0000]*$"

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from app.cache import CacheCold, CacheUnavailable, RedisCache
-from app.main import build_services
+from app.container import build_services
 from app.settings import Settings
 from app.suppressions import SuppressRequest
 from tests.conftest import Env

@@ -180,7 +180,7 @@ async def sink(faults: Faults, parse_pool: ParsingPool) -> AsyncIterator[Sink]:
         update={"smtp_port": 0, "smtp_domains": ["bounces.example.net"], "parse_workers": 1}
     )
     services = dataclasses.replace(faults.env.services, settings=settings)
-    intake = Intake(services, pool=parse_pool, separate=False)
+    intake = Intake(services, pool=parse_pool)
     await intake.start()
     server = SmtpSink(settings, intake)
     await server.start()

@@ -20,9 +20,10 @@ from typing import Any
 from pydantic import SecretStr
 from sqlalchemy import select
 
+from app.container import build_signer
 from app.models import Event, Suppression
 from app.parsing_pool import ParsingPool
-from app.signing import Signer, SigningKey, build_signer
+from app.signing import Signer, SigningKey
 from app.smtp import Reply
 from tests.app.test_smtp import Sink, rows, start_sink, wait_for
 from tests.conftest import Env

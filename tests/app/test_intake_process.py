@@ -11,7 +11,7 @@ import signal
 
 import pytest
 
-from app.intake import Intake
+from app.intake_process import open_intake
 from app.parsing_pool import PROCESSING_NICE
 from app.smtp import start_sink
 from tests.app.test_smtp import HARD_BOUNCE, SINK_DOMAINS, send, wait_for
@@ -84,7 +84,7 @@ async def test_separate_processor_turns_a_dsn_into_a_suppression(pg_env: Env) ->
 
 async def test_embedded_mode_always_processes_inline(env: Env) -> None:
     settings = env.settings.model_copy(update={"intake_process": "separate"})
-    intake = Intake(dataclasses.replace(env.services, settings=settings))
+    intake = open_intake(dataclasses.replace(env.services, settings=settings))
     try:
         assert (intake.child is None) == (env.services.db.dialect == "sqlite")
     finally:

@@ -18,8 +18,8 @@ import pytest_asyncio
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
+from app.container import build_services
 from app.intake import Intake, StoreResult
-from app.main import build_services
 from app.models import InboundMessage
 from app.parsing_pool import ParsingPool
 from app.settings import Settings
