@@ -34,7 +34,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 openapi: $(STAMP)
-	$(BIN)/python -m app.openapi > openapi/openapi.json
+	$(BIN)/python -m app.http.openapi > openapi/openapi.json
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -465,7 +465,7 @@ async def test_cache_stays_consistent_with_concurrent_writes(env: Env) -> None:
 
 
 async def test_import_is_not_held_to_the_json_body_limit(env: Env) -> None:
-    from app.main import MAX_BODY
+    from app.http.middleware import MAX_BODY
 
     body = b"address,note\nok@example.com,\nbig@example.com," + b"x" * (MAX_BODY + 1) + b"\n"
     summary = await do_import(env, body)

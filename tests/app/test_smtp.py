@@ -636,7 +636,7 @@ def _sample_value(text: str, name: str, labels: str = "") -> float:
 async def test_metrics_show_accepted_mail_and_the_backlog(env: Env, sink: Sink) -> None:
     """What an operator alerts on: messages the sink accepted, replies by code, and the stored
     messages still waiting to be processed (this sink's processor is not running)."""
-    from app.api import health
+    from app.http.routes import health
 
     async def scrape() -> str:
         health._gauge_refreshed = 0.0  # the gauges are refreshed at most every 15 s

@@ -7,10 +7,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
-from app.api.deps import ApiRoute, ReadKey, ServicesDep
-from app.api.responses import JSONBytes
-from app.api.schemas import MessageExplanation, error_responses
 from app.errors import Gone, NotFound
+from app.http.deps import ApiRoute, ReadKey, ServicesDep
+from app.http.responses import JSONBytes
+from app.http.schemas import MessageExplanation, error_responses
 from app.intake import IntakeStore
 from dsn.explain import explain_message
 

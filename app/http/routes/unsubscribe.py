@@ -19,10 +19,10 @@ from fastapi import APIRouter, Header, Path
 from pydantic import BaseModel, Field
 from starlette.responses import HTMLResponse
 
-from app.api.deps import ApiRoute, ServicesDep
-from app.api.responses import JSONBytes
-from app.api.schemas import ErrorBody, error_responses
 from app.errors import AppError
+from app.http.deps import ApiRoute, ServicesDep
+from app.http.responses import JSONBytes
+from app.http.schemas import ErrorBody, error_responses
 from app.policy import preview_unsubscribe_token, unsubscribe_with_token
 
 router = APIRouter(prefix="/v1/unsubscribe", tags=["unsubscribe"], route_class=ApiRoute)

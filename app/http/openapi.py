@@ -1,4 +1,4 @@
-"""Export the OpenAPI document: ``python -m app.openapi > openapi/openapi.json``.
+"""Export the OpenAPI document: ``python -m app.http.openapi > openapi/openapi.json``.
 
 ``tests/app/test_openapi.py`` regenerates it and fails when the committed file drifts.
 """
@@ -9,13 +9,12 @@ import json
 import sys
 from typing import Any
 
-from app.settings import Settings
+from app.http.app import build_http_app
 
 
 def build_spec() -> dict[str, Any]:
-    from app.main import create_app
-
-    spec: dict[str, Any] = create_app(Settings()).openapi()
+    """The document of the API as ``create_app`` serves it (the lifespan adds no route)."""
+    spec: dict[str, Any] = build_http_app().openapi()
     return spec
 
 

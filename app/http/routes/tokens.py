@@ -10,10 +10,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from app.api.deps import ApiRoute, ServicesDep, WriteKey
-from app.api.responses import JSONBytes
-from app.api.schemas import error_responses
 from app.errors import InvalidInput, NotFound
+from app.http.deps import ApiRoute, ServicesDep, WriteKey
+from app.http.responses import JSONBytes
+from app.http.schemas import error_responses
 
 router = APIRouter(prefix="/v1/tokens", tags=["tokens"], route_class=ApiRoute)
 

@@ -15,17 +15,17 @@ import orjson
 from fastapi import APIRouter, Request
 
 from app import metrics
-from app.api.deps import ApiRoute, authorize
-from app.api.responses import JSONBytes
-from app.api.schemas import (
+from app.container import Services
+from app.errors import InvalidInput
+from app.http.deps import ApiRoute, authorize
+from app.http.responses import JSONBytes
+from app.http.schemas import (
     STREAM_PATTERN,
     BatchCheckRequest,
     BatchCheckResponse,
     CheckResult,
     error_responses,
 )
-from app.container import Services
-from app.errors import InvalidInput
 
 router = APIRouter(prefix="/v1", tags=["check"], route_class=ApiRoute)
 

@@ -7,9 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 from starlette.convertors import Convertor, register_url_convertor
 
-from app.api.deps import ApiRoute, ReadKey, ServicesDep, WriteKey
-from app.api.responses import JSONBytes
-from app.api.schemas import (
+from app.auth import scope_allows
+from app.errors import InvalidInput
+from app.http.deps import ApiRoute, ReadKey, ServicesDep, WriteKey
+from app.http.responses import JSONBytes
+from app.http.schemas import (
     CURSOR_FILTER,
     STREAM_PATTERN,
     AddressDetail,
@@ -25,8 +27,6 @@ from app.api.schemas import (
     UnsuppressResponse,
     error_responses,
 )
-from app.auth import scope_allows
-from app.errors import InvalidInput
 from app.suppressions import (
     SuppressionFilter,
     SuppressRequest,

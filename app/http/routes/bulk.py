@@ -13,9 +13,9 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, WithJsonSchema
 
 from app import bulk
-from app.api.deps import ApiRoute, ReadKey, ServicesDep, WriteKey
-from app.api.responses import JSONBytes
-from app.api.schemas import (
+from app.http.deps import ApiRoute, ReadKey, ServicesDep, WriteKey
+from app.http.responses import JSONBytes
+from app.http.schemas import (
     REASON_PATTERN,
     STREAM_PATTERN,
     DomainQuery,

@@ -8,11 +8,11 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app import metrics
-from app.api.deps import ApiRoute, CheckKey, ServicesDep
-from app.api.responses import JSONBytes
-from app.api.schemas import Health, Readiness, error_responses
 from app.cache import CacheUnavailable
 from app.db import DB_ERRORS
+from app.http.deps import ApiRoute, CheckKey, ServicesDep
+from app.http.responses import JSONBytes
+from app.http.schemas import Health, Readiness, error_responses
 from app.intake import IntakeStore
 
 router = APIRouter(tags=["health"], route_class=ApiRoute)
