@@ -16,7 +16,7 @@ from app.cache import MemoryCache, RedisCache, SuppressionCache
 from app.db import DB_ERRORS, Database
 from app.settings import Settings
 from app.signing import Signer, parse_signing_keys
-from app.suppressions import SuppressionService
+from app.suppression import SuppressionService
 
 log = logging.getLogger("stoplist")
 

@@ -58,13 +58,9 @@ from app.errors import AppError
 from app.models import Event, utcnow
 from app.signing import RejectReason, Signer, TokenError, VerifiedRef
 from app.streams import GLOBAL_SCOPE, STREAM_RE
-from app.suppressions import (
-    EVENTS_TABLE,
-    REASON_RE,
-    STRENGTH,
-    SuppressRequest,
-    SuppressResult,
-)
+from app.suppression import REASON_RE, SuppressRequest, SuppressResult
+from app.suppression.merge import stronger_or_equal
+from app.suppression.repository import EVENTS_TABLE
 from arf import normalise_feedback_type, outcome_for
 from dsn.model import MessageAnalysis, RecipientResult
 
@@ -300,11 +296,7 @@ async def unsubscribe_with_token(
     # A repeated click (or a provider retrying its POST) writes nothing new.
     (entries,) = await services.suppressions.lookup_entries([ref.recipient])
     for e in entries or ():
-        if (
-            e.scope == scope
-            and e.expires is None
-            and STRENGTH.get(e.outcome, 0) >= STRENGTH["unsubscribe"]
-        ):
+        if e.scope == scope and e.expires is None and stronger_or_equal(e.outcome, "unsubscribe"):
             return UnsubscribeResult(ref.recipient, scope, True, defaulted)
     await services.suppressions.suppress(
         SuppressRequest(

@@ -57,7 +57,7 @@ def suppress(
     as_json: JsonOpt = False,
 ) -> None:
     """Suppress an address by hand (never weakens an existing entry)."""
-    from app.suppressions import SuppressRequest, row_to_dict
+    from app.suppression import SuppressRequest, row_to_dict
 
     expires = datetime.now(UTC) + timedelta(days=days) if days else None
 

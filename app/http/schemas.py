@@ -9,7 +9,7 @@ from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from app.streams import OPTIONAL_STREAM_PATTERN
-from app.suppressions import REASON_RE, STRENGTH
+from app.suppression import REASON_RE, STRENGTH
 
 Outcome = Literal["hard", "soft", "complaint", "unsubscribe", "manual"]
 

@@ -443,7 +443,7 @@ async def test_cache_stays_consistent_with_concurrent_writes(env: Env) -> None:
     end up equal to the database when both touch the same addresses at once."""
     import asyncio
 
-    from app.suppressions import SuppressRequest
+    from app.suppression import SuppressRequest
 
     addresses = [f"race{i}@example.com" for i in range(3000)]
     body = ("address,outcome\n" + "".join(f"{a},hard\n" for a in addresses)).encode()

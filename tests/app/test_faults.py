@@ -40,7 +40,7 @@ from app.intake import Intake, envelope_digest
 from app.parsing_pool import ParsingPool
 from app.settings import Settings
 from app.smtp import Reply, SmtpSink
-from app.suppressions import SuppressRequest
+from app.suppression import SuppressRequest
 from tests.conftest import Env, close_env, make_env
 from tests.faultproxy import Fault, FaultProxy
 

@@ -25,7 +25,7 @@ from app.http.schemas import (
     StreamQuery,
     error_responses,
 )
-from app.suppressions import parse_since
+from app.suppression import parse_since
 
 router = APIRouter(prefix="/v1/suppressions", tags=["bulk"], route_class=ApiRoute)
 

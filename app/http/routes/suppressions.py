@@ -27,7 +27,7 @@ from app.http.schemas import (
     UnsuppressResponse,
     error_responses,
 )
-from app.suppressions import (
+from app.suppression import (
     SuppressionFilter,
     SuppressRequest,
     normalise_or_422,
