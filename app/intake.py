@@ -416,13 +416,6 @@ class IntakeStore:
         age = (utcnow() - oldest).total_seconds() if oldest is not None else 0.0
         return counts.get(PENDING, 0), counts.get(FAILED, 0), max(age, 0.0)
 
-    async def counts(self) -> dict[str, int]:
-        from sqlalchemy import func
-
-        async with self.db.read() as session:
-            rows = (await session.execute(select(_T.state, func.count()).group_by(_T.state))).all()
-        return {str(r[0]): int(r[1]) for r in rows}
-
 
 # ------------------------------------------------------------------------------------ applying
 

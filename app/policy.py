@@ -34,8 +34,7 @@ Applying the same message twice (a retried intake, ``stoplist reprocess``) write
 step whose event (address, message id, kind, outcome) already exists is skipped.
 
 Mail to the ``mailto:`` unsubscribe address (``unsubscribe+<signed>@<unsubscribe domain>``) is an
-unsubscribe, whatever its content: :func:`apply_analysis` hands it to
-:func:`apply_mailto_unsubscribe`. One-click unsubscribes (RFC 8058) go through
+unsubscribe, whatever its content: :func:`apply_analysis` plans it as one (``_plan_mailto``). One-click unsubscribes (RFC 8058) go through
 :func:`unsubscribe_with_token`.
 """
 
@@ -73,7 +72,6 @@ __all__ = [
     "UnsubscribeResult",
     "apply_analysis",
     "apply_batch",
-    "apply_mailto_unsubscribe",
     "preview_unsubscribe_token",
     "safe_stream",
     "unsubscribe_with_token",
@@ -218,22 +216,6 @@ def _plan_message(services: Services, analysis: MessageAnalysis, envelope: Envel
         if unsub:
             return _plan_mailto(services, unsub[0])
     return _plan(services, analysis, envelope)
-
-
-async def apply_mailto_unsubscribe(
-    services: Services, *, rcpt: str, message_id: int | None, dry_run: bool = False
-) -> ApplyResult:
-    """Mail sent to a ``mailto:`` unsubscribe address (RFC 2369): the address is the authority.
-
-    The address form is tried first (it survives MTAs that fold case), then a compact token after
-    ``<prefix>+``. A reference that does not verify changes nothing; an expired but genuine one is
-    recorded on its recipient so support can see the request.
-    """
-    plan = _plan_mailto(services, rcpt)
-    if dry_run:
-        return await _preview(services, plan, message_id=message_id)
-    [result] = await apply_plans(services, [(message_id, plan)])
-    return result
 
 
 def _plan_mailto(services: Services, rcpt: str) -> _Plan:

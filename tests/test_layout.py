@@ -104,3 +104,39 @@ def test_app_has_no_import_cycles() -> None:
         for name, targets in import_graph().items()
     }
     assert _cycles(graph) == []
+
+
+# The layers of app/, bottom first. A module may import its own layer and those below, never one
+# above. New modules must be placed here (an unplaced module fails the test).
+LAYERS: list[tuple[str, ...]] = [
+    ("app", "app.streams", "app.errors", "app.metrics", "app.addresses"),
+    ("app.signing", "app.settings"),
+    ("app.models", "app.db", "app.cache"),
+    ("app.suppression", "app.auth", "app.parsing_pool"),
+    # The composition root's Services is still the bag the flows below take (docs/architecture.md).
+    ("app.container",),
+    ("app.policy", "app.bulk", "app.intake"),
+    ("app.intake_process", "app.smtp"),
+    ("app.http",),
+    ("app.main", "app.cli"),
+]
+
+
+def _layer(module: str) -> int:
+    best = (-1, -1)  # (length of the matching prefix, layer)
+    for rank, prefixes in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best[0]:
+                best = (len(prefix), rank)
+    assert best[1] >= 0, f"{module} is in no layer of tests/test_layout.py"
+    return best[1]
+
+
+def test_app_never_imports_upward() -> None:
+    upward = [
+        f"{module} -> {target}"
+        for module, targets in sorted(import_graph().items())
+        for target in sorted(targets)
+        if _layer(target) > _layer(module)
+    ]
+    assert upward == []

@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 from sqlalchemy import select
 
@@ -33,6 +34,8 @@ from app.models import InboundMessage
 from app.policy import BatchItem, Envelope, apply_batch
 from dsn import analyse_message
 from tests.conftest import Env
+
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "bench" / "crash_consistency.py"

@@ -17,6 +17,8 @@ from app.smtp import start_sink
 from tests.app.test_smtp import HARD_BOUNCE, SINK_DOMAINS, send, wait_for
 from tests.conftest import Env
 
+pytestmark = pytest.mark.slow
+
 CHILD_NICE = min(os.getpriority(os.PRIO_PROCESS, 0) + PROCESSING_NICE, 19)
 
 
