@@ -1,17 +1,5 @@
-"""The suppression cache: a full replica of the active suppressions, keyed by address.
-
-Because it is a *full* replica, a miss means "not suppressed" and the pre-send check never runs SQL
-while the cache is warm. Two implementations share one interface: Redis (production, shared by every
-replica) and an in-process dict (embedded default).
-
-Each value is ``"<version>|<json entries>"``. The version is the sum of the address's row revisions
-(see ``app.models``), which only grows; writes carry it and a Lua script refuses to replace a newer
-value with an older one, so a rebuild racing a write-through can never resurrect stale state.
-
-A *ready marker* holds the generation of the last complete rebuild. The check reads it in the same
-MGET as the addresses: if Redis was flushed or restarted empty the marker is gone, the check answers
-from the database instead, and a rebuild is started. A cold cache is never read as "not suppressed".
-"""
+"""The Redis replica, shared by every process of the service: values carry versions and a Lua
+script refuses to replace a newer value with an older one."""
 
 from __future__ import annotations
 
@@ -22,79 +10,31 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import Final, Protocol, cast
+from typing import Final, cast
 
-import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-log = logging.getLogger(__name__)
+from app.cache.model import (
+    CACHE_FORMAT,
+    TOMBSTONE_TTL_MS,
+    CacheCold,
+    CachedEntry,
+    CacheUnavailable,
+    Entries,
+    decode,
+    encode,
+    expiry_ms,
+)
 
-TOMBSTONE_TTL_MS = 24 * 3600 * 1000
-# Part of every key: a change of the value format makes a deployed cache cold (and rebuilt),
-# never misread.
-CACHE_FORMAT = 2
-
-
-@dataclass(frozen=True, slots=True)
-class CachedEntry:
-    """One active suppression of an address, as the check answers it.
-
-    Times are kept both as epoch seconds (to decide) and as the ISO strings the API returns, so a
-    hit costs no date formatting on the hot path.
-    """
-
-    scope: str
-    outcome: str
-    reason: str
-    since: str  # ISO 8601 UTC of first_seen
-    expires: float | None  # epoch seconds, None = permanent
-    expires_at: str | None  # the same instant, ISO 8601 UTC
-    verified: bool
-    source: str
-
-    def as_list(self) -> list[object]:
-        return [
-            self.scope,
-            self.outcome,
-            self.reason,
-            self.since,
-            self.expires,
-            self.expires_at,
-            self.verified,
-            self.source,
-        ]
-
-
-Entries = tuple[CachedEntry, ...]
-
-
-def encode(version: int, entries: Sequence[CachedEntry]) -> bytes:
-    return b"%d|" % version + orjson.dumps([e.as_list() for e in entries])
-
-
-def decode(value: bytes) -> Entries:
-    _, _, body = value.partition(b"|")
-    return tuple(CachedEntry(*row) for row in orjson.loads(body))
-
-
-def expiry_ms(entries: Sequence[CachedEntry]) -> int:
-    """When every entry expires, the key can expire with the last of them (0 = never)."""
-    if not entries or any(e.expires is None for e in entries):
-        return 0
-    return int(max(e.expires for e in entries if e.expires is not None) * 1000) + 1000
+log = logging.getLogger("app.cache")
 
 
 # What a Redis call can raise when Redis is unreachable. uvloop raises RuntimeError ("unable to
 # perform operation on <TCPTransport closed=True>") when a pooled connection's peer reset it.
 REDIS_ERRORS: Final = (RedisError, OSError, RuntimeError)
-
-
-class CacheUnavailable(Exception):
-    """The cache cannot be reached: answer from the database."""
 
 
 @contextmanager
@@ -104,102 +44,6 @@ def _unavailable() -> Iterator[None]:
         yield
     except REDIS_ERRORS as exc:
         raise CacheUnavailable(str(exc)) from exc
-
-
-class CacheCold(Exception):
-    """The cache is reachable but not a complete replica (no ready marker): answer from the database."""
-
-
-class SuppressionCache(Protocol):
-    kind: str
-
-    async def get_many(self, addresses: Sequence[str]) -> list[Entries | None]:
-        """Entries per address (None = not suppressed); raises CacheUnavailable or CacheCold."""
-        ...
-
-    async def put(self, address: str, version: int, entries: Sequence[CachedEntry]) -> None: ...
-
-    async def put_many(self, items: Iterable[tuple[str, int, Sequence[CachedEntry]]]) -> None: ...
-
-    async def generation(self) -> str | None:
-        """The ready marker, or None when the cache is cold."""
-        ...
-
-    async def mark_ready(self, generation: str) -> None: ...
-
-    async def mark_cold(self) -> None: ...
-
-    async def try_lock_rebuild(self, ttl_s: float) -> bool: ...
-
-    async def unlock_rebuild(self) -> None: ...
-
-    async def ping(self) -> None: ...
-
-    async def clear(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-
-class MemoryCache:
-    """In-process replica for the embedded default (one process)."""
-
-    kind = "memory"
-
-    def __init__(self) -> None:
-        self._data: dict[str, tuple[int, Entries]] = {}
-        self._generation: str | None = None
-        self._locked = False
-
-    async def get_many(self, addresses: Sequence[str]) -> list[Entries | None]:
-        if self._generation is None:
-            raise CacheCold("in-process cache not loaded")
-        data = self._data
-        out: list[Entries | None] = []
-        for address in addresses:
-            hit = data.get(address)
-            out.append(hit[1] if hit is not None and hit[1] else None)
-        return out
-
-    async def put(self, address: str, version: int, entries: Sequence[CachedEntry]) -> None:
-        current = self._data.get(address)
-        if current is not None and current[0] > version:
-            return
-        if entries:
-            self._data[address] = (version, tuple(entries))
-        else:
-            self._data[address] = (version, ())  # tombstone: keeps the version
-
-    async def put_many(self, items: Iterable[tuple[str, int, Sequence[CachedEntry]]]) -> None:
-        for address, version, entries in items:
-            await self.put(address, version, entries)
-
-    async def generation(self) -> str | None:
-        return self._generation
-
-    async def mark_ready(self, generation: str) -> None:
-        self._generation = generation
-
-    async def mark_cold(self) -> None:
-        self._generation = None
-
-    async def try_lock_rebuild(self, ttl_s: float) -> bool:
-        if self._locked:
-            return False
-        self._locked = True
-        return True
-
-    async def unlock_rebuild(self) -> None:
-        self._locked = False
-
-    async def ping(self) -> None:
-        return None
-
-    async def clear(self) -> None:
-        self._data.clear()
-        self._generation = None
-
-    async def close(self) -> None:
-        return None
 
 
 # Compare-and-set for many keys per call: a newer version is never replaced by an older one.
@@ -219,8 +63,13 @@ for i, key in ipairs(KEYS) do
 end
 return written
 """
+
+
 _PUT_MANY_SHA = hashlib.sha1(_PUT_MANY_LUA.encode()).hexdigest().encode()  # noqa: S324 - script id
+
+
 PUT_CHUNK = 1000
+
 
 # The ready marker is set only if the rebuild's sentinel (written when it began) is still there:
 # a Redis that restarted empty or was flushed during the rebuild has lost the entries written
@@ -237,10 +86,16 @@ if redis.call('GET', KEYS[2]) == ARGV[2] and (redis.call('GET', KEYS[3]) or '0')
 end
 return 0
 """
+
+
 SENTINEL_TTL_MS = 24 * 3600 * 1000
+
+
 # The token of the rebuild running in this task (set by try_lock_rebuild, read by mark_ready):
 # per task, so two rebuilds in one process never vouch for each other.
 _REBUILD_TOKEN: ContextVar[str | None] = ContextVar("stoplist_rebuild_token", default=None)
+
+
 _REBUILD_EPOCH: ContextVar[str] = ContextVar("stoplist_rebuild_epoch", default="0")
 
 
