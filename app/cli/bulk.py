@@ -135,7 +135,8 @@ def _fast_event_loop() -> Iterator[None]:
 
 def export_cmd(
     out_file: Annotated[
-        Path | None, typer.Option("--out", help="Write here (.gz: gzip); default stdout")
+        Path | None,
+        typer.Option("--out", help="Write here (.gz: gzip); '-' or omitted: standard output"),
     ] = None,
     outcome: Annotated[str | None, typer.Option(help="Only this outcome")] = None,
     reason: Annotated[str | None, typer.Option(help="Only this reason")] = None,
@@ -155,6 +156,8 @@ def export_cmd(
 
     from app import bulk
 
+    if out_file is not None and str(out_file) == "-":  # the usual convention: - is stdout
+        out_file = None
     progress = Progress(
         SpinnerColumn(),
         TextColumn("exporting {task.fields[rows]:>12,} rows  {task.fields[mb]:>8.1f} MB"),

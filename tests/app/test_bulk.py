@@ -590,6 +590,11 @@ def test_cli_import_and_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     result = runner.invoke(app, ["export", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert out.read_bytes() == source.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["export", "--out", "-"])  # - is standard output, not a file
+    assert result.exit_code == 0, result.output
+    assert result.stdout_bytes == source.read_bytes()
+    assert not (tmp_path / "-").exists()
     result = runner.invoke(app, ["export", "--outcome", "hard", "--hashed"])
     assert result.exit_code == 0
     assert result.output.splitlines()[1].startswith(hashlib.sha256(b"gone@example.com").hexdigest())
