@@ -14,8 +14,8 @@ from fastapi import FastAPI
 
 from app.container import Services, build_services, housekeeping, start_services
 from app.http.app import build_http_app
+from app.intake.smtp import start_sink
 from app.settings import Settings, get_settings
-from app.smtp import start_sink
 
 log = logging.getLogger("stoplist")
 

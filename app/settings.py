@@ -111,7 +111,7 @@ class Settings(BaseSettings):
     intake_process: Literal["inline", "separate"] = Field(
         default="separate",
         description="Where stored messages are processed on PostgreSQL: on the service's event "
-        "loop, or in one child process of its own (see app.intake_process)",
+        "loop, or in one child process of its own (see app.intake.child)",
     )
     raw_retention_days: float = Field(
         default=30.0, ge=0, description="Drop raw bytes of finished messages after this (0 = keep)"

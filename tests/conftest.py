@@ -23,8 +23,8 @@ from sqlalchemy import text
 
 from app.container import Services, build_services
 from app.db import run_migrations
+from app.intake.parse_pool import ParsingPool
 from app.main import create_app
-from app.parsing_pool import ParsingPool
 from app.settings import Settings
 
 PG_ADMIN_URL = os.environ.get(

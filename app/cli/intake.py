@@ -34,7 +34,7 @@ def reprocess(
     report what changes."""
     from app.intake import IntakeStore, policy_applier
     from app.intake import reprocess as run_reprocess
-    from app.parsing_pool import ParsingPool
+    from app.intake.parse_pool import ParsingPool
 
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)

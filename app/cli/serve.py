@@ -75,7 +75,7 @@ def smtp(
     import signal
 
     from app.db import run_migrations
-    from app.smtp import start_sink
+    from app.intake.smtp import start_sink
 
     settings = settings_or_exit()
     logging.basicConfig(

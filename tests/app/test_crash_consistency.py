@@ -29,7 +29,7 @@ from sqlalchemy import select
 
 from app.cache import RedisCache
 from app.intake import FAILED, PENDING, IntakeStore
-from app.intake_process import release_claims
+from app.intake.child import release_claims
 from app.models import InboundMessage
 from app.policy import BatchItem, Envelope, apply_batch
 from dsn import analyse_message

@@ -37,9 +37,9 @@ from sqlalchemy.engine import make_url
 from app.cache import CacheCold, CacheUnavailable, RedisCache
 from app.db import Database
 from app.intake import Intake, envelope_digest
-from app.parsing_pool import ParsingPool
+from app.intake.parse_pool import ParsingPool
+from app.intake.smtp import Reply, SmtpSink
 from app.settings import Settings
-from app.smtp import Reply, SmtpSink
 from app.suppression import SuppressRequest
 from tests.conftest import Env, close_env, make_env
 from tests.faultproxy import Fault, FaultProxy

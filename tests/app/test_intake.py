@@ -30,8 +30,8 @@ from app.intake import (
     policy_batch_applier,
     reprocess,
 )
+from app.intake.parse_pool import ParsingPool
 from app.models import InboundMessage
-from app.parsing_pool import ParsingPool
 from app.policy import ApplyResult
 from dsn.analysis import analyse_message
 from dsn.model import MessageAnalysis

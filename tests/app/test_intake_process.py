@@ -11,9 +11,9 @@ import signal
 
 import pytest
 
-from app.intake_process import open_intake
-from app.parsing_pool import PROCESSING_NICE
-from app.smtp import start_sink
+from app.intake.child import open_intake
+from app.intake.parse_pool import PROCESSING_NICE
+from app.intake.smtp import start_sink
 from tests.app.test_smtp import HARD_BOUNCE, SINK_DOMAINS, send, wait_for
 from tests.conftest import Env
 

@@ -20,10 +20,10 @@ from sqlalchemy.exc import OperationalError
 
 from app.container import build_services
 from app.intake import Intake, StoreResult
+from app.intake.parse_pool import ParsingPool
+from app.intake.smtp import Reply, SmtpSink
 from app.models import InboundMessage
-from app.parsing_pool import ParsingPool
 from app.settings import Settings
-from app.smtp import Reply, SmtpSink
 from tests.conftest import Env
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"

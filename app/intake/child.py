@@ -38,10 +38,10 @@ from multiprocessing.process import BaseProcess
 from app.container import Services, build_services, housekeeping
 from app.db import DB_ERRORS
 from app.intake import Intake, IntakeStore
-from app.parsing_pool import PROCESSING_NICE, ParsingPool
+from app.intake.parse_pool import PROCESSING_NICE, ParsingPool
 from app.settings import Settings
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("app.intake_process")
 
 _RESTART_MIN_S = 1.0
 _RESTART_MAX_S = 30.0

@@ -53,11 +53,11 @@ from app import metrics
 from app.container import Services
 from app.db import DB_ERRORS
 from app.intake import Intake
-from app.intake_process import open_intake
+from app.intake.child import open_intake
 from app.settings import Settings
 from app.signing import has_signed_address_form
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("app.smtp")
 
 
 class Reply:
@@ -208,7 +208,9 @@ def _buffer_of(reader: asyncio.StreamReader) -> bytearray:
     drop them; its buffer is this bytearray (aiosmtpd clears it after STARTTLS too)."""
     buffer = getattr(reader, "_buffer", None)
     if not isinstance(buffer, bytearray):
-        raise RuntimeError("asyncio.StreamReader keeps its buffer elsewhere: update app.smtp")
+        raise RuntimeError(
+            "asyncio.StreamReader keeps its buffer elsewhere: update app.intake.smtp"
+        )
     return buffer
 
 
@@ -537,7 +539,7 @@ async def start_sink(
     services: Services, *, process: bool = True, settings: Settings | None = None
 ) -> SmtpSink:
     """The sink and (unless ``process`` is false) the processing loop: on the running loop, or in
-    a child process (``intake_process = "separate"`` on PostgreSQL, see ``app.intake_process``)."""
+    a child process (``intake_process = "separate"`` on PostgreSQL, see ``app.intake.child``)."""
     intake = open_intake(services)
     if process:
         await intake.start()

@@ -36,7 +36,7 @@ from typing import Final
 from dsn.analysis import analyse_message
 from dsn.model import DEFAULT_OPTIONS, AnalysisOptions, MessageAnalysis
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("app.parsing_pool")
 
 
 @dataclass(frozen=True, slots=True)
