@@ -250,10 +250,14 @@ class IntakeProcessor:
         """Take pending rows nobody holds: at start-up, on a timer, and when the queue overflowed.
         Also purges old raw bytes about once an hour."""
         last_purge = 0.0
+        orphans_taken = False
         while True:
             # Cleared before the round, so a wake-up during the round makes one more round.
             self._sweep_now.clear()
             try:
+                if not orphans_taken:
+                    await self.store.release_orphaned_claims()
+                    orphans_taken = True
                 while True:
                     started = time.perf_counter()
                     msgs = await self.store.claim_pending(

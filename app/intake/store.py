@@ -82,9 +82,39 @@ def envelope_digest(mail_from: str, rcpt_to: Sequence[str], raw: bytes) -> str:
     return h.hexdigest()
 
 
+# The claim owners made in this process (several in tests; one per intake in production).
+_OWNERS_HERE: set[str] = set()
+
+
+def _host() -> str:
+    return socket.gethostname()[:40]
+
+
 def instance_name() -> str:
     """Who holds a claim: host, process and a random part (a restarted process is someone else)."""
-    return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    name = f"{_host()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    _OWNERS_HERE.add(name)
+    return name
+
+
+def owner_gone(owner: str) -> bool:
+    """Whether the process named by a claim is known to be gone: it ran on this host and no
+    process has its id any more, or it had this process's id (a restarted container) but is not
+    one of this process's owners. Owners on other hosts cannot be checked: their claims expire
+    after ``intake_claim_timeout_s``."""
+    host, _, rest = owner.partition(":")
+    pid, _, _ = rest.partition(":")
+    if host != _host() or not pid.isdigit() or owner in _OWNERS_HERE:
+        return False
+    if int(pid) == os.getpid():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +189,28 @@ class IntakeStore:
         )
         async with self.db.write() as session:
             return int((await session.execute(stmt)).rowcount)  # type: ignore[attr-defined]
+
+    async def release_orphaned_claims(self) -> int:
+        """Hand back at once the pending rows claimed by processes that are gone (``owner_gone``):
+        a process restarted after a crash does not wait out their claim timeout."""
+        async with self.db.read() as session:
+            q = select(_T.claimed_by).where(_T.state == PENDING, _T.claimed_by.is_not(None))
+            owners = (await session.scalars(q.distinct())).all()
+        gone = [o for o in owners if o is not None and owner_gone(o)]
+        if not gone:
+            return 0
+        stmt = (
+            update(_TABLE)
+            .where(_TABLE.c.claimed_by.in_(gone), _TABLE.c.state == PENDING)
+            .values(claimed_at=None, claimed_by=None)
+        )
+        async with self.db.write() as session:
+            released = int((await session.execute(stmt)).rowcount)  # type: ignore[attr-defined]
+        if released:
+            log.warning(
+                "intake: took back %d messages claimed by processes that are gone", released
+            )
+        return released
 
     def _insert(self) -> Any:
         return pg_insert(_TABLE) if self.db.dialect == "postgresql" else sqlite_insert(_TABLE)
