@@ -144,11 +144,13 @@ def run_migrations(settings: Settings) -> None:
     """``alembic upgrade head`` against the configured database (synchronous: run at start-up)."""
     import logging
 
+    # Before alembic is imported: it logs a line per plugin as it loads them.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+
     from alembic.config import Config
 
     from alembic import command
 
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # a line per plugin
     # The source tree's alembic/, or where an installed image put it (see Dockerfile).
     scripts = os.environ.get("STOPLIST_MIGRATIONS_DIR") or str(
         Path(__file__).resolve().parent.parent / "alembic"

@@ -108,7 +108,7 @@ class Intake:
         if self._sink_db is not None:
             await self._sink_db.dispose()
         stats = self.processor.stats.as_dict()
-        log.warning(
+        log.info(  # a normal shutdown: nothing for a person to act on
             "intake stats: %s",
             " ".join(
                 f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in stats.items()

@@ -504,6 +504,9 @@ class SmtpSink:
         return proto
 
     async def start(self) -> None:
+        # aiosmtpd's own log writes a dozen INFO lines per message, sender and recipient addresses
+        # included (personal data), and a normal QUIT as a lost connection: warnings only.
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             self._protocol, host=self.settings.smtp_host, port=self.settings.smtp_port

@@ -45,7 +45,10 @@ class CacheReplica:
             await self.cache.put_many(items)
         except CacheUnavailable as exc:
             # The replica now lacks a committed change: stop trusting it until rebuilt.
-            log.error("cache write-through failed (%s); checks use the database until rebuilt", exc)
+            if not self.cache_dirty:  # the change of state is logged once, failures are counted
+                log.error(
+                    "cache write-through failed (%s); checks use the database until rebuilt", exc
+                )
             self.cache_dirty = True
             metrics.CACHE_WRITE_FAILURES.inc()
 

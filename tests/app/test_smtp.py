@@ -660,3 +660,15 @@ async def test_metrics_show_accepted_mail_and_the_backlog(env: Env, sink: Sink) 
     assert _sample_value(after, "stoplist_intake_messages", '{state="pending"}') == 1
     assert _sample_value(after, "stoplist_intake_messages", '{state="failed"}') == 0
     assert 0 < _sample_value(after, "stoplist_intake_oldest_pending_seconds") < 60
+
+
+async def test_aiosmtpd_logs_no_addresses_at_info(
+    env: Env, sink: Sink, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiosmtpd's mail.log would write sender and recipients at INFO for every message."""
+    import logging
+
+    with caplog.at_level(logging.INFO):
+        code, _ = await asyncio.to_thread(send, sink.port, HARD_BOUNCE)
+        assert code == 250
+    assert [r.getMessage() for r in caplog.records if r.name == "mail.log"] == []
