@@ -17,9 +17,6 @@ ENV PATH=/opt/stoplist/bin:$PATH \
     STOPLIST_DATABASE_URL=sqlite+aiosqlite:////var/lib/stoplist/stoplist.db
 RUN useradd --system --uid 10001 --home-dir /var/lib/stoplist --create-home stoplist
 COPY --from=build /opt/stoplist /opt/stoplist
-# Migrations are read from the source tree next to the installed package.
-COPY alembic /opt/stoplist/share/stoplist/alembic
-ENV STOPLIST_MIGRATIONS_DIR=/opt/stoplist/share/stoplist/alembic
 USER stoplist
 WORKDIR /var/lib/stoplist
 EXPOSE 8025 2525

@@ -147,13 +147,13 @@ def run_migrations(settings: Settings) -> None:
     # Before alembic is imported: it logs a line per plugin as it loads them.
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
+    from alembic import command
     from alembic.config import Config
 
-    from alembic import command
-
-    # The source tree's alembic/, or where an installed image put it (see Dockerfile).
+    # Shipped inside the package (app/migrations), so an installed wheel can migrate from any
+    # folder; STOPLIST_MIGRATIONS_DIR still overrides it.
     scripts = os.environ.get("STOPLIST_MIGRATIONS_DIR") or str(
-        Path(__file__).resolve().parent.parent / "alembic"
+        Path(__file__).resolve().parent / "migrations"
     )
     cfg = Config()
     cfg.set_main_option("script_location", scripts)

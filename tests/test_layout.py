@@ -111,7 +111,7 @@ def test_app_has_no_import_cycles() -> None:
 LAYERS: list[tuple[str, ...]] = [
     ("app", "app.streams", "app.errors", "app.metrics", "app.addresses"),
     ("app.signing", "app.settings"),
-    ("app.models", "app.db", "app.cache"),
+    ("app.models", "app.db", "app.cache", "app.migrations"),
     ("app.suppression", "app.auth", "app.intake.parse_pool"),
     # The composition root's Services is still the bag the flows below take (docs/architecture.md).
     ("app.container",),
