@@ -189,7 +189,7 @@ class Settings(BaseSettings):
     def _bootstrap_key(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 32:
             raise ValueError(
-                "must be at least 32 characters (generate one with `stoplist keys new`)"
+                "must be at least 32 characters (generate one with `stoplist keys generate`)"
             )
         return value
 

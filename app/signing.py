@@ -143,7 +143,7 @@ def parse_signing_keys(text: str) -> list[SigningKey]:
         if not sep or not KEY_ID_RE.match(kid):
             raise ValueError(
                 f"entry {n}: use <key id>:<base64 secret>, key id 1-8 of a-z 0-9 "
-                "(generate one with `stoplist token new-key`)"
+                "(generate one with `stoplist token generate-key`)"
             )
         if kid in seen:
             raise ValueError(f"key id {kid!r} appears twice")
@@ -154,7 +154,7 @@ def parse_signing_keys(text: str) -> list[SigningKey]:
         if len(secret) < MIN_SECRET_BYTES:
             raise ValueError(
                 f"key {kid!r}: the secret must decode to at least {MIN_SECRET_BYTES} bytes "
-                f"(got {len(secret)}); generate one with `stoplist token new-key`"
+                f"(got {len(secret)}); generate one with `stoplist token generate-key`"
             )
         if len(set(secret)) < 8:
             raise ValueError(f"key {kid!r}: the secret looks like a placeholder")

@@ -64,7 +64,9 @@ def keys_list(as_json: JsonOpt = False) -> None:
 
 
 @keys_app.command("revoke")
-def keys_revoke(name: str) -> None:
+def keys_revoke(
+    name: Annotated[str, typer.Argument(help="The key's name (see `stoplist keys list`)")],
+) -> None:
     """Revoke a key (effective on every replica within STOPLIST_AUTH_CACHE_TTL_S)."""
 
     async def go(s: Services) -> None:
@@ -74,9 +76,11 @@ def keys_revoke(name: str) -> None:
     out.print(f"revoked {name}")
 
 
-@keys_app.command("new")
+@keys_app.command("generate")
+@keys_app.command("new", hidden=True)  # its former name
 def keys_new() -> None:
-    """Print a fresh random key, e.g. for STOPLIST_BOOTSTRAP_ADMIN_KEY (stores nothing)."""
+    """Print a fresh random key for STOPLIST_BOOTSTRAP_ADMIN_KEY; stores nothing (`keys create`
+    stores one)."""
     from app.auth import generate_key
 
     print(generate_key())

@@ -26,7 +26,9 @@ def _signer() -> Any:
 
     signer = build_signer(settings_or_exit())
     if signer is None:
-        err.print("[red]no signing keys: set STOPLIST_SIGNING_KEYS (see `stoplist token new-key`)")
+        err.print(
+            "[red]no signing keys: set STOPLIST_SIGNING_KEYS (see `stoplist token generate-key`)"
+        )
         raise typer.Exit(2)
     return signer
 
@@ -98,7 +100,8 @@ def token_verify(
     raise typer.Exit(1)
 
 
-@token_app.command("new-key")
+@token_app.command("generate-key")
+@token_app.command("new-key", hidden=True)  # its former name
 def token_new_key(
     key_id: Annotated[str, typer.Option(help="Key id: 1-8 of a-z 0-9")] = "k1",
 ) -> None:
