@@ -2,12 +2,12 @@
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY app ./app
 COPY dsn ./dsn
 COPY arf ./arf
 COPY classifiers ./classifiers
-RUN python -m venv /opt/stoplist && /opt/stoplist/bin/pip install --quiet .
+RUN python -m venv /opt/stoplist && /opt/stoplist/bin/pip install --quiet -c constraints.txt .
 
 FROM python:3.11-slim
 ENV PATH=/opt/stoplist/bin:$PATH \
@@ -17,12 +17,9 @@ ENV PATH=/opt/stoplist/bin:$PATH \
     STOPLIST_DATABASE_URL=sqlite+aiosqlite:////var/lib/stoplist/stoplist.db
 RUN useradd --system --uid 10001 --home-dir /var/lib/stoplist --create-home stoplist
 COPY --from=build /opt/stoplist /opt/stoplist
-# Migrations are read from the source tree next to the installed package.
-COPY alembic /opt/stoplist/share/stoplist/alembic
-ENV STOPLIST_MIGRATIONS_DIR=/opt/stoplist/share/stoplist/alembic
 USER stoplist
 WORKDIR /var/lib/stoplist
 EXPOSE 8025 2525
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
-    CMD python -c "import urllib.request,os;urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('STOPLIST_HTTP_PORT','8025'), timeout=2)"
+    CMD python -c "import os,urllib.request;h=os.environ.get('STOPLIST_HTTP_HOST') or '127.0.0.1';h={'0.0.0.0':'127.0.0.1','::':'::1'}.get(h,h);h='['+h+']' if ':' in h else h;urllib.request.urlopen('http://%s:%s/healthz' % (h,os.environ.get('STOPLIST_HTTP_PORT','8025')),timeout=2)"
 CMD ["stoplist", "serve"]

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint fmt typecheck openapi bench-check bench-parse bench-corpus clean
+.PHONY: install run test lint fmt typecheck openapi constraints bench-check bench-parse bench-corpus clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -34,7 +34,13 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 openapi: $(STAMP)
-	$(BIN)/python -m app.openapi > openapi/openapi.json
+	$(BIN)/python -m app.http.openapi > openapi/openapi.json
+
+## Pin what the image installs to what this environment runs (review the diff before committing).
+constraints: $(STAMP)
+	{ echo "# Versions the image installs (Dockerfile: pip install -c constraints.txt). Refresh deliberately"; \
+	  echo "# with \`make constraints\` and review the diff."; \
+	  $(BIN)/pip freeze --exclude-editable | grep -v '^stoplist=='; } > constraints.txt
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -6,7 +6,7 @@ lines fed as they arrive -> validated rows, folded per (address, scope), in batc
 upsert per batch. Nothing holds more than a few batches in memory. Parsing, two PostgreSQL writers
 and the cache write-through run concurrently (``_import``).
 
-The upsert states the no-weakening rule of :func:`app.suppressions.merge_into` in SQL: the stronger
+The upsert states the no-weakening rule of :func:`app.suppression.merge.merge_into` in SQL: the stronger
 outcome wins, permanence beats expiry, a removed or expired entry is replaced by a fresh one, and the
 ``WHERE`` of ``ON CONFLICT DO UPDATE`` leaves rows that would not change untouched, so importing a
 file twice changes nothing the second time. On PostgreSQL rows arrive with ``COPY`` into a TEMP
@@ -50,21 +50,20 @@ from app.cache import (
     CachedEntry,
     CacheUnavailable,
 )
-from app.db import Database
+from app.db import DB_ERRORS, Database
 from app.errors import InvalidInput
 from app.models import AuditEntry, Suppression, utcnow
-from app.settings import GLOBAL_SCOPE, STREAM_RE
-from app.suppressions import (
-    CACHE_COLUMNS,
-    DB_ERRORS,
+from app.streams import GLOBAL_SCOPE, STREAM_RE
+from app.suppression import (
     REASON_RE,
-    STRENGTH,
     SUPPRESSING_OUTCOMES,
     SuppressionFilter,
     SuppressionService,
-    cache_items,
     scope_for,
 )
+from app.suppression.merge import STRENGTH, active_sql, merge_set_sql, stronger_or_equal
+from app.suppression.model import cache_items
+from app.suppression.repository import CACHE_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -937,7 +936,7 @@ class RowParser:
 
 def _fold(earlier: Row, later: Row) -> Row:
     """Two lines for the same (address, scope) in one batch: what applying both would leave."""
-    strong = later if STRENGTH[later[4]] >= STRENGTH[earlier[4]] else earlier
+    strong = later if stronger_or_equal(later[4], earlier[4]) else earlier
     a, b = earlier[8], later[8]
     expires = None if a is None or b is None else max(a, b)
     note = later[6] or earlier[6]
@@ -948,54 +947,18 @@ def _fold(earlier: Row, later: Row) -> Row:
 # ------------------------------------------------------------------------------ SQL
 
 
-def _strength_sql(column: str) -> str:
-    whens = " ".join(f"WHEN '{o}' THEN {n}" for o, n in STRENGTH.items())
-    return f"(CASE {column} {whens} ELSE 0 END)"
-
-
 def _upsert_sql(dialect: str, *, overwrite: bool) -> str:
-    """``INSERT … SELECT … ON CONFLICT DO UPDATE … WHERE changed``: ``merge_into`` as one statement.
+    """``INSERT … SELECT … ON CONFLICT DO UPDATE … WHERE changed``: ``merge_into`` as one statement
+    (its ``SET`` and ``WHERE`` generated from the same table, ``app.suppression.merge``).
 
     ``:now`` is the batch's timestamp. Rows that would not change are not touched (no revision,
     hit or timestamp bump), which is what makes a re-import a no-op."""
     pg = dialect == "postgresql"
     now = "$1" if pg else ":now"
-    active = f"(s.removed_at IS NULL AND (s.expires_at IS NULL OR s.expires_at > {now}))"
-    if overwrite:
-        takes = "TRUE"
-        expires = "excluded.expires_at"
-    else:
-        takes = (
-            f"(NOT {active} OR {_strength_sql('excluded.outcome')} >= {_strength_sql('s.outcome')})"
-        )
-        bigger = "GREATEST" if pg else "MAX"
-        expires = (
-            f"(CASE WHEN NOT {active} THEN excluded.expires_at "
-            "WHEN s.expires_at IS NULL OR excluded.expires_at IS NULL THEN NULL "
-            f"ELSE {bigger}(s.expires_at, excluded.expires_at) END)"
-        )
-    outcome = f"(CASE WHEN {takes} THEN excluded.outcome ELSE s.outcome END)"
-    reason = f"(CASE WHEN {takes} THEN excluded.reason ELSE s.reason END)"
-    verified = (
-        f"(CASE WHEN NOT {active} THEN FALSE "
-        f"WHEN {takes} THEN (s.verified AND s.outcome = excluded.outcome) ELSE s.verified END)"
-    )
+    merged, changed = merge_set_sql(dialect, now=now, overwrite=overwrite)
     empty = "'{}'::jsonb" if pg else "'{}'"
     detail = f"(CASE WHEN note IS NULL THEN {empty} ELSE " + (
         "jsonb_build_object('note', note) END)" if pg else "json_object('note', note) END)"
-    )
-    differs = "IS DISTINCT FROM" if pg else "IS NOT"
-    changed = " OR ".join(
-        [f"NOT {active}"]
-        + [
-            f"{new} {differs} s.{col}"
-            for new, col in (
-                (outcome, "outcome"),
-                (reason, "reason"),
-                (expires, "expires_at"),
-                (verified, "verified"),
-            )
-        ]
     )
     returning = "address, scope, outcome, reason, " + (
         "(xmax = 0) AS inserted" if pg else "(revision = 1) AS inserted"
@@ -1003,9 +966,10 @@ def _upsert_sql(dialect: str, *, overwrite: bool) -> str:
     id_column = "id, " if pg else ""
     # PostgreSQL: rows are locked in the order they are inserted; (address, scope) is the order
     # every other writer locks in, so an import and a single write queue instead of deadlocking
-    # (found by tests/app/test_concurrency.py). Ids were taken in file order beforehand. SQLite
-    # (one writer) numbers rows as inserted: file order.
+    # (tests/app/test_concurrency.py). Ids were taken in file order beforehand. SQLite (one
+    # writer) numbers rows as inserted: file order.
     order = "address, scope" if pg else "line"
+    assignments = ",\n    ".join(merged)
     # Every interpolated piece is a constant of this module; the values travel as parameters.
     return f"""
 INSERT INTO suppressions AS s
@@ -1015,16 +979,7 @@ SELECT {id_column}address, domain, scope, outcome, reason, 'import', {detail}, F
        COALESCE(first_seen, {now}), {now}, expires_at, 1, NULL, 1, {now}
 FROM stoplist_import_stage WHERE TRUE ORDER BY {order}
 ON CONFLICT (address, scope) DO UPDATE SET
-    outcome = {outcome},
-    reason = {reason},
-    source = CASE WHEN {takes} THEN excluded.source ELSE s.source END,
-    detail = CASE WHEN NOT {active} THEN excluded.detail
-                  WHEN {takes} AND excluded.detail <> {empty} THEN excluded.detail
-                  ELSE s.detail END,
-    verified = {verified},
-    expires_at = {expires},
-    first_seen = CASE WHEN {active} THEN s.first_seen ELSE excluded.first_seen END,
-    hit_count = CASE WHEN {active} THEN s.hit_count + 1 ELSE 1 END,
+    {assignments},
     removed_at = NULL,
     revision = s.revision + 1,
     last_seen = excluded.last_seen,
@@ -1595,7 +1550,7 @@ def _pg_neutralise(column: str) -> str:
 
 def _export_where(flt: ExportFilter, pg: bool) -> tuple[str, dict[str, Any]]:
     params: dict[str, Any] = {"now": utcnow()}
-    where = ["removed_at IS NULL", "(expires_at IS NULL OR expires_at > :now)"]
+    where = [active_sql("", ":now")]
     if flt.outcome:
         where.append("outcome = :outcome")
         params["outcome"] = flt.outcome

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, text
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -26,6 +27,9 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from app.settings import Settings
+
+# What a database that is away, slow or refusing raises: callers at the edges catch these.
+DB_ERRORS = (OperationalError, DBAPIError, OSError, asyncio.TimeoutError)
 
 
 def _advisory_key(address: str) -> int:
@@ -140,14 +144,16 @@ def run_migrations(settings: Settings) -> None:
     """``alembic upgrade head`` against the configured database (synchronous: run at start-up)."""
     import logging
 
-    from alembic.config import Config
+    # Before alembic is imported: it logs a line per plugin as it loads them.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
     from alembic import command
+    from alembic.config import Config
 
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # a line per plugin
-    # The source tree's alembic/, or where an installed image put it (see Dockerfile).
+    # Shipped inside the package (app/migrations; alembic/ in the source tree), so an
+    # installed wheel can migrate from any folder; STOPLIST_MIGRATIONS_DIR still overrides it.
     scripts = os.environ.get("STOPLIST_MIGRATIONS_DIR") or str(
-        Path(__file__).resolve().parent.parent / "alembic"
+        Path(__file__).resolve().parent / "migrations"
     )
     cfg = Config()
     cfg.set_main_option("script_location", scripts)

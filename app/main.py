@@ -1,5 +1,5 @@
-"""The FastAPI application: a typed lifespan builds the engine, cache and services and disposes of
-them; one handler renders every domain error as ``{"error", "detail"}``."""
+"""The service process: ``create_app`` returns the HTTP API whose typed lifespan builds the services
+(``app.container``), starts the SMTP sink and housekeeping, and disposes of them all."""
 
 from __future__ import annotations
 
@@ -7,95 +7,17 @@ import asyncio
 import contextlib
 import gc
 import logging
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from fastapi import FastAPI
 
-from app.api import bulk, check, health, messages, suppressions, tokens, unsubscribe
-from app.api.deps import Services
-from app.api.responses import JSONBytes
-from app.auth import KeyService
-from app.cache import MemoryCache, RedisCache, SuppressionCache
-from app.db import Database
-from app.errors import AppError
+from app.container import Services, build_services, housekeeping, start_services
+from app.http.app import build_http_app
+from app.intake.smtp import start_sink
 from app.settings import Settings, get_settings
-from app.signing import build_signer
-from app.suppressions import DB_ERRORS, SuppressionService
 
 log = logging.getLogger("stoplist")
-
-VERSION = "0.1.0"
-MAX_BODY = 4 * 1024 * 1024  # 10,000 addresses fit comfortably
-
-
-def build_services(settings: Settings, *, auto_rebuild: bool = True) -> Services:
-    db = Database(settings)
-    cache: SuppressionCache
-    if settings.redis_url:
-        cache = RedisCache(
-            settings.redis_url, prefix=settings.redis_prefix, timeout_s=settings.redis_timeout_s
-        )
-    else:
-        cache = MemoryCache()
-    return Services(
-        settings=settings,
-        db=db,
-        cache=cache,
-        suppressions=SuppressionService(db, cache, auto_rebuild=auto_rebuild),
-        keys=KeyService(db, cache_ttl_s=settings.auth_cache_ttl_s),
-        signer=build_signer(settings),
-    )
-
-
-async def start_services(services: Services) -> None:
-    """Bootstrap the first admin key and make sure the cache is a complete replica."""
-    generated = await services.keys.ensure_bootstrap(
-        services.settings.bootstrap_admin_key.get_secret_value()
-        if services.settings.bootstrap_admin_key
-        else None
-    )
-    if generated:
-        print(
-            "\n  No API keys existed: created admin key 'bootstrap-admin'. It is shown only now:\n"
-            f"\n      {generated}\n\n"
-            "  Store it, then create narrower keys with `stoplist keys create`.\n",
-            file=sys.stderr,
-            flush=True,
-        )
-    sup = services.suppressions
-    if services.cache.kind == "memory":
-        await sup.rebuild_cache()
-        return
-    try:
-        if await services.cache.generation() is None:
-            log.info("cache is cold: rebuilding in the background (checks use the database)")
-            sup.schedule_rebuild()
-    except Exception as exc:
-        log.warning("cache unreachable at start-up (%s); checks use the database", exc)
-        sup.cache_state = "unavailable"
-
-
-async def housekeeping(services: Services, interval_s: float = 1.0) -> None:
-    """Rebuild a stale replica once the cache is reachable again; in embedded mode, pick up
-    writes made by other processes (CLI, imports) every second."""
-    sup = services.suppressions
-    while True:
-        await asyncio.sleep(interval_s)
-        try:
-            if sup.cache_dirty:
-                sup.schedule_rebuild()
-                await sup.wait_rebuild()
-            elif services.cache.kind == "memory":
-                await sup.sync_from_database()
-        except DB_ERRORS as exc:
-            log.warning("housekeeping: database unreachable: %s", exc)
-        except Exception:
-            log.exception("housekeeping failed")
 
 
 def create_app(settings: Settings | None = None, *, services: Services | None = None) -> FastAPI:
@@ -113,8 +35,6 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         keeper = asyncio.create_task(housekeeping(svc))
         sink = None
         if svc.settings.sink_enabled:
-            from app.smtp import start_sink  # the sink and the intake processing loop
-
             sink = await start_sink(svc)
         try:
             yield
@@ -130,105 +50,4 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
                 await svc.cache.close()
                 await svc.db.dispose()
 
-    app = FastAPI(
-        title="Stoplist",
-        version=VERSION,
-        summary="Bounce, feedback-loop and suppression service",
-        description=(
-            "Pre-send suppression check and support API. Every route but `/healthz` and "
-            "`/readyz` needs `Authorization: Bearer <API key>` with the right scope "
-            "(check < read < write < admin)."
-        ),
-        lifespan=lifespan,
-    )
-    if services is not None:
-        app.state.services = services
-    app.add_middleware(BodyLimit, max_bytes=MAX_BODY, exempt=(bulk.IMPORT_PATH,))
-    _install_error_handlers(app)
-    app.include_router(check.router)
-    app.include_router(bulk.router)  # before suppressions: /export is not an address
-    app.include_router(suppressions.router)
-    app.include_router(messages.router)
-    app.include_router(health.router)
-    app.include_router(unsubscribe.router)
-    app.include_router(tokens.router)
-    return app
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    async def app_error(_: Request, exc: Exception) -> JSONBytes:
-        assert isinstance(exc, AppError)
-        return JSONBytes(
-            {"error": exc.error, "detail": exc.detail},
-            status_code=exc.status_code,
-            headers=exc.headers,
-        )
-
-    async def validation_error(_: Request, exc: Exception) -> JSONBytes:
-        assert isinstance(exc, RequestValidationError)
-        detail = [
-            {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
-            for e in exc.errors()
-        ]
-        return JSONBytes({"error": "validation_error", "detail": detail}, status_code=422)
-
-    async def storage_error(request: Request, exc: Exception) -> JSONBytes:
-        log.error("storage failure on %s %s: %s", request.method, request.url.path, exc)
-        return JSONBytes(
-            {"error": "unavailable", "detail": "storage unavailable, retry later"},
-            status_code=503,
-        )
-
-    app.add_exception_handler(AppError, app_error)
-    app.add_exception_handler(RequestValidationError, validation_error)
-    for exc_type in DB_ERRORS:
-        app.add_exception_handler(exc_type, storage_error)
-
-
-class BodyLimit:
-    """Refuse request bodies over ``max_bytes`` with 413, counting streamed bodies too."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int, exempt: tuple[str, ...] = ()) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-        self.exempt = exempt
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(self.exempt):
-            await self.app(scope, receive, send)
-            return
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await _too_large(send, self.max_bytes)
-                return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _BodyTooLarge
-            return message
-
-        try:
-            await self.app(scope, limited, send)
-        except _BodyTooLarge:
-            await _too_large(send, self.max_bytes)
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-async def _too_large(send: Callable[[Message], Awaitable[None]], limit: int) -> None:
-    body: Any = JSONBytes({"error": "too_large", "detail": f"body over {limit} bytes"}).body
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [(b"content-type", b"application/json")],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    return build_http_app(lifespan=lifespan, services=services)

@@ -34,8 +34,7 @@ Applying the same message twice (a retried intake, ``stoplist reprocess``) write
 step whose event (address, message id, kind, outcome) already exists is skipped.
 
 Mail to the ``mailto:`` unsubscribe address (``unsubscribe+<signed>@<unsubscribe domain>``) is an
-unsubscribe, whatever its content: :func:`apply_analysis` hands it to
-:func:`apply_mailto_unsubscribe`. One-click unsubscribes (RFC 8058) go through
+unsubscribe, whatever its content: :func:`apply_analysis` plans it as one (``_plan_mailto``). One-click unsubscribes (RFC 8058) go through
 :func:`unsubscribe_with_token`.
 """
 
@@ -52,20 +51,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import metrics
 from app.addresses import try_normalise
-from app.api.deps import Services
-from app.db import Database
+from app.container import Services
+from app.db import DB_ERRORS, Database
 from app.errors import AppError
 from app.models import Event, utcnow
-from app.settings import GLOBAL_SCOPE, STREAM_RE
 from app.signing import RejectReason, Signer, TokenError, VerifiedRef
-from app.suppressions import (
-    DB_ERRORS,
-    EVENTS_TABLE,
-    REASON_RE,
-    STRENGTH,
-    SuppressRequest,
-    SuppressResult,
-)
+from app.streams import GLOBAL_SCOPE, STREAM_RE
+from app.suppression import REASON_RE, SuppressRequest, SuppressResult
+from app.suppression.merge import stronger_or_equal
+from app.suppression.repository import EVENTS_TABLE
 from arf import normalise_feedback_type, outcome_for
 from dsn.model import MessageAnalysis, RecipientResult
 
@@ -78,7 +72,6 @@ __all__ = [
     "UnsubscribeResult",
     "apply_analysis",
     "apply_batch",
-    "apply_mailto_unsubscribe",
     "preview_unsubscribe_token",
     "safe_stream",
     "unsubscribe_with_token",
@@ -225,22 +218,6 @@ def _plan_message(services: Services, analysis: MessageAnalysis, envelope: Envel
     return _plan(services, analysis, envelope)
 
 
-async def apply_mailto_unsubscribe(
-    services: Services, *, rcpt: str, message_id: int | None, dry_run: bool = False
-) -> ApplyResult:
-    """Mail sent to a ``mailto:`` unsubscribe address (RFC 2369): the address is the authority.
-
-    The address form is tried first (it survives MTAs that fold case), then a compact token after
-    ``<prefix>+``. A reference that does not verify changes nothing; an expired but genuine one is
-    recorded on its recipient so support can see the request.
-    """
-    plan = _plan_mailto(services, rcpt)
-    if dry_run:
-        return await _preview(services, plan, message_id=message_id)
-    [result] = await apply_plans(services, [(message_id, plan)])
-    return result
-
-
 def _plan_mailto(services: Services, rcpt: str) -> _Plan:
     signer = services.signer
     if signer is None:
@@ -301,11 +278,7 @@ async def unsubscribe_with_token(
     # A repeated click (or a provider retrying its POST) writes nothing new.
     (entries,) = await services.suppressions.lookup_entries([ref.recipient])
     for e in entries or ():
-        if (
-            e.scope == scope
-            and e.expires is None
-            and STRENGTH.get(e.outcome, 0) >= STRENGTH["unsubscribe"]
-        ):
+        if e.scope == scope and e.expires is None and stronger_or_equal(e.outcome, "unsubscribe"):
             return UnsubscribeResult(ref.recipient, scope, True, defaulted)
     await services.suppressions.suppress(
         SuppressRequest(

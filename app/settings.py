@@ -6,7 +6,6 @@ A bad value fails at start with a message naming the variable (see :func:`load_s
 from __future__ import annotations
 
 import ipaddress
-import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -14,8 +13,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-STREAM_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
-GLOBAL_SCOPE = "global"
+from app.signing import parse_signing_keys
+from app.streams import GLOBAL_SCOPE, STREAM_RE
 
 
 class SettingsError(RuntimeError):
@@ -112,7 +111,7 @@ class Settings(BaseSettings):
     intake_process: Literal["inline", "separate"] = Field(
         default="separate",
         description="Where stored messages are processed on PostgreSQL: on the service's event "
-        "loop, or in one child process of its own (see app.intake_process)",
+        "loop, or in one child process of its own (see app.intake.child)",
     )
     raw_retention_days: float = Field(
         default=30.0, ge=0, description="Drop raw bytes of finished messages after this (0 = keep)"
@@ -190,7 +189,7 @@ class Settings(BaseSettings):
     def _bootstrap_key(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 32:
             raise ValueError(
-                "must be at least 32 characters (generate one with `stoplist keys new`)"
+                "must be at least 32 characters (generate one with `stoplist keys generate`)"
             )
         return value
 
@@ -199,8 +198,6 @@ class Settings(BaseSettings):
     def _signing_keys(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or not value.get_secret_value().strip():
             return None
-        from app.signing import parse_signing_keys
-
         parse_signing_keys(
             value.get_secret_value()
         )  # ValueError says what is wrong, not the secret

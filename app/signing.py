@@ -41,13 +41,11 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Final
+from typing import Final
 from urllib.parse import quote
 
 from app.addresses import InvalidAddress, normalise_address
-
-if TYPE_CHECKING:
-    from app.settings import Settings
+from app.streams import STREAM_RE
 
 __all__ = [
     "RejectReason",
@@ -55,13 +53,11 @@ __all__ = [
     "SigningKey",
     "TokenError",
     "VerifiedRef",
-    "build_signer",
     "has_signed_address_form",
     "parse_signing_keys",
 ]
 
 KEY_ID_RE: Final = re.compile(r"^[a-z0-9]{1,8}$")
-STREAM_RE: Final = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")  # same rule as app.settings
 PREFIX_RE: Final = re.compile(r"^[a-z0-9][a-z0-9._-]{0,15}$")
 MIN_SECRET_BYTES: Final = 32
 ADDRESS_MAC_BYTES: Final = 5  # 8 base32 characters, 40 bits: an online guess per message
@@ -147,7 +143,7 @@ def parse_signing_keys(text: str) -> list[SigningKey]:
         if not sep or not KEY_ID_RE.match(kid):
             raise ValueError(
                 f"entry {n}: use <key id>:<base64 secret>, key id 1-8 of a-z 0-9 "
-                "(generate one with `stoplist token new-key`)"
+                "(generate one with `stoplist token generate-key`)"
             )
         if kid in seen:
             raise ValueError(f"key id {kid!r} appears twice")
@@ -158,7 +154,7 @@ def parse_signing_keys(text: str) -> list[SigningKey]:
         if len(secret) < MIN_SECRET_BYTES:
             raise ValueError(
                 f"key {kid!r}: the secret must decode to at least {MIN_SECRET_BYTES} bytes "
-                f"(got {len(secret)}); generate one with `stoplist token new-key`"
+                f"(got {len(secret)}); generate one with `stoplist token generate-key`"
             )
         if len(set(secret)) < 8:
             raise ValueError(f"key {kid!r}: the secret looks like a placeholder")
@@ -552,19 +548,3 @@ class Signer:
                 expired_ref=ref,
             )
         return ref
-
-
-def build_signer(settings: Settings) -> Signer | None:
-    """The signer the settings describe, or None when no signing keys are configured."""
-    if settings.signing_keys is None:
-        return None
-    return Signer(
-        parse_signing_keys(settings.signing_keys.get_secret_value()),
-        return_path_domain=settings.return_path_domain,
-        return_path_prefix=settings.return_path_prefix,
-        unsubscribe_domain=settings.unsubscribe_domain,
-        unsubscribe_prefix=settings.unsubscribe_local_prefix,
-        unsubscribe_base_url=settings.public_base_url,
-        bounce_max_age=timedelta(days=settings.token_max_age_days),
-        unsubscribe_max_age=timedelta(days=settings.unsubscribe_token_max_age_days),
-    )

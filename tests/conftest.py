@@ -21,10 +21,10 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import text
 
-from app.api.deps import Services
+from app.container import Services, build_services
 from app.db import run_migrations
-from app.main import build_services, create_app
-from app.parsing_pool import ParsingPool
+from app.intake.parse_pool import ParsingPool
+from app.main import create_app
 from app.settings import Settings
 
 PG_ADMIN_URL = os.environ.get(

@@ -39,7 +39,7 @@ ROUTES: list[tuple[str, str, dict[str, object], str]] = [
 
 
 def test_every_api_route_is_in_the_matrix() -> None:
-    from app.openapi import build_spec
+    from app.http.openapi import build_spec
 
     paths = {
         (method.upper(), path) for path, item in build_spec()["paths"].items() for method in item

@@ -443,7 +443,7 @@ async def test_cache_stays_consistent_with_concurrent_writes(env: Env) -> None:
     end up equal to the database when both touch the same addresses at once."""
     import asyncio
 
-    from app.suppressions import SuppressRequest
+    from app.suppression import SuppressRequest
 
     addresses = [f"race{i}@example.com" for i in range(3000)]
     body = ("address,outcome\n" + "".join(f"{a},hard\n" for a in addresses)).encode()
@@ -465,7 +465,7 @@ async def test_cache_stays_consistent_with_concurrent_writes(env: Env) -> None:
 
 
 async def test_import_is_not_held_to_the_json_body_limit(env: Env) -> None:
-    from app.main import MAX_BODY
+    from app.http.middleware import MAX_BODY
 
     body = b"address,note\nok@example.com,\nbig@example.com," + b"x" * (MAX_BODY + 1) + b"\n"
     summary = await do_import(env, body)
@@ -590,6 +590,11 @@ def test_cli_import_and_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     result = runner.invoke(app, ["export", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert out.read_bytes() == source.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["export", "--out", "-"])  # - is standard output, not a file
+    assert result.exit_code == 0, result.output
+    assert result.stdout_bytes == source.read_bytes()
+    assert not (tmp_path / "-").exists()
     result = runner.invoke(app, ["export", "--outcome", "hard", "--hashed"])
     assert result.exit_code == 0
     assert result.output.splitlines()[1].startswith(hashlib.sha256(b"gone@example.com").hexdigest())

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from app.cache import CacheCold, CacheUnavailable, RedisCache
-from app.main import build_services
+from app.container import build_services
 from app.settings import Settings
-from app.suppressions import SuppressRequest
+from app.suppression import SuppressRequest
 from tests.conftest import Env
 
 DEAD_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1

@@ -99,3 +99,15 @@ def test_explain_an_unreadable_file_exits_2(tmp_path: Path) -> None:
     result = runner.invoke(app, ["explain", str(tmp_path / "missing.eml")])
     assert result.exit_code == 2
     assert "cannot read" in result.output
+
+
+def test_command_names_say_what_they_do_and_old_names_still_work() -> None:
+    runner = CliRunner()
+    for group, new, old in (("keys", "generate", "new"), ("token", "generate-key", "new-key")):
+        help_text = runner.invoke(app, [group, "--help"]).output
+        assert new in help_text and f" {old} " not in help_text  # the old name is hidden
+        fresh = runner.invoke(app, [group, new])
+        again = runner.invoke(app, [group, old])
+        assert fresh.exit_code == again.exit_code == 0, (fresh.output, again.output)
+        assert fresh.output.strip() and again.output.strip()
+    assert "The key's name" in runner.invoke(app, ["keys", "revoke", "--help"]).output

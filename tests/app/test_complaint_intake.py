@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from app.parsing_pool import ParsingPool
+from app.intake.parse_pool import ParsingPool
 from tests.app.test_policy import KEYS, configure
 from tests.app.test_smtp import SINK_DOMAINS, send, start_sink, wait_for
 from tests.conftest import Env

@@ -29,7 +29,7 @@ from sqlalchemy import select
 
 from app.models import AuditEntry, Event, Suppression
 from app.policy import Envelope, apply_analysis
-from app.suppressions import STRENGTH
+from app.suppression import STRENGTH
 from dsn.analysis import analyse_message
 from tests.conftest import Env
 

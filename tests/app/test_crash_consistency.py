@@ -23,16 +23,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 from sqlalchemy import select
 
 from app.cache import RedisCache
 from app.intake import FAILED, PENDING, IntakeStore
-from app.intake_process import release_claims
+from app.intake.child import release_claims
 from app.models import InboundMessage
 from app.policy import BatchItem, Envelope, apply_batch
 from dsn import analyse_message
 from tests.conftest import Env
+
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "bench" / "crash_consistency.py"

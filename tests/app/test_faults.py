@@ -37,10 +37,10 @@ from sqlalchemy.engine import make_url
 from app.cache import CacheCold, CacheUnavailable, RedisCache
 from app.db import Database
 from app.intake import Intake, envelope_digest
-from app.parsing_pool import ParsingPool
+from app.intake.parse_pool import ParsingPool
+from app.intake.smtp import Reply, SmtpSink
 from app.settings import Settings
-from app.smtp import Reply, SmtpSink
-from app.suppressions import SuppressRequest
+from app.suppression import SuppressRequest
 from tests.conftest import Env, close_env, make_env
 from tests.faultproxy import Fault, FaultProxy
 
@@ -180,7 +180,7 @@ async def sink(faults: Faults, parse_pool: ParsingPool) -> AsyncIterator[Sink]:
         update={"smtp_port": 0, "smtp_domains": ["bounces.example.net"], "parse_workers": 1}
     )
     services = dataclasses.replace(faults.env.services, settings=settings)
-    intake = Intake(services, pool=parse_pool, separate=False)
+    intake = Intake(services, pool=parse_pool)
     await intake.start()
     server = SmtpSink(settings, intake)
     await server.start()

@@ -20,10 +20,11 @@ from typing import Any
 from pydantic import SecretStr
 from sqlalchemy import select
 
+from app.container import build_signer
+from app.intake.parse_pool import ParsingPool
+from app.intake.smtp import Reply
 from app.models import Event, Suppression
-from app.parsing_pool import ParsingPool
-from app.signing import Signer, SigningKey, build_signer
-from app.smtp import Reply
+from app.signing import Signer, SigningKey
 from tests.app.test_smtp import Sink, rows, start_sink, wait_for
 from tests.conftest import Env
 

@@ -30,8 +30,8 @@ from app.intake import (
     policy_batch_applier,
     reprocess,
 )
+from app.intake.parse_pool import ParsingPool
 from app.models import InboundMessage
-from app.parsing_pool import ParsingPool
 from app.policy import ApplyResult
 from dsn.analysis import analyse_message
 from dsn.model import MessageAnalysis
@@ -404,3 +404,43 @@ async def test_history_and_message_explain_the_decision(env: Env) -> None:
     )
     assert purged.status_code == 410
     assert purged.json()["error"] == "gone"
+
+
+async def test_a_restarted_process_takes_back_claims_whose_owner_is_gone(env: Env) -> None:
+    """A process killed with ``kill -9`` leaves its claims behind; the next process on the host
+    takes them back at once (the owner named in the claim no longer exists) instead of after
+    ``intake_claim_timeout_s``. Claims of a live process, of another of this process's intakes
+    and of another host are left alone."""
+    import socket
+    import subprocess
+    import sys
+
+    from app.intake.store import instance_name
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    host = socket.gethostname()[:40]
+    owners = {
+        "dead": f"{host}:{dead.stdout.strip()}:0badc0de",
+        "earlier-me": f"{host}:{os.getpid()}:0ldc0de0",  # this pid, before a restart
+        "live": f"{host}:{os.getppid()}:11ve11ve",
+        "here": instance_name(),
+        "elsewhere": f"another-host.example:{dead.stdout.strip()}:e1sewere",
+    }
+    db = env.services.db
+    ids = {}
+    for n, (who, owner) in enumerate(owners.items()):
+        store = IntakeStore(db, instance=owner)
+        stored = await store.store(mail_from="", rcpt_to=[f"r{n}@example.net"], peer=None, raw=b"x")
+        assert stored.id is not None
+        assert set(await store.claim_ids([stored.id], 300)) == {stored.id}
+        ids[who] = stored.id
+
+    restarted = IntakeStore(db)
+    assert await restarted.release_orphaned_claims() >= 2  # (and any left by dead test runs)
+    taken = await restarted.claim_pending(10_000, 300)
+    assert {m.id for m in taken} & set(ids.values()) == {ids["dead"], ids["earlier-me"]}

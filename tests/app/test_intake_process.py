@@ -11,11 +11,13 @@ import signal
 
 import pytest
 
-from app.intake import Intake
-from app.parsing_pool import PROCESSING_NICE
-from app.smtp import start_sink
+from app.intake.child import open_intake
+from app.intake.parse_pool import PROCESSING_NICE
+from app.intake.smtp import start_sink
 from tests.app.test_smtp import HARD_BOUNCE, SINK_DOMAINS, send, wait_for
 from tests.conftest import Env
+
+pytestmark = pytest.mark.slow
 
 CHILD_NICE = min(os.getpriority(os.PRIO_PROCESS, 0) + PROCESSING_NICE, 19)
 
@@ -84,7 +86,7 @@ async def test_separate_processor_turns_a_dsn_into_a_suppression(pg_env: Env) ->
 
 async def test_embedded_mode_always_processes_inline(env: Env) -> None:
     settings = env.settings.model_copy(update={"intake_process": "separate"})
-    intake = Intake(dataclasses.replace(env.services, settings=settings))
+    intake = open_intake(dataclasses.replace(env.services, settings=settings))
     try:
         assert (intake.child is None) == (env.services.db.dialect == "sqlite")
     finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.openapi import render
+from app.http.openapi import render
 
 SPEC = Path(__file__).resolve().parents[2] / "openapi" / "openapi.json"
 

@@ -13,9 +13,10 @@ from typing import Any
 from pydantic import SecretStr
 from sqlalchemy import select
 
+from app.container import build_signer
 from app.models import Event, Suppression
 from app.policy import ApplyResult, Envelope, apply_analysis
-from app.signing import Signer, build_signer
+from app.signing import Signer
 from dsn import MessageAnalysis, analyse_message
 from tests.conftest import Env
 

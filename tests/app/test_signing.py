@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from app.container import build_signer
 from app.settings import SettingsError, load_settings
 from app.signing import (
     RFC5321_LOCAL_MAX,
@@ -16,7 +17,6 @@ from app.signing import (
     Signer,
     SigningKey,
     TokenError,
-    build_signer,
     parse_signing_keys,
 )
 

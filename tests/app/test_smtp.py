@@ -18,12 +18,12 @@ import pytest_asyncio
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
+from app.container import build_services
 from app.intake import Intake, StoreResult
-from app.main import build_services
+from app.intake.parse_pool import ParsingPool
+from app.intake.smtp import Reply, SmtpSink
 from app.models import InboundMessage
-from app.parsing_pool import ParsingPool
 from app.settings import Settings
-from app.smtp import Reply, SmtpSink
 from tests.conftest import Env
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
@@ -636,7 +636,7 @@ def _sample_value(text: str, name: str, labels: str = "") -> float:
 async def test_metrics_show_accepted_mail_and_the_backlog(env: Env, sink: Sink) -> None:
     """What an operator alerts on: messages the sink accepted, replies by code, and the stored
     messages still waiting to be processed (this sink's processor is not running)."""
-    from app.api import health
+    from app.http.routes import health
 
     async def scrape() -> str:
         health._gauge_refreshed = 0.0  # the gauges are refreshed at most every 15 s
@@ -660,3 +660,15 @@ async def test_metrics_show_accepted_mail_and_the_backlog(env: Env, sink: Sink) 
     assert _sample_value(after, "stoplist_intake_messages", '{state="pending"}') == 1
     assert _sample_value(after, "stoplist_intake_messages", '{state="failed"}') == 0
     assert 0 < _sample_value(after, "stoplist_intake_oldest_pending_seconds") < 60
+
+
+async def test_aiosmtpd_logs_no_addresses_at_info(
+    env: Env, sink: Sink, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiosmtpd's mail.log would write sender and recipients at INFO for every message."""
+    import logging
+
+    with caplog.at_level(logging.INFO):
+        code, _ = await asyncio.to_thread(send, sink.port, HARD_BOUNCE)
+        assert code == 250
+    assert [r.getMessage() for r in caplog.records if r.name == "mail.log"] == []

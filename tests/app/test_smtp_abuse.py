@@ -32,9 +32,9 @@ from aiosmtpd.smtp import SMTP
 from sqlalchemy import select as sa_select
 
 from app.intake import StoreResult
+from app.intake.parse_pool import ParsingPool
+from app.intake.smtp import COMMAND_SLACK, MAX_ERRORS, Reply, read_data
 from app.models import Event
-from app.parsing_pool import ParsingPool
-from app.smtp import COMMAND_SLACK, MAX_ERRORS, Reply, read_data
 from dsn.analysis import analyse_message
 from dsn.model import MessageAnalysis
 from tests.app.test_smtp import SAMPLES, Sink, rows, send, start_sink, wait_for

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 
 from app.models import AuditEntry
-from app.suppressions import SuppressRequest
+from app.suppression import SuppressRequest
 from tests.conftest import Env
 
 

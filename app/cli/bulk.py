@@ -1,0 +1,206 @@
+"""``stoplist import`` and ``export``: whole lists as CSV."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from app.cli.common import (
+    CLI_ACTOR,
+    JsonOpt,
+    dump,
+    err,
+    out,
+    run,
+)
+from app.container import Services
+
+
+def import_cmd(
+    file: Annotated[Path, typer.Argument(help="CSV file (.gz or gzip content is inflated)")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and count only")] = False,
+    atomic: Annotated[
+        bool, typer.Option("--atomic", help="Any invalid row: write nothing")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace entries even when that weakens them")
+    ] = False,
+    stream: Annotated[str | None, typer.Option(help="Stream for rows without one")] = None,
+    reason: Annotated[str | None, typer.Option(help="Reason for rows without one")] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="auto, stoplist, ses, sendgrid-bounces, postmark, …")
+    ] = "auto",
+    as_json: JsonOpt = False,
+) -> None:
+    """Import suppressions from a CSV export (ours, SES, SendGrid, Postmark, Mailgun).
+
+    Never weakens an existing entry unless --overwrite; the same file twice changes nothing.
+    Exits 1 when any row was invalid."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from app import bulk
+
+    if not file.is_file():
+        err.print(f"[red]no such file:[/red] {file}")
+        raise typer.Exit(2)
+    size = file.stat().st_size
+    progress = Progress(
+        TextColumn("importing"),
+        BarColumn(),
+        DownloadColumn(),
+        TextColumn("{task.fields[rows]:>12,} rows  {task.fields[rate]:>9,} rows/s"),
+        TimeRemainingColumn(),
+        console=err,
+        disable=not err.is_terminal,
+    )
+    task = progress.add_task("import", total=size, rows=0, rate=0)
+    started = time.perf_counter()
+    read = [0]
+
+    def on_read(done: int) -> None:
+        read[0] = done
+
+    def on_progress(summary: bulk.ImportSummary) -> None:
+        elapsed = max(time.perf_counter() - started, 1e-6)
+        progress.update(
+            task, completed=read[0], rows=summary.rows, rate=int(summary.rows / elapsed)
+        )
+
+    async def go(s: Services) -> bulk.ImportSummary:
+        options = bulk.ImportOptions(
+            dry_run=dry_run,
+            atomic=atomic,
+            overwrite=overwrite,
+            stream=stream,
+            reason=reason,
+            format=fmt,
+            soft_days=s.settings.soft_suppression_days,
+        )
+        chunks = bulk.gunzip_if_needed(
+            bulk.file_chunks(str(file), on_read=on_read), force=file.suffix == ".gz"
+        )
+        return await bulk.import_csv(
+            s.suppressions, chunks, options, actor=CLI_ACTOR, progress=on_progress
+        )
+
+    with _fast_event_loop(), progress:
+        summary = run(go)
+        progress.update(task, completed=size)
+    result = summary.as_dict()
+    if as_json:
+        dump(result)
+    else:
+        state = (
+            "dry run, nothing written"
+            if dry_run
+            else ("committed" if summary.committed else "[red]nothing written[/red]")
+        )
+        out.print(
+            f"{summary.rows:,} rows ({summary.format}): {summary.inserted:,} inserted, "
+            f"{summary.updated:,} updated, {summary.unchanged:,} unchanged, "
+            f"{summary.skipped:,} skipped (expired), {summary.invalid:,} invalid; "
+            f"{state} in {summary.duration_s:.1f}s"
+        )
+        for e in summary.errors[:20]:
+            out.print(f"  line {e['line']}: {e['reason']} ({e['value']!r})")
+        if summary.invalid > 20:
+            out.print(f"  … and {summary.invalid - 20:,} more")
+    if summary.invalid:
+        raise typer.Exit(1)
+
+
+@contextmanager
+def _fast_event_loop() -> Iterator[None]:
+    """uvloop (what `serve` runs on) while a bulk command runs: ~25 % faster imports."""
+    try:
+        import uvloop
+    except ImportError:
+        yield
+        return
+    before = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    try:
+        yield
+    finally:
+        asyncio.set_event_loop_policy(before)
+
+
+def export_cmd(
+    out_file: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write here (.gz: gzip); '-' or omitted: standard output"),
+    ] = None,
+    outcome: Annotated[str | None, typer.Option(help="Only this outcome")] = None,
+    reason: Annotated[str | None, typer.Option(help="Only this reason")] = None,
+    stream: Annotated[str | None, typer.Option(help="Only this scope (a stream or global)")] = None,
+    domain: Annotated[str | None, typer.Option(help="Only this recipient domain")] = None,
+    since: Annotated[
+        datetime | None, typer.Option(help="Only entries last seen at or after (UTC)")
+    ] = None,
+    hashed: Annotated[
+        bool, typer.Option("--hashed", help="SHA-256 of each normalised address instead")
+    ] = False,
+) -> None:
+    """Export active suppressions as CSV (the format `stoplist import` reads)."""
+    import gzip
+
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
+    from app import bulk
+
+    if out_file is not None and str(out_file) == "-":  # the usual convention: - is stdout
+        out_file = None
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("exporting {task.fields[rows]:>12,} rows  {task.fields[mb]:>8.1f} MB"),
+        console=err,
+        disable=not err.is_terminal or out_file is None,
+    )
+    task = progress.add_task("export", rows=0, mb=0.0)
+
+    async def go(s: Services) -> bulk.ExportStats:
+        flt = bulk.ExportFilter(
+            outcome=outcome,
+            reason=reason,
+            stream=stream,
+            domain=domain,
+            since=since.replace(tzinfo=UTC) if since and since.tzinfo is None else since,
+            hashed=hashed,
+        )
+        stats = bulk.ExportStats()
+        target: Any
+        if out_file is None:
+            target = sys.stdout.buffer
+        elif out_file.suffix == ".gz":
+            target = gzip.open(out_file, "wb")  # noqa: SIM115 - closed below
+        else:
+            target = out_file.open("wb")
+        lines = 0
+        try:
+            async for data in bulk.export_csv(s.suppressions, flt, stats):
+                target.write(data)
+                lines += data.count(b"\n")
+                progress.update(task, rows=max(lines - 1, 0), mb=stats.bytes / 1e6)
+        finally:
+            if out_file is not None:
+                target.close()
+            else:
+                target.flush()
+        stats.rows = stats.rows or max(lines - 1, 0)
+        return stats
+
+    with progress:
+        stats = run(go)
+    if out_file is not None:
+        err.print(f"exported {stats.rows:,} rows ({stats.bytes / 1e6:.1f} MB) to {out_file}")
+
+
+# ------------------------------------------------------------------------------------- parsing

@@ -1,0 +1,41 @@
+"""The ``stoplist`` command tree, in the order ``--help`` lists it. Each group's commands live in a
+module of their own; this module only assembles them."""
+
+from __future__ import annotations
+
+import typer
+
+from app.cli import bulk, intake, lists, rules, serve
+from app.cli.keys import keys_app
+from app.cli.lists import cache_app
+from app.cli.rules import rules_app
+from app.cli.tokens import token_app
+
+app = typer.Typer(
+    name="stoplist",
+    help="Bounce, feedback-loop and suppression service.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(keys_app, name="keys")
+app.add_typer(cache_app, name="cache")
+app.add_typer(rules_app, name="rules")
+app.add_typer(token_app, name="token")
+app.command()(serve.serve)
+app.command("migrate")(serve.migrate_cmd)
+app.command()(serve.smtp)
+app.command()(intake.reprocess)
+app.command()(intake.purge)
+app.command()(lists.check)
+app.command()(lists.suppress)
+app.command()(lists.unsuppress)
+app.command("import")(bulk.import_cmd)
+app.command("export")(bulk.export_cmd)
+app.command()(intake.parse)
+app.command()(intake.explain)
+app.command()(rules.classify)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,98 @@
+"""``stoplist serve``, ``smtp`` and ``migrate``: run the service, or bring its database up to date."""
+
+from __future__ import annotations
+
+import asyncio
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+from app.cli.common import (
+    out,
+    run,
+    settings_or_exit,
+)
+from app.container import Services
+
+
+class LogLevel(StrEnum):
+    """Log levels the service accepts. Not uvicorn's ``trace``: it logs every request's ASGI
+    scope, ``Authorization`` header (the API key) included."""
+
+    CRITICAL = "critical"
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+    DEBUG = "debug"
+
+
+def serve(
+    host: Annotated[str | None, typer.Option(help="Default STOPLIST_HTTP_HOST")] = None,
+    port: Annotated[int | None, typer.Option(help="Default STOPLIST_HTTP_PORT")] = None,
+    migrate: Annotated[bool, typer.Option(help="Apply migrations first")] = True,
+    log_level: Annotated[LogLevel, typer.Option(case_sensitive=False)] = LogLevel.INFO,
+) -> None:
+    """Run the HTTP API (and, when configured, the SMTP sink) in one process."""
+    import logging
+
+    import uvicorn
+
+    from app.db import run_migrations
+    from app.main import create_app
+
+    settings = settings_or_exit()
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    if migrate:
+        run_migrations(settings)
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.http_host,
+        port=port or settings.http_port,
+        log_level=log_level.value,
+        access_log=False,
+        proxy_headers=True,
+    )
+
+
+def migrate_cmd() -> None:
+    """Apply database migrations (alembic upgrade head)."""
+    from app.db import run_migrations
+
+    settings = settings_or_exit()
+    run_migrations(settings)
+    out.print("database is at the latest schema")
+
+
+def smtp(
+    log_level: Annotated[LogLevel, typer.Option(case_sensitive=False)] = LogLevel.INFO,
+    migrate: Annotated[bool, typer.Option(help="Apply migrations first")] = True,
+) -> None:
+    """Run the SMTP sink and the intake processing alone (no HTTP API)."""
+    import logging
+    import signal
+
+    from app.db import run_migrations
+    from app.intake.smtp import start_sink
+
+    settings = settings_or_exit()
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    if migrate:
+        run_migrations(settings)
+
+    async def go(s: Services) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        sink = await start_sink(s)
+        try:
+            await stop.wait()
+        finally:
+            await sink.close()
+
+    run(go)

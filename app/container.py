@@ -1,0 +1,112 @@
+"""The composition root: builds every service of one process from its settings, and the jobs
+that keep them healthy. The HTTP app, the SMTP sink, the intake child process and the CLI all start
+here; nothing below imports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from dataclasses import dataclass
+from datetime import timedelta
+
+from app.auth import KeyService
+from app.cache import MemoryCache, RedisCache, SuppressionCache
+from app.db import DB_ERRORS, Database
+from app.settings import Settings
+from app.signing import Signer, parse_signing_keys
+from app.suppression import SuppressionService
+
+log = logging.getLogger("stoplist")
+
+
+@dataclass(slots=True)
+class Services:
+    settings: Settings
+    db: Database
+    cache: SuppressionCache
+    suppressions: SuppressionService
+    keys: KeyService
+    signer: Signer | None = None  # None: no STOPLIST_SIGNING_KEYS
+
+
+def build_signer(settings: Settings) -> Signer | None:
+    """The signer the settings describe, or None when no signing keys are configured."""
+    if settings.signing_keys is None:
+        return None
+    return Signer(
+        parse_signing_keys(settings.signing_keys.get_secret_value()),
+        return_path_domain=settings.return_path_domain,
+        return_path_prefix=settings.return_path_prefix,
+        unsubscribe_domain=settings.unsubscribe_domain,
+        unsubscribe_prefix=settings.unsubscribe_local_prefix,
+        unsubscribe_base_url=settings.public_base_url,
+        bounce_max_age=timedelta(days=settings.token_max_age_days),
+        unsubscribe_max_age=timedelta(days=settings.unsubscribe_token_max_age_days),
+    )
+
+
+def build_services(settings: Settings, *, auto_rebuild: bool = True) -> Services:
+    db = Database(settings)
+    cache: SuppressionCache
+    if settings.redis_url:
+        cache = RedisCache(
+            settings.redis_url, prefix=settings.redis_prefix, timeout_s=settings.redis_timeout_s
+        )
+    else:
+        cache = MemoryCache()
+    return Services(
+        settings=settings,
+        db=db,
+        cache=cache,
+        suppressions=SuppressionService(db, cache, auto_rebuild=auto_rebuild),
+        keys=KeyService(db, cache_ttl_s=settings.auth_cache_ttl_s),
+        signer=build_signer(settings),
+    )
+
+
+async def start_services(services: Services) -> None:
+    """Bootstrap the first admin key and make sure the cache is a complete replica."""
+    generated = await services.keys.ensure_bootstrap(
+        services.settings.bootstrap_admin_key.get_secret_value()
+        if services.settings.bootstrap_admin_key
+        else None
+    )
+    if generated:
+        print(
+            "\n  No API keys existed: created admin key 'bootstrap-admin'. It is shown only now:\n"
+            f"\n      {generated}\n\n"
+            "  Store it, then create narrower keys with `stoplist keys create`.\n",
+            file=sys.stderr,
+            flush=True,
+        )
+    sup = services.suppressions
+    if services.cache.kind == "memory":
+        await sup.rebuild_cache()
+        return
+    try:
+        if await services.cache.generation() is None:
+            log.info("cache is cold: rebuilding in the background (checks use the database)")
+            sup.schedule_rebuild()
+    except Exception as exc:
+        log.warning("cache unreachable at start-up (%s); checks use the database", exc)
+        sup.cache_state = "unavailable"
+
+
+async def housekeeping(services: Services, interval_s: float = 1.0) -> None:
+    """Rebuild a stale replica once the cache is reachable again; in embedded mode, pick up
+    writes made by other processes (CLI, imports) every second."""
+    sup = services.suppressions
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            if sup.cache_dirty:
+                sup.schedule_rebuild()
+                await sup.wait_rebuild()
+            elif services.cache.kind == "memory":
+                await sup.sync_from_database()
+        except DB_ERRORS as exc:
+            log.warning("housekeeping: database unreachable: %s", exc)
+        except Exception:
+            log.exception("housekeeping failed")

@@ -1,0 +1,1 @@
+"""One router per resource of the API; each imports the deps, schemas and the services it calls."""

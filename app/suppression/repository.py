@@ -1,0 +1,185 @@
+"""All SQL on the suppression list (``suppressions``, and the ``events`` and ``audit_log`` rows
+written with it). Functions take the caller's session: the caller owns the transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Table, func, select, tuple_
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import AuditEntry, Event, Suppression
+from app.suppression.merge import active_clause
+from app.suppression.model import SuppressionFilter, scope_for
+
+# Core tables: the write path builds plain INSERTs, without ORM unit-of-work bookkeeping.
+SUPPRESSIONS_TABLE: Table = Suppression.__table__  # type: ignore[assignment]
+EVENTS_TABLE: Table = Event.__table__  # type: ignore[assignment]
+AUDIT_TABLE: Table = AuditEntry.__table__  # type: ignore[assignment]
+
+# What the cache needs of every row of an address (active or not: the version counts them all).
+CACHE_COLUMNS = (
+    SUPPRESSIONS_TABLE.c.address,
+    SUPPRESSIONS_TABLE.c.scope,
+    SUPPRESSIONS_TABLE.c.outcome,
+    SUPPRESSIONS_TABLE.c.reason,
+    SUPPRESSIONS_TABLE.c.first_seen,
+    SUPPRESSIONS_TABLE.c.expires_at,
+    SUPPRESSIONS_TABLE.c.verified,
+    SUPPRESSIONS_TABLE.c.source,
+    SUPPRESSIONS_TABLE.c.revision,
+    SUPPRESSIONS_TABLE.c.removed_at,
+)
+CHUNK = 1000  # addresses per IN (...) list
+
+Key = tuple[str, str]  # (address, scope)
+
+
+def active(now: datetime) -> ColumnElement[bool]:
+    return active_clause(Suppression.removed_at, Suppression.expires_at, now)
+
+
+async def active_rows(
+    s: AsyncSession, addresses: Sequence[str], now: datetime
+) -> list[Suppression]:
+    rows: list[Suppression] = []
+    for start in range(0, len(addresses), CHUNK):
+        chunk = list(set(addresses[start : start + CHUNK]))
+        q = select(Suppression).where(Suppression.address.in_(chunk), active(now))
+        rows += (await s.scalars(q)).all()
+    return rows
+
+
+async def cache_records(s: AsyncSession, addresses: Sequence[str]) -> list[Any]:
+    """Every row of ``addresses`` (``CACHE_COLUMNS``), active or not."""
+    records: list[Any] = []
+    for start in range(0, len(addresses), CHUNK):
+        where = SUPPRESSIONS_TABLE.c.address.in_(addresses[start : start + CHUNK])
+        records += (await s.execute(select(*CACHE_COLUMNS).where(where))).all()
+    return records
+
+
+async def rebuild_page(s: AsyncSession, after: str, batch: int) -> list[Any]:
+    """The next rows after address ``after`` in (address, scope) order, never splitting an
+    address across pages (its cache version is the sum of its rows)."""
+    rows = (
+        await s.execute(
+            select(*CACHE_COLUMNS)
+            .where(Suppression.address > after)
+            .order_by(Suppression.address, Suppression.scope)
+            .limit(batch)
+        )
+    ).all()
+    if len(rows) == batch:
+        tail = rows[-1].address
+        head = [r for r in rows if r.address != tail]
+        if head:
+            return head
+        return list(
+            (await s.execute(select(*CACHE_COLUMNS).where(Suppression.address == tail))).all()
+        )
+    return list(rows)
+
+
+async def addresses_changed_since(s: AsyncSession, since: datetime) -> list[str]:
+    q = select(Suppression.address).where(Suppression.updated_at >= since).distinct()
+    return list((await s.scalars(q)).all())
+
+
+async def insert_missing(
+    s: AsyncSession, dialect: str, rows: list[dict[str, Any]]
+) -> dict[Key, Suppression]:
+    """Insert the rows whose (address, scope) is new (one multi-row INSERT … ON CONFLICT DO
+    NOTHING RETURNING, compiled once); returns those it created."""
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = (
+        insert(SUPPRESSIONS_TABLE)
+        .on_conflict_do_nothing(index_elements=["address", "scope"])
+        .returning(*SUPPRESSIONS_TABLE.c)
+    )
+    created: dict[Key, Suppression] = {}
+    for rec in (await s.execute(stmt, rows)).mappings():
+        created[(rec["address"], rec["scope"])] = Suppression(**rec)
+    return created
+
+
+async def lock_rows(s: AsyncSession, keys: set[Key]) -> dict[Key, Suppression]:
+    """``SELECT … FOR UPDATE`` in (address, scope) order: every writer locks in that order, so two
+    writers of overlapping rows queue instead of deadlocking (the bulk import included)."""
+    q = (
+        select(Suppression)
+        .where(tuple_(Suppression.address, Suppression.scope).in_(sorted(keys)))
+        .order_by(Suppression.address, Suppression.scope)
+        .with_for_update()
+    )
+    return {(row.address, row.scope): row for row in (await s.scalars(q)).all()}
+
+
+async def lock_rows_of(s: AsyncSession, address: str, scope: str | None) -> list[Suppression]:
+    """The rows of ``address`` (in ``scope`` only, unless None), locked for update."""
+    q = (
+        select(Suppression)
+        .where(Suppression.address == address)
+        .order_by(Suppression.scope)
+        .with_for_update()
+    )
+    if scope is not None:
+        q = q.where(Suppression.scope == scope)
+    return list((await s.scalars(q)).all())
+
+
+async def insert_events(
+    s: AsyncSession, events: list[dict[str, Any]], audits: list[dict[str, Any]]
+) -> None:
+    await s.execute(EVENTS_TABLE.insert(), events)
+    if audits:
+        await s.execute(AUDIT_TABLE.insert(), audits)
+
+
+async def rows_of(s: AsyncSession, address: str) -> list[Suppression]:
+    q = select(Suppression).where(Suppression.address == address).order_by(Suppression.scope)
+    return list((await s.scalars(q)).all())
+
+
+async def events_of(s: AsyncSession, address: str, limit: int) -> list[Event]:
+    q = select(Event).where(Event.address == address).order_by(Event.id.desc()).limit(limit)
+    return list((await s.scalars(q)).all())
+
+
+async def audit_entries_of(s: AsyncSession, address: str, limit: int) -> list[AuditEntry]:
+    q = (
+        select(AuditEntry)
+        .where(AuditEntry.address == address)
+        .order_by(AuditEntry.id.desc())
+        .limit(limit)
+    )
+    return list((await s.scalars(q)).all())
+
+
+async def list_active(
+    s: AsyncSession, flt: SuppressionFilter, now: datetime, *, cursor: int | None, limit: int
+) -> list[Suppression]:
+    """Active rows matching ``flt``, by id after ``cursor``: at most ``limit``."""
+    q = select(Suppression).where(active(now))
+    if flt.outcome:
+        q = q.where(Suppression.outcome == flt.outcome)
+    if flt.reason:
+        q = q.where(Suppression.reason == flt.reason)
+    if flt.stream:
+        q = q.where(Suppression.scope == scope_for(flt.stream))
+    if flt.domain:
+        q = q.where(Suppression.domain == flt.domain)
+    if flt.since:
+        q = q.where(Suppression.last_seen >= flt.since)
+    if cursor:
+        q = q.where(Suppression.id > cursor)
+    return list((await s.scalars(q.order_by(Suppression.id).limit(limit))).all())
+
+
+async def count_active_by_outcome(s: AsyncSession, now: datetime) -> dict[str, int]:
+    q = select(Suppression.outcome, func.count()).where(active(now)).group_by(Suppression.outcome)
+    return {str(o): int(n) for o, n in (await s.execute(q)).all()}

@@ -1,0 +1,280 @@
+"""Writes and support reads of the suppression list: suppress (one or a batch, inside the caller's
+transaction), unsuppress, and the reads a support person makes (one address, its history, a
+filtered listing, counts). Checks are answered by ``app.suppression.lookup``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app import metrics
+from app.errors import Forbidden, InvalidInput, NotFound
+from app.models import AuditEntry, Event, utcnow
+from app.streams import GLOBAL_SCOPE
+from app.suppression import repository
+from app.suppression.lookup import SuppressionLookup
+from app.suppression.merge import is_active, merge_into
+from app.suppression.model import (
+    SuppressionFilter,
+    SuppressRequest,
+    SuppressResult,
+    audit_to_dict,
+    event_to_dict,
+    new_row,
+    normalise_or_422,
+    row_to_dict,
+    scope_for,
+    validate_request,
+)
+from dsn.explain import rule_details
+
+log = logging.getLogger("app.suppressions")
+
+# PostgreSQL's deadlock_detected and serialization_failure: the transaction was rolled back whole.
+_RETRYABLE_STATES = frozenset({"40P01", "40001"})
+WRITE_ATTEMPTS = 3
+T = TypeVar("T")
+
+
+def retryable(exc: DBAPIError) -> bool:
+    return getattr(exc.orig, "sqlstate", None) in _RETRYABLE_STATES
+
+
+class SuppressionService(SuppressionLookup):
+    """All reads and writes of the suppression list; owns the cache's consistency."""
+
+    async def suppress(self, req: SuppressRequest) -> SuppressResult:
+        now = utcnow()
+        checked = validate_request(req, now)  # before any connection is taken
+
+        async def write(s: AsyncSession) -> SuppressResult:
+            [result] = await self.write_suppressions(s, [checked], now)
+            return result
+
+        result = await self._write(write)
+        await self.refresh_cache([result.address])
+        metrics.SUPPRESSIONS_WRITTEN.labels(req.outcome, req.source).inc()
+        return result
+
+    async def write_suppressions(
+        self, s: AsyncSession, requests: Sequence[SuppressRequest], now: datetime
+    ) -> list[SuppressResult]:
+        """Write ``requests`` (in order) with their events and audit entries inside the caller's
+        transaction; the caller commits, then refreshes the cache from a read after the commit.
+
+        Round trips, however many requests: one multi-row ``INSERT … ON CONFLICT DO NOTHING
+        RETURNING`` for the (address, scope) pairs that are new; one ``SELECT … FOR UPDATE`` of the
+        pairs that already existed (or that a request earlier in this batch created), merged in
+        Python by :func:`merge_into` (the no-weakening rule lives in one place) and flushed; one
+        multi-row event insert; one audit insert when a request names an actor.
+        """
+        checked = [validate_request(r, now) for r in requests]
+        first: dict[tuple[str, str], int] = {}
+        for i, r in enumerate(checked):
+            first.setdefault((r.address, r.stream or GLOBAL_SCOPE), i)
+        # In (address, scope) order: the order every writer locks rows in.
+        rows = [new_row(checked[i], key[1], now) for key, i in sorted(first.items())]
+        created = await repository.insert_missing(s, self.db.dialect, rows)
+        # Pairs that existed, and pairs named again later in this batch: merged row by row.
+        merge_keys = {k for k in first if k not in created}
+        merge_keys |= {
+            (r.address, r.stream or GLOBAL_SCOPE)
+            for i, r in enumerate(checked)
+            if first[(r.address, r.stream or GLOBAL_SCOPE)] != i
+        }
+        existing = await repository.lock_rows(s, merge_keys) if merge_keys else {}
+        results: list[SuppressResult] = []
+        events: list[dict[str, Any]] = []
+        audits: list[dict[str, Any]] = []
+        for i, req in enumerate(checked):
+            scope = req.stream or GLOBAL_SCOPE
+            key = (req.address, scope)
+            if first[key] == i and key in created:
+                result = SuppressResult(req.address, scope, True, True, created[key])
+            else:
+                row = existing[key]
+                result = SuppressResult(req.address, scope, False, merge_into(row, req, now), row)
+            results.append(result)
+            events.append(
+                {
+                    "created_at": now,
+                    "address": req.address,
+                    "scope": scope,
+                    "kind": req.event_kind or req.source,
+                    "outcome": req.outcome,
+                    "reason": req.reason,
+                    "rule_id": req.rule_id,
+                    "status": req.status,
+                    "reply_code": req.reply_code,
+                    "diagnostic": req.diagnostic,
+                    "source": req.source,
+                    "actor": req.actor,
+                    "verified": req.verified,
+                    "message_id": req.message_id,
+                    "detail": {"note": req.note, **req.detail} if req.note else dict(req.detail),
+                }
+            )
+            if req.actor is not None:
+                audits.append(
+                    {
+                        "created_at": now,
+                        "actor": req.actor,
+                        "action": "suppress",
+                        "address": req.address,
+                        "scope": scope,
+                        "reason": req.note or req.reason,
+                        "detail": {
+                            "outcome": req.outcome,
+                            "reason": req.reason,
+                            "expires_at": req.expires_at.isoformat() if req.expires_at else None,
+                            "created": result.created,
+                            "changed": result.changed,
+                        },
+                    }
+                )
+        if existing:
+            await s.flush()
+        await repository.insert_events(s, events, audits)
+        return results
+
+    async def unsuppress(
+        self,
+        address: str,
+        *,
+        stream: str | None,
+        all_scopes: bool,
+        reason: str,
+        actor: str,
+        may_remove_complaints: bool,
+    ) -> list[dict[str, Any]]:
+        """Remove active suppressions; complaints only with admin scope and force (legal risk)."""
+        norm = normalise_or_422(address)
+        if not reason or not reason.strip():
+            raise InvalidInput("a reason is required to unsuppress")
+        if "\x00" in reason:
+            raise InvalidInput("reason contains a NUL character")
+        now = utcnow()
+
+        async def remove(s: AsyncSession) -> list[dict[str, Any]]:
+            scope = None if all_scopes else scope_for(stream)
+            locked = await repository.lock_rows_of(s, norm, scope)
+            rows = [r for r in locked if is_active(r.removed_at, r.expires_at, now)]
+            if not rows:
+                raise NotFound(f"{norm} has no active suppression in that scope")
+            complaints = [r for r in rows if r.outcome == "complaint"]
+            if complaints and not may_remove_complaints:
+                raise Forbidden(
+                    "removing a complaint suppression needs the admin scope and force=true"
+                )
+            removed = []
+            for row in rows:
+                row.removed_at = now
+                row.revision += 1
+                row.updated_at = now
+                removed.append({"scope": row.scope, "outcome": row.outcome, "reason": row.reason})
+                s.add(
+                    Event(
+                        created_at=now,
+                        address=norm,
+                        scope=row.scope,
+                        kind="unsuppress",
+                        outcome=row.outcome,
+                        reason=row.reason,
+                        source="api",
+                        actor=actor,
+                        detail={"why": reason},
+                    )
+                )
+                s.add(
+                    AuditEntry(
+                        created_at=now,
+                        actor=actor,
+                        action="unsuppress",
+                        address=norm,
+                        scope=row.scope,
+                        reason=reason,
+                        detail={"outcome": row.outcome, "reason": row.reason},
+                    )
+                )
+            return removed
+
+        removed = await self._write(remove)
+        await self.refresh_cache([norm])
+        return removed
+
+    async def _write(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """``work`` in a write transaction; run again when PostgreSQL rolled it back to break a
+        deadlock or a serialization failure (the whole transaction is undone, so it is safe).
+
+        Found by ``tests/app/test_concurrency.py``: with a bulk import holding many row locks, a
+        single write could be chosen as the deadlock victim and answer 503."""
+        attempt = 1
+        while True:
+            try:
+                async with self.db.write() as s:
+                    return await work(s)
+            except DBAPIError as exc:
+                if attempt >= WRITE_ATTEMPTS or not retryable(exc):
+                    raise
+                log.warning("write rolled back by the database, retrying: %s", exc.orig)
+            await asyncio.sleep(0.01 * attempt)
+            attempt += 1
+
+    async def get(self, address: str, *, events: int = 20) -> dict[str, Any]:
+        norm = normalise_or_422(address)
+        now = utcnow()
+        async with self.db.read() as s:
+            rows = await repository.rows_of(s, norm)
+            evs = await repository.events_of(s, norm, events)
+        if not rows and not evs:
+            raise NotFound(f"{norm} has never been suppressed")
+        return {
+            "address": norm,
+            "suppressed_globally": any(
+                r.scope == GLOBAL_SCOPE and is_active(r.removed_at, r.expires_at, now) for r in rows
+            ),
+            "suppressions": [row_to_dict(r, now) for r in rows],
+            "events": [event_to_dict(e) for e in evs],
+        }
+
+    async def history(
+        self, address: str, *, limit: int = 100, before: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Events and audit entries for ``address``, newest first."""
+        norm = normalise_or_422(address)
+        async with self.db.read() as s:
+            evs = await repository.events_of(s, norm, limit)
+            aud = await repository.audit_entries_of(s, norm, limit)
+        items = [
+            {
+                "type": "event",
+                **event_to_dict(e),
+                "explanation": rule_details(e.rule_id, e.diagnostic),
+            }
+            for e in evs
+        ]
+        items += [{"type": "audit", **audit_to_dict(a)} for a in aud]
+        items.sort(key=lambda i: (i["created_at"], i["type"] == "audit"), reverse=True)
+        return items[:limit]
+
+    async def list(
+        self, flt: SuppressionFilter, *, cursor: int | None = None, limit: int = 100
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        now = utcnow()
+        async with self.db.read() as s:
+            rows = await repository.list_active(s, flt, now, cursor=cursor, limit=limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = rows[-1].id if more and rows else None
+        return [row_to_dict(r, now) for r in rows], next_cursor
+
+    async def count_by_outcome(self) -> dict[str, int]:
+        now = utcnow()
+        async with self.db.read() as s:
+            return await repository.count_active_by_outcome(s, now)
