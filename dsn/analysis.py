@@ -14,7 +14,6 @@ Anything else is ``unknown`` with no results.
 from __future__ import annotations
 
 import re
-from email.errors import MessageError
 from email.message import Message
 from typing import Final
 
@@ -62,8 +61,7 @@ def analyse_message(
         data = data[: cut + 1]
     try:
         mail = read_mail(normalise_line_endings(data))
-    except (ValueError, TypeError, LookupError, AssertionError, IndexError, MessageError) as exc:
-        # MessageError: a broken RFC 2047 word in a header (HeaderParseError) read on the way.
+    except (ValueError, TypeError, LookupError, AssertionError, IndexError) as exc:
         raise ParseError(f"unreadable message: {exc}") from exc
     return _analyse(mail, options, envelope_rcpt)
 
