@@ -98,8 +98,11 @@ def _analyse(mail: Mail, options: AnalysisOptions, envelope_rcpt: str | None) ->
         found = fallback.parse(mail)
         mta = "fallback" if found else None
     if not found:
+        # A daemon-like sender's auto-reply (a vacation notice from "Mailer-Daemon"): nothing in
+        # it reads as a bounce, and its own headers say what it is.
+        kind: MessageKind = "auto_reply" if is_auto_reply(mail) else "unknown"
         return MessageAnalysis(
-            kind="unknown",
+            kind=kind,
             original_message_id=original.message_id,
             original_sender=original.sender,
             ref_token=original.ref,
