@@ -83,3 +83,26 @@ def test_format_parsers_name_no_provider() -> None:
     assert _reply_source(found, "rfc3464", "") == ("dns; mx.example.net", None)
     found.remote_mta = "dns; mx.example.org"
     assert _reply_source(found, "gmail", "") == ("dns; mx.example.org", None)
+
+
+def test_explain_names_the_provider_the_parser_gave() -> None:
+    from pathlib import Path
+
+    from dsn.explain import explain_message
+
+    sample = Path(__file__).resolve().parents[2] / "samples" / "bounce" / "ezweb-02.eml"
+    got = explain_message(sample.read_bytes()).to_json()
+    (rcpt,) = got["recipients"]  # type: ignore[misc]
+    # "rejected by a remote mail server": the reply was someone else's, no provider named
+    assert rcpt["signals"]["provider"] is None
+
+
+def test_explain_names_a_provider_parsers_own_reply() -> None:
+    from pathlib import Path
+
+    from dsn.explain import explain_message
+
+    sample = Path(__file__).resolve().parents[2] / "samples" / "bounce" / "kddi-01.eml"
+    got = explain_message(sample.read_bytes()).to_json()
+    assert got["mta"] == "kddi"
+    assert [r["signals"]["provider"] for r in got["recipients"]] == ["kddi"]  # type: ignore[index]
