@@ -158,10 +158,11 @@ _PROVIDER_PARSERS: Final[dict[str, str]] = {
 }
 # The reporter quotes a reply another server gave: "host mx.example.org said:", "(in reply to
 # RCPT TO command)", "Remote Server returned", "The response from the remote server was",
-# "rejected by the server for the recipient domain", an SMTP transcript ("<<< 550 ...").
+# "rejected by the server for the recipient domain", "The error that the other server returned
+# was", an SMTP transcript ("<<< 550 ...").
 _OTHER_SERVER: Final = re.compile(
     r"\bremote (?:server|host|mail ?server|system|mta)\b|\bsaid:|\bin reply to\b"
-    r"|\bresponse from\b|server for the recipient domain|<<<",
+    r"|\bresponse from\b|server for the recipient domain|\bother server\b|<<<",
     re.I,
 )
 

@@ -71,11 +71,14 @@ def test_outlook_reporting_someone_elses_reply_is_not_microsofts(
 def test_provider_parsers_name_their_provider_for_their_own_replies(parser: str) -> None:
     own = Found(recipient="user@example.org", diagnostic="550 no such user here")
     assert _reply_source(own, parser, own.diagnostic) == (None, _PROVIDER_PARSERS[parser])
-    quoted = Found(
-        recipient="user@example.org",
-        diagnostic="The response from the remote server was: 550 no such user here",
-    )
-    assert _reply_source(quoted, parser, quoted.diagnostic) == (None, None)
+    for words in (
+        "The response from the remote server was: 550 no such user here",
+        "The error that the other server returned was: 550 no such user here",
+        "host mx.example.org[192.0.2.7] said: 550 no such user here",
+        "<<< 550 no such user here",
+    ):
+        quoted = Found(recipient="user@example.org", diagnostic=words)
+        assert _reply_source(quoted, parser, quoted.diagnostic) == (None, None)
 
 
 def test_format_parsers_name_no_provider() -> None:
