@@ -154,6 +154,10 @@ CASES: list[tuple[str | None, str, Outcome, Reason]] = [
         Reason.USER_UNKNOWN,
     ),
     (None, "ユーザが存在しません", H, Reason.USER_UNKNOWN),
+    (None, "送信先のメールアドレスが見つかりません", H, Reason.USER_UNKNOWN),
+    ("5.0.0", "550 存在しないメールアドレスです", H, Reason.USER_UNKNOWN),
+    # "does not exist" about the domain is the domain's, not the user's
+    ("5.0.0", "ドメインが存在しません", H, Reason.DOMAIN_UNKNOWN),
     ("5.0.0", "550 指定されたユーザーは存在しません", H, Reason.USER_UNKNOWN),
     ("5.0.0", "User not on post office", H, Reason.USER_UNKNOWN),
     ("5.0.0", "Name server reports domain name unknown", H, Reason.DOMAIN_UNKNOWN),
