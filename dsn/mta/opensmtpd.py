@@ -61,6 +61,10 @@ _NOTICES: Final = (
 
 
 def parse(mail: Mail) -> list[Found] | None:
+    # Tried on every message (before rfc3464): a literal test first, the case-insensitive
+    # marker search only on the few texts that can hold it.
+    if "NOT REPLY" not in mail.text and "not reply" not in mail.text:
+        return None
     if not _MARKER.search(mail.text):
         return None
     text = section(mail.text, None, _END)
