@@ -36,10 +36,18 @@ def normalise_address(value: str | None) -> str | None:
     match = ADDRESS.search(angle.group(1) if angle is not None else text)
     if match is None:
         return None
-    addr = match.group(1).strip(".").lower()
+    addr = _unquote(match.group(1), text[match.end() : match.end() + 1]).strip(".").lower()
     local, _, domain = addr.rpartition("@")
     if not local or ("." not in domain and not domain.startswith("[")):
         return None
+    return addr
+
+
+def _unquote(addr: str, after: str) -> str:
+    """``'user@host'`` in single quotes (Exim at demon.co.uk: "addressed to 'x@host'"): the
+    opening quote is an atext character, so the match took it into the local part."""
+    if addr.startswith("'") and after == "'":
+        return addr[1:]
     return addr
 
 
@@ -47,7 +55,7 @@ def find_addresses(text: str) -> list[str]:
     """Every address in ``text``, normalised, in order of first appearance."""
     seen: dict[str, None] = {}
     for match in ADDRESS.finditer(text):
-        addr = normalise_address(match.group(1))
+        addr = normalise_address(_unquote(match.group(1), text[match.end() : match.end() + 1]))
         if addr is not None:
             seen.setdefault(addr, None)
     return list(seen)

@@ -14,7 +14,6 @@ Anything else is ``unknown`` with no results.
 from __future__ import annotations
 
 import re
-from email.errors import MessageError
 from email.message import Message
 from typing import Final
 
@@ -62,8 +61,7 @@ def analyse_message(
         data = data[: cut + 1]
     try:
         mail = read_mail(normalise_line_endings(data))
-    except (ValueError, TypeError, LookupError, AssertionError, IndexError, MessageError) as exc:
-        # MessageError: a broken RFC 2047 word in a header (HeaderParseError) read on the way.
+    except (ValueError, TypeError, LookupError, AssertionError, IndexError) as exc:
         raise ParseError(f"unreadable message: {exc}") from exc
     return _analyse(mail, options, envelope_rcpt)
 
@@ -100,8 +98,11 @@ def _analyse(mail: Mail, options: AnalysisOptions, envelope_rcpt: str | None) ->
         found = fallback.parse(mail)
         mta = "fallback" if found else None
     if not found:
+        # A daemon-like sender's auto-reply (a vacation notice from "Mailer-Daemon"): nothing in
+        # it reads as a bounce, and its own headers say what it is.
+        kind: MessageKind = "auto_reply" if is_auto_reply(mail) else "unknown"
         return MessageAnalysis(
-            kind="unknown",
+            kind=kind,
             original_message_id=original.message_id,
             original_sender=original.sender,
             ref_token=original.ref,
@@ -141,7 +142,45 @@ def _kind(results: list[RecipientResult]) -> MessageKind:
     return "bounce"
 
 
-_PROVIDER_PARSERS = frozenset({"gmail"})
+# Parsers named after a mailbox provider, and the provider (as ``classifiers.providers`` names
+# it) whose servers write that parser's notices.  AOL runs on Yahoo's mail platform.
+_PROVIDER_PARSERS: Final[dict[str, str]] = {
+    "gmail": "gmail",
+    "googlegroups": "gmail",
+    "aol": "yahoo",
+    "yahoo": "yahoo",
+    "zoho": "zoho",
+    "verizon": "verizon",
+    "kddi": "kddi",
+    "ezweb": "kddi",
+    "biglobe": "biglobe",
+    "sina": "sina",
+}
+# The reporter quotes a reply another server gave: "host mx.example.org said:", "(in reply to
+# RCPT TO command)", "Remote Server returned", "The response from the remote server was",
+# "rejected by the server for the recipient domain", "The error that the other server returned
+# was", an SMTP transcript ("<<< 550 ...").
+_OTHER_SERVER: Final = re.compile(
+    r"\bremote (?:server|host|mail ?server|system|mta)\b|\bsaid:|\bin reply to\b"
+    r"|\bresponse from\b|server for the recipient domain|\bother server\b|<<<",
+    re.I,
+)
+
+
+def _reply_source(found: Found, mta: str | None, diagnostic: str) -> tuple[str | None, str | None]:
+    """(host that gave the reply, provider named by the parser) for the classifier.
+
+    Provider rules hold only for the provider's own replies.  A Remote-MTA is the server that
+    replied.  Without one, the reporter (its Reporting-MTA, or the provider a parser is named
+    after) gave the reply itself, unless its text quotes another server's answer: then a
+    report written by Outlook.com or Gmail about someone else's server names no provider, and
+    the classifier falls back to the recipient's domain and the reply's own signatures.
+    """
+    if found.remote_mta:
+        return found.remote_mta, None
+    if diagnostic and _OTHER_SERVER.search(diagnostic):
+        return None, None
+    return found.reporting_mta, _PROVIDER_PARSERS.get(mta or "")
 
 
 def _classify(
@@ -151,15 +190,16 @@ def _classify(
         "delivered" if found.status and found.status.startswith("2") else "failed"
     )
     diagnostic = normalise_diagnostic(found.diagnostic)
+    # A parser named after a provider knows it; otherwise the classifier detects the provider
+    # from the host that gave the reply or the recipient's domain. Parser names such as
+    # "rfc3464" are formats, not providers.
+    replied, provider = _reply_source(found, mta, diagnostic)
     classification = classify(
         status=found.status,
         reply_code=found.reply_code,
         diagnostic=diagnostic or None,
-        # A parser named after a provider knows it; otherwise the classifier detects the provider
-        # from the host that refused the message (Remote-MTA, else the Reporting-MTA) or the
-        # recipient's domain. Parser names such as "rfc3464" are formats, not providers.
-        provider=mta if mta in _PROVIDER_PARSERS else None,
-        remote_mta=found.remote_mta or found.reporting_mta,
+        provider=provider,
+        remote_mta=replied,
         recipient_domain=domain_of(found.recipient),
     )
     outcome = str(classification.outcome)

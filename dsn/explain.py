@@ -16,7 +16,7 @@ from classifiers import Rule, default_rules
 from classifiers.diagnostic import normalise
 from classifiers.providers import detect_provider, provider_from_text
 from dsn.address import domain_of
-from dsn.analysis import analyse_message
+from dsn.analysis import _OTHER_SERVER, _PROVIDER_PARSERS, analyse_message
 from dsn.mail import Mail, normalise_line_endings, read_mail
 from dsn.model import DEFAULT_OPTIONS, AnalysisOptions, MessageAnalysis, RecipientResult
 from dsn.mta import PARSERS
@@ -113,7 +113,7 @@ def explain_message(
         RecipientExplanation(
             result=result,
             evidence=_evidence(mail, result),
-            provider=_provider(result),
+            provider=_provider(result, analysis.mta),
             rule=rule_details(result.rule_id, result.diagnostic),
         )
         for result in analysis.results
@@ -185,7 +185,15 @@ def _declined(analysis: MessageAnalysis) -> list[str]:
     return declined
 
 
-def _provider(result: RecipientResult) -> str | None:
+def _provider(result: RecipientResult, mta: str | None = None) -> str | None:
+    """The provider the classifier was given or found (``dsn.analysis._reply_source``; the
+    Reporting-MTA is not kept in the result, so only the parser's provider stands for it)."""
+    if not result.remote_mta and not (
+        result.diagnostic and _OTHER_SERVER.search(result.diagnostic)
+    ):
+        named = _PROVIDER_PARSERS.get(mta or "")
+        if named is not None:
+            return named
     provider = detect_provider(
         remote_mta=result.remote_mta, recipient_domain=domain_of(result.recipient)
     )

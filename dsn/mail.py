@@ -28,6 +28,7 @@ import codecs
 import contextlib
 import re
 from dataclasses import dataclass, field
+from email.errors import MessageError
 from email.header import Header, decode_header, make_header
 from email.message import Message
 from typing import Final
@@ -215,7 +216,8 @@ def _decoded_header(value: str | Header) -> str:
     stands when it cannot be read."""
     try:
         chunks = decode_header(value)
-    except (LookupError, ValueError, UnicodeError, AssertionError, TypeError):
+    except (LookupError, ValueError, UnicodeError, AssertionError, TypeError, MessageError):
+        # MessageError: HeaderParseError, e.g. a broken base64 encoded word.
         return str(value)
     readable: list[tuple[bytes | str, str | None]] = []
     for chunk, charset in chunks:

@@ -6,7 +6,9 @@ Order, and why:
    only by a header, sender or subject its vendor alone writes, and read with
    ``rfc3464``'s reader: ``powermta`` (keeps X-PowerMTA-BounceCategory), ``mcafee`` (its
    "<addr> (reason)" line explains a bare status part), ``barracuda`` (its verdict),
-   ``amavis`` (a content verdict, also in notices without a status part).
+   ``amavis`` (a content verdict, also in notices without a status part), ``opensmtpd``
+   (bounce.c's notice says an envelope its status part calls "delayed" has expired; its
+   plain-text notices without a status part are read here too, by the same marker).
 1. ``rfc3464`` — a ``message/delivery-status`` part is structured data the reporting MTA
    wrote for machines; when present it beats anything read from prose.
 2. ``amazonses`` — JSON event notifications: unmistakable, and prose scanning would read
@@ -30,7 +32,7 @@ Order, and why:
    and its phrases) before ``exim`` (Gmail copies Exim's X-Failed-Recipients header);
    then the MTA families identified by their own template lines, in one block:
    ``apachejames`` (before ``qmail``: James' bounce reuses qmail-send's "I'm afraid I
-   wasn't able to deliver your message"), ``opensmtpd`` (bounce.c's notices),
+   wasn't able to deliver your message"),
    ``courier`` (its notice without the status part), ``communigate`` (CommuniGate Pro),
    ``dragonfly`` (dma), ``hmailserver`` (before ``exchange``, whose opening line it
    shares), ``mdaemon`` (and SecurityGateway), ``fml`` (list manager refusals),
@@ -117,6 +119,7 @@ PARSERS: Final[tuple[tuple[str, Parser], ...]] = (
     ("mcafee", mcafee.parse),
     ("barracuda", barracuda.parse),
     ("amavis", amavis.parse),
+    ("opensmtpd", opensmtpd.parse),
     ("rfc3464", rfc3464.parse),
     ("amazonses", amazonses.parse),
     # mailbox providers and Japanese carriers without a status part
@@ -145,7 +148,6 @@ PARSERS: Final[tuple[tuple[str, Parser], ...]] = (
     ("gmail", gmail.parse),
     # MTA families identified by their own template lines
     ("apachejames", apachejames.parse),
-    ("opensmtpd", opensmtpd.parse),
     ("courier", courier.parse),
     ("communigate", communigate.parse),
     ("dragonfly", dragonfly.parse),

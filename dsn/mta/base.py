@@ -178,7 +178,8 @@ def scan_text(
             match = pattern.search(line)
             if match is None:
                 continue
-            addr = normalise_address(match.group(1))
+            # With the character after it: "addressed to 'x@host'" is x@host, not 'x@host.
+            addr = normalise_address(line[match.start(1) : match.end(1) + 1])
             if addr is None or addr in exclude:
                 continue
             rest = line if number in _WHOLE_LINE else line[match.end() :]

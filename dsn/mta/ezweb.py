@@ -13,6 +13,11 @@ No single header is EZweb's alone, so two of its marks must agree (sender, subje
 ``Received`` line written by "EZweb Mail", an EZweb or au Message-ID), as the template is
 the same whichever of them a relay rewrote.  KDDI's own notice ("Could not be delivered to:")
 is left to ``kddi``.
+
+au's spam filter marks the notice it returns for a message it refused with the header
+``X-SPASIGN: NG``: the verdict is added to each recipient's explanation (and kept as
+``vendor_category``), so the classifier's ``au-spasign-ng`` rule reads it as a policy refusal
+rather than as whatever the notice's generic sentence says.
 """
 
 from __future__ import annotations
@@ -59,4 +64,8 @@ def parse(mail: Mail) -> list[Found] | None:
     if _marks(mail) < 2 or _KDDI.search(mail.text):
         return None
     found = read_blocks(mail.text, _RECIPIENT, start=_START, end=_END, skip=_NOT_ASCII)
+    if mail.header("X-SPASIGN").strip().upper() == "NG":
+        for entry in found:
+            entry.diagnostic = f"{entry.diagnostic} X-SPASIGN: NG".strip()
+            entry.vendor_category = "X-SPASIGN: NG"
     return found or None

@@ -17,6 +17,14 @@ copy of the original message:":
 
 OpenSMTPD 4.x wrote one recipient per notice: "Recipient: user@domain", "Reason:", then the
 reason on the next line.
+
+Since 5.x the notice is the first part of a report whose ``message/delivery-status`` part
+is read with ``rfc3464``'s reader (so this parser is tried before ``rfc3464``).  One quirk:
+``bounce_add`` picks the notice from the envelope's status class, and an envelope expired
+in the queue keeps its temporary class (4.4.7), so the final report for it is the *delay*
+notice and its status part says ``Action: delayed``, while its line for the recipient says
+"Envelope expired" (or "Delivery attempt ... expired"): the envelope is deleted and nothing
+more will be tried.  Such a recipient is read as failed.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from typing import Final
 from dsn.address import ADDRESS, normalise_address
 from dsn.mail import Mail
 from dsn.model import MAX_RECIPIENTS
+from dsn.mta import rfc3464
 from dsn.mta.base import Found, find_reply_code, find_status, section
 
 __all__ = ["parse"]
@@ -52,9 +61,15 @@ _NOTICES: Final = (
 
 
 def parse(mail: Mail) -> list[Found] | None:
+    # Tried on every message (before rfc3464): a literal test first, the case-insensitive
+    # marker search only on the few texts that can hold it.
+    if "NOT REPLY" not in mail.text and "not reply" not in mail.text:
+        return None
     if not _MARKER.search(mail.text):
         return None
     text = section(mail.text, None, _END)
+    if mail.status_texts:
+        return _report(mail, text)
     action = next((name for pattern, name in _NOTICES if pattern.search(text)), "failed")
     found: dict[str, Found] = {}
     pairs = [(m.group(1), m.group(2)) for m in _LINE.finditer(text)]
@@ -73,3 +88,23 @@ def parse(mail: Mail) -> list[Found] | None:
             action="failed" if _EXPIRED.search(reason) else action,
         )
     return list(found.values()) or None
+
+
+def _report(mail: Mail, text: str) -> list[Found] | None:
+    """The status part, with the notice's "Envelope expired" lines read as final."""
+    found = rfc3464.parse(mail)
+    if not found:
+        return None
+    expired: dict[str, str] = {}
+    for match in _LINE.finditer(text):
+        addr = normalise_address(match.group(1))
+        if addr is not None and _EXPIRED.search(match.group(2)):
+            expired.setdefault(addr, match.group(2).strip())
+    for entry in found:
+        reason = expired.get(entry.recipient or "")
+        if reason is not None and entry.action == "delayed":
+            entry.action = "failed"
+            # The notice's own line for it; rfc3464's fill from the text runs on into the
+            # "temporary failure report" paragraph, which no longer holds.
+            entry.diagnostic = reason
+    return found

@@ -7,6 +7,10 @@ Also Postfix's notices to the postmaster ("Postfix SMTP server: errors from ..."
 accepted one failed with the first refusal after it (``DATA``, end of data), and not at
 all when every later reply succeeded.  The 2xx replies before the failure say nothing
 about it (a ``250 2.1.5 Ok`` to RCPT is not the status of a ``451 4.3.0`` to DATA).
+
+Postfix's ``success_template`` (bounce.cf: "Your message was successfully delivered to the
+destination(s) listed below.") lists recipients the same way when the report part is
+missing: those are delivery reports, nothing failed.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ __all__ = ["parse"]
 _MARKER: Final = re.compile(
     r"^This is the (?:mail system at host|Postfix program at host)", re.M | re.I
 )
+_SUCCESS: Final = re.compile(
+    r"^Your message was successfully delivered to the destination\(s\)", re.M | re.I
+)
 _TRANSCRIPT: Final = re.compile(r"^Transcript of session follows\.?[ \t]*$", re.M)
 _TURN: Final = re.compile(r"^[ \t]*(In|Out):[ \t]*(.*)$")
 _RCPT: Final = re.compile(r"^RCPT\s+TO:\s*<([^>]*)>", re.I)
@@ -31,7 +38,11 @@ _REPLY: Final = re.compile(r"^([245])\d\d[ -]")
 
 def parse(mail: Mail) -> list[Found] | None:
     if _MARKER.search(mail.text):
-        return parse_text_report(mail)
+        found = parse_text_report(mail)
+        if found and _SUCCESS.search(mail.text):
+            for entry in found:
+                entry.action = "delivered"
+        return found
     if mail.subject.startswith("Postfix SMTP server: errors from"):
         return _parse_transcript(mail.text)
     return None

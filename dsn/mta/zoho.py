@@ -4,7 +4,10 @@ automatically by mail delivery software.") and is stamped with Zoho's ``X-ZohoMa
 One line per recipient, two layouts:
 
 * ``addr Invalid Address, ERROR_CODE :550, ERROR_CODE :5.1.1 <addr>... User Unknown`` (the
-  reply code after a colon, where the shared scanner does not look for one);
+  reply code after a colon, where the shared scanner does not look for one), also written
+  ``ERROR CODE :550 - <the remote server's text>``.  "Invalid Address" is Zoho's label for
+  any refused recipient: the diagnostic starts at the first ``ERROR CODE``, so the server's
+  words decide;
 * ``[Status: Error, Address: <addr>, ResponseCode 421, , Host not reachable.]`` when Zoho
   gave up on a host it could not reach.
 """
@@ -25,9 +28,12 @@ _OPENING: Final = re.compile(
 )
 _RECIPIENT: Final = re.compile(
     r"^[ \t]*(?:\[Status:[^,\]]*,[ \t]*Address:[ \t]*)?<?(?P<addr>[^\s<>@,]+@[^\s<>,]+)>?,?"
-    r"[ \t]+(?P<rest>.*(?:ERROR_CODE[ \t]*:|ResponseCode[ \t]+\d).*)$"
+    r"[ \t]+(?P<rest>.*(?:ERROR[_ ]CODE[ \t]*:|ResponseCode[ \t]+\d).*)$"
 )
-_CODE: Final = re.compile(r"(?:ERROR_CODE[ \t]*:|ResponseCode)[ \t]*([245]\d\d)\b")
+_CODE: Final = re.compile(r"(?:ERROR[_ ]CODE[ \t]*:|ResponseCode)[ \t]*([245]\d\d)\b")
+# Where the remote server's words start: Zoho's own "Invalid Address" before them is its label
+# for every refused recipient, whatever the server said.
+_ERROR_CODE: Final = re.compile(r"ERROR[_ ]CODE[ \t]*:")
 _SOFT_BREAK: Final = re.compile(r"=\n")
 _END: Final = re.compile(r"^[ \t]*(?:Received: from |-{3,}.*original message)", re.I)
 
@@ -46,6 +52,9 @@ def parse(mail: Mail) -> list[Found] | None:
     text = _SOFT_BREAK.sub("", mail.text)
     found = read_blocks(text, _RECIPIENT, start=_OPENING, end=_END)
     for entry in found:
+        start = _ERROR_CODE.search(entry.diagnostic)
+        if start is not None:
+            entry.diagnostic = entry.diagnostic[start.start() :]
         code = _CODE.search(entry.diagnostic)
         if entry.reply_code is None and code is not None:
             entry.reply_code = int(code.group(1))

@@ -380,6 +380,13 @@ LINES: list[tuple[str, str | None, Outcome, Reason, str]] = [
     ),
     ("554 5.1.8 Email Outgoing Blocked.", None, P, Reason.SECURITY_ERROR, "zoho-outgoing-blocked"),
     (
+        "This is a permanent error. ResponseCode 421, , Host not reachable.]",
+        None,
+        S,
+        Reason.EXPIRED,
+        "zoho-gave-up",
+    ),
+    (
         "550 Requested action not taken: mailbox unavailable",
         "ionos",
         H,

@@ -146,7 +146,51 @@ CASES: list[tuple[str | None, str, Outcome, Reason]] = [
         Reason.USER_UNKNOWN,
     ),
     (None, "554 5.7.1 Message rejected as spam", P, Reason.SPAM_CONTENT),
+    # Japanese notices, GroupWise, MDaemon, OpenSMTPD
+    (
+        None,
+        "宛先不明 : user@example.jp 送信先のメールアドレスが存在しません。",
+        H,
+        Reason.USER_UNKNOWN,
+    ),
+    (None, "ユーザが存在しません", H, Reason.USER_UNKNOWN),
+    (None, "送信先のメールアドレスが見つかりません", H, Reason.USER_UNKNOWN),
+    ("5.0.0", "550 存在しないメールアドレスです", H, Reason.USER_UNKNOWN),
+    # "does not exist" about the domain is the domain's, not the user's
+    ("5.0.0", "ドメインが存在しません", H, Reason.DOMAIN_UNKNOWN),
+    ("5.0.0", "550 指定されたユーザーは存在しません", H, Reason.USER_UNKNOWN),
+    ("5.0.0", "User not on post office", H, Reason.USER_UNKNOWN),
+    ("5.0.0", "Name server reports domain name unknown", H, Reason.DOMAIN_UNKNOWN),
+    ("5.0.0", "No MX found for domain", H, Reason.DOMAIN_UNKNOWN),
+    ("4.0.0", "No MX found for domain", S, Reason.DOMAIN_UNKNOWN),
+    # RFC 5321's stock 550 text: an unknown mailbox or a policy refusal, the words do not say
+    (None, "550 Requested action not taken: mailbox unavailable", S, Reason.MAILBOX_UNAVAILABLE),
+    ("5.0.0", "550 Requested action not taken: mailbox unavailable", S, Reason.MAILBOX_UNAVAILABLE),
+    ("5.1.1", "550 5.1.1 Requested action not taken: mailbox unavailable", H, Reason.USER_UNKNOWN),
+    # Zoho: the server's words after "ERROR CODE :550 -" decide
+    (
+        None,
+        "ERROR CODE :550 - Requested action not taken: mailbox unavailable",
+        S,
+        Reason.MAILBOX_UNAVAILABLE,
+    ),
+    (None, "ERROR CODE :550 - 5.1.1 <user@example.org>: User unknown", H, Reason.USER_UNKNOWN),
+    (
+        None,
+        "This is a permanent error. ResponseCode 421, , Host not reachable.]",
+        S,
+        Reason.EXPIRED,
+    ),
+    (None, "421 Host not reachable", S, Reason.SYSTEM_ERROR),
+    # au's spam filter verdict
+    (None, "X-SPASIGN: NG", P, Reason.SPAM_CONTENT),
     # not hard by itself
+    (
+        None,
+        "Each of the following recipients was rejected by a remote mail server.",
+        S,
+        Reason.UNCLASSIFIED,
+    ),
     ("5.0.0", "no valid recipients were found", S, Reason.UNCLASSIFIED),
     ("5.0.0", "mailer error", S, Reason.SYSTEM_ERROR),
 ]

@@ -96,3 +96,17 @@ def test_a_size_bound_never_cuts_an_address_short() -> None:
     assert body[:TEXT_LIMIT].endswith(cut_inside)
     recipients = [r.recipient for r in analyse_message(head + body).results]
     assert "alice@example.co" not in recipients
+
+
+def test_single_quoted_address_loses_its_quotes() -> None:
+    """Exim at demon.co.uk: "addressed to 'x@host'"; a quote inside a local part stays."""
+    from dsn.address import find_addresses, normalise_address
+    from dsn.mta.base import scan_text
+
+    assert normalise_address("'x@host.example.org'") == "x@host.example.org"
+    assert find_addresses("to 'x@host.example.org' and o'brien@example.org") == [
+        "x@host.example.org",
+        "o'brien@example.org",
+    ]
+    text = "Your message addressed to 'x@host.example.org' could not be delivered:\n  550 5.1.1 User unknown\n"
+    assert [f.recipient for f in scan_text(text)] == ["x@host.example.org"]

@@ -26,6 +26,7 @@ def test_bounce_names_parser_lines_signals_and_rule() -> None:
         "mcafee",
         "barracuda",
         "amavis",
+        "opensmtpd",
     }
     assert "exim" not in got["parsers_declined"]  # type: ignore[operator]
     (rcpt,) = got["recipients"]  # type: ignore[misc]

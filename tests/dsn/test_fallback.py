@@ -36,7 +36,7 @@ CASES: list[tuple[str, list[tuple[str, str, str | None]]]] = [
     ("fallback-12.eml", [("paolo@example.it", "soft", "5.2.2")]),
     ("fallback-13.eml", [("rita@example.com.br", "hard", "5.1.1")]),
     ("fallback-14.eml", [("sanne@example.nl", "hard", "5.1.1")]),
-    ("fallback-15.eml", [("taro@example.jp", "soft", None)]),
+    ("fallback-15.eml", [("taro@example.jp", "hard", None)]),
     ("fallback-16.eml", [("wang@example.cn", "hard", "5.1.1")]),
     ("fallback-17.eml", [("ivanov@example.ru", "hard", "5.1.1")]),
     ("fallback-18.eml", [("uma@example.org", "hard", None)]),

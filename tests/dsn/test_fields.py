@@ -6,7 +6,7 @@ import pytest
 
 from dsn import AnalysisOptions, ParseError, analyse_message
 from dsn.address import normalise_address
-from dsn.mail import normalise_line_endings
+from dsn.mail import header_text, normalise_line_endings, read_mail
 from dsn.mta.base import find_reply_code, find_status, scan_text
 from dsn.mta.rfc3464 import normalise_action, parse_fields, parse_records
 from dsn.verp import decode_verp
@@ -343,3 +343,19 @@ def test_a_boundary_that_prefixes_another_splits_only_its_own_parts() -> None:
     analysis = analyse_message(raw)
     assert [(r.recipient, r.status) for r in analysis.results] == [("a@example.org", "5.1.1")]
     assert analysis.original_message_id == "m1@example.com"
+
+
+def test_broken_encoded_word_in_subject_is_still_analysed() -> None:
+    """A broken base64 encoded word (HeaderParseError) leaves the Subject as it stands."""
+    raw = (
+        b"From: MAILER-DAEMON@mx.example.net\n"
+        b"To: sender@example.com\n"
+        b"Subject: =?utf-8?b?abcde?= Undelivered Mail Returned to Sender\n"
+        b"\n"
+        b"This is the mail system at host mx.example.net.\n\n"
+        b"<rcpt@example.org>: host mx.example.org[192.0.2.1] said: 550 5.1.1 User unknown\n"
+    )
+    analysis = analyse_message(raw)
+    assert analysis.kind == "bounce"
+    assert [r.recipient for r in analysis.results] == ["rcpt@example.org"]
+    assert header_text(read_mail(raw).message, "Subject").startswith("=?utf-8?b?abcde?=")

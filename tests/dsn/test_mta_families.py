@@ -780,3 +780,54 @@ def test_hmailserver_translated_template_is_read_by_its_records() -> None:
     analysis = analyse_message(raw)
     assert analysis.mta == "hmailserver"
     assert [(r.recipient, r.status) for r in analysis.results] == [("rupert@example.org", "5.1.1")]
+
+
+def _opensmtpd_report(lines: str, records: str) -> bytes:
+    return (
+        "From: Mailer Daemon <MAILER-DAEMON@mx.example.net>\n"
+        "To: news@example.com\n"
+        "Subject: Delivery status notification: delayed\n"
+        "MIME-Version: 1.0\n"
+        'Content-Type: multipart/mixed;boundary="1/mx.example.net"\n'
+        "\n"
+        "--1/mx.example.net\n"
+        "Content-Type: text/plain; charset=us-ascii\n"
+        "\n"
+        "    Hi!\n\n"
+        "    This is the MAILER-DAEMON, please DO NOT REPLY to this email.\n\n"
+        "    A message is delayed for more than 4 days for the following\n"
+        "    list of recipients:\n\n"
+        f"{lines}\n"
+        "    Please note that this is only a temporary failure report.\n\n"
+        "    Below is a copy of the original message:\n\n"
+        "--1/mx.example.net\n"
+        "Content-Type: message/delivery-status\n"
+        "\n"
+        "Reporting-MTA: dns; mx.example.net\n"
+        "\n"
+        f"{records}"
+        "--1/mx.example.net--\n"
+    ).encode()
+
+
+def test_opensmtpd_report_fails_only_the_expired_envelopes() -> None:
+    raw = _opensmtpd_report(
+        "ann@example.org: Envelope expired\nbob@example.org: 421 4.7.0 Try again later\n",
+        "Final-Recipient: rfc822; ann@example.org\nAction: delayed\nStatus: 4.4.7\n\n"
+        "Final-Recipient: rfc822; bob@example.org\nAction: delayed\nStatus: 4.7.0\n\n",
+    )
+    analysis = analyse_message(raw)
+    assert analysis.mta == "opensmtpd"
+    got = {r.recipient: (r.action, r.outcome, r.reason) for r in analysis.results}
+    assert got["ann@example.org"] == ("failed", "soft", "expired")
+    assert got["bob@example.org"][0] == "delayed"
+    assert analysis.kind == "bounce"
+
+
+def test_opensmtpd_report_without_expiry_is_a_delay() -> None:
+    raw = _opensmtpd_report(
+        "bob@example.org: 421 4.7.0 Try again later\n",
+        "Final-Recipient: rfc822; bob@example.org\nAction: delayed\nStatus: 4.7.0\n\n",
+    )
+    analysis = analyse_message(raw)
+    assert (analysis.mta, analysis.kind) == ("opensmtpd", "delay")

@@ -20,7 +20,7 @@ CASES: list[tuple[str, str, list[tuple[str, str | None, str]]]] = [
         "zoho-01.eml",
         "zoho",
         [
-            ("uma@example.org", "5.1.1", "Invalid Address, ERROR_CODE :550"),
+            ("uma@example.org", "5.1.1", "ERROR_CODE :550, ERROR_CODE :5.1.1"),
             ("victor@example.net", None, "Host not reachable"),
         ],
     ),
