@@ -171,10 +171,95 @@ class Postfix(Mta):
             Path(path).unlink(missing_ok=True)
 
 
+class Exim(Mta):
+    """Exim 4.96 (exim4-daemon-light): our own exim4.conf, which Debian's binary reads first."""
+
+    config = Path("/etc/exim4/exim4.conf")
+
+    def __init__(self) -> None:
+        super().__init__("exim", ("exim4-daemon-light",), ("/usr/sbin/exim4",))
+
+    def configure(self, lifetime: int) -> None:
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.config.write_text(
+            "primary_hostname = mta.lab.example\n"
+            "qualify_domain = lab.example\n"
+            "domainlist local_domains =\n"
+            "disable_ipv6 = true\n"
+            "delay_warning = 20s\n"
+            "begin acl\n"
+            "begin routers\n"
+            "remote:\n"
+            "  driver = dnslookup\n"
+            "  transport = remote_smtp\n"
+            "  no_more\n"
+            "begin transports\n"
+            "remote_smtp:\n"
+            "  driver = smtp\n"
+            "begin retry\n"
+            # retry every 5 s until the lifetime is over, then bounce at the next failure
+            f"*  *  F,{lifetime}s,5s\n"
+            "begin rewrite\n"
+            "begin authenticators\n"
+        )
+        run("exim4", "-bV")
+
+    def start(self) -> None:
+        # a queue runner every 5 s; no -bd, so nothing listens (port 25 of 127.0.0.2 is the MX's)
+        run("exim4", "-q5s", "-oP", str(self.work / "exim.pid"))
+
+    def inject(self, case: Case, message: bytes) -> None:
+        run("exim4", "-odb", "-i", "-f", SENDER, case.address, stdin=message)
+
+    def stop(self) -> None:
+        pid_file = self.work / "exim.pid"
+        if pid_file.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
+
+    def unconfigure(self) -> None:
+        self.config.unlink(missing_ok=True)
+
+
+class OpenSmtpd(Mta):
+    """OpenSMTPD 6.8: a config of our own (``smtpd -f``); no listener but the local socket."""
+
+    def __init__(self) -> None:
+        super().__init__("opensmtpd", ("opensmtpd",), ("/usr/sbin/smtpd",))
+        self.config = self.work / "smtpd.conf"
+
+    def configure(self, lifetime: int) -> None:
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.config.write_text(
+            f"queue ttl {lifetime}s\n"
+            "bounce warn-interval 20s\n"
+            'action "relay" relay helo mta.lab.example\n'
+            'match from local for any action "relay"\n'
+        )
+        run("smtpd", "-n", "-f", str(self.config))
+
+    def start(self) -> None:
+        run("smtpd", "-f", str(self.config))
+        time.sleep(1)
+
+    def inject(self, case: Case, message: bytes) -> None:
+        run("/usr/sbin/sendmail", "-i", "-f", SENDER, case.address, stdin=message)
+
+    def stop(self) -> None:
+        # 6.8 has no ``smtpctl stop``: the parent process is sent SIGTERM and its children follow
+        for pid in pids_of(self.executables):
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{pid}/status").read_text().count("\nPPid:\t1\n"):
+                    os.kill(pid, signal.SIGTERM)
+
+
 # --- one run ---------------------------------------------------------------------------------
 
-MTAS: Final = {"postfix": Postfix}
+MTAS: Final = {"postfix": Postfix, "exim": Exim, "opensmtpd": OpenSmtpd}
 _DELAYED: Final = re.compile(rb"^Action:[ \t]*delayed", re.IGNORECASE | re.MULTILINE)
+# OpenSMTPD 6.8 reports an expired envelope as "Action: delayed" with Status 4.4.7 ("Envelope
+# expired") and drops the message: that notice is the final one
+_EXPIRED: Final = re.compile(rb"^Status:[ \t]*4\.4\.7", re.IGNORECASE | re.MULTILINE)
 
 
 @contextlib.contextmanager
@@ -195,7 +280,8 @@ def classify_dsn(raw: bytes) -> tuple[list[str], str]:
     """Which cases a collected DSN is about (by recipient address) and whether it is final."""
     lowered = raw.lower()
     names = [case.name for case in CASES if case.address.encode() in lowered]
-    return names, "delayed" if _DELAYED.search(raw) else "final"
+    delayed = _DELAYED.search(raw) and not _EXPIRED.search(raw)
+    return names, "delayed" if delayed else "final"
 
 
 def collect(mta: Mta, lab: Lab, folder: Path, lifetime: int, verbose: bool) -> dict[str, object]:
