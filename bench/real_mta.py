@@ -1,7 +1,7 @@
 """Real MTAs as a source of truth: Debian's Postfix, Exim, OpenSMTPD and Sendmail bounce mail off a
 scripted remote MX, and ``stoplist parse --jsonl`` is scored on the DSNs they write.
 
-usage: python bench/real_mta.py [--mta postfix,exim,opensmtpd,sendmail] [--out DIR]
+usage: python bench/real_mta.py [--mta postfix,exim,opensmtpd] [--out DIR]
                                 [--lifetime SECONDS] [--keep-packages] [--verbose]
 
 Needs root (apt, port 25 and 53 on loopback, ``/etc/resolv.conf``).  For each MTA in turn (their
@@ -58,6 +58,17 @@ def run(*argv: str, check: bool = True, stdin: bytes | None = None, timeout: flo
             f"{' '.join(argv)} exited {done.returncode}: {done.stderr.decode(errors='replace')[-800:]}"
         )
     return done.stdout.decode(errors="replace")
+
+
+def spawn(*argv: str) -> subprocess.Popen[bytes]:
+    """Start a daemon without waiting for it (it may or may not fork); its output goes nowhere."""
+    return subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def installed(package: str) -> bool:
@@ -253,9 +264,82 @@ class OpenSmtpd(Mta):
                     os.kill(pid, signal.SIGTERM)
 
 
+class Sendmail(Mta):
+    """Sendmail 8.17: a sendmail.cf of our own built with m4 from sendmail-cf, run with ``-C``."""
+
+    binary = "/usr/libexec/sendmail/sendmail"
+
+    def __init__(self) -> None:
+        super().__init__("sendmail", ("sendmail-bin", "sendmail-cf", "m4"), (self.binary,))
+        self.daemon: subprocess.Popen[bytes] | None = None
+        self.config = self.work / "sendmail.cf"
+
+    def configure(self, lifetime: int) -> None:
+        self.work.mkdir(parents=True, exist_ok=True)
+        mc = (
+            "divert(-1)\n"
+            "include(`/usr/share/sendmail/cf/m4/cf.m4')\n"
+            "divert(0)dnl\n"
+            "VERSIONID(`stoplist mta lab')dnl\n"
+            "OSTYPE(`debian')dnl\n"
+            "define(`confDOMAIN_NAME', `mta.lab.example')dnl\n"
+            f"define(`confTO_QUEUERETURN', `{lifetime}s')dnl\n"
+            "define(`confTO_QUEUEWARN', `20s')dnl\n"
+            "define(`confMIN_QUEUE_AGE', `0')dnl\n"
+            "define(`confTO_CONNECT', `5s')dnl\n"
+            "define(`confDONT_PROBE_INTERFACES', `True')dnl\n"
+            f"define(`QUEUE_DIR', `{self.work}/mqueue')dnl\n"
+            "define(`confHOST_STATUS_DIRECTORY', `')dnl\n"
+            "FEATURE(`nocanonify')dnl\n"
+            "MAILER(`local')dnl\n"
+            "MAILER(`smtp')dnl\n"
+        )
+        (self.work / "mqueue").mkdir(mode=0o700, exist_ok=True)
+        (self.work / "sendmail.mc").write_text(mc)
+        self.config.write_text(run("m4", str(self.work / "sendmail.mc")))
+
+    def start(self) -> None:
+        # a queue runner every 5 s; no -bd, so nothing listens
+        self.daemon = spawn(
+            self.binary,
+            "-Am",
+            "-C",
+            str(self.config),
+            "-q5s",
+            f"-OPidFile={self.work}/sendmail.pid",
+        )
+
+    def inject(self, case: Case, message: bytes) -> None:
+        run(
+            self.binary,
+            "-Am",
+            "-C",
+            str(self.config),
+            "-odq",  # queue only: a background child would hold the pipes open
+            "-oi",
+            "-f",
+            SENDER,
+            case.address,
+            stdin=message,
+        )
+
+    def stop(self) -> None:
+        pid_file = self.work / "sendmail.pid"
+        if pid_file.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
+        if self.daemon is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self.daemon.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.daemon.wait(10)
+
+
 # --- one run ---------------------------------------------------------------------------------
 
-MTAS: Final = {"postfix": Postfix, "exim": Exim, "opensmtpd": OpenSmtpd}
+MTAS: Final = {"postfix": Postfix, "exim": Exim, "opensmtpd": OpenSmtpd, "sendmail": Sendmail}
+# Sendmail is not in the default run yet: its injection stalls in this lab (see docs/real_mta.md)
+DEFAULT_MTAS: Final = ("postfix", "exim", "opensmtpd")
 _DELAYED: Final = re.compile(rb"^Action:[ \t]*delayed", re.IGNORECASE | re.MULTILINE)
 # OpenSMTPD 6.8 reports an expired envelope as "Action: delayed" with Status 4.4.7 ("Envelope
 # expired") and drops the message: that notice is the final one
@@ -476,7 +560,7 @@ def table(scores: list[Score]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mta", default=",".join(MTAS), help="comma-separated, in order")
+    parser.add_argument("--mta", default=",".join(DEFAULT_MTAS), help="comma-separated, in order")
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "real_mta")
     parser.add_argument("--lifetime", type=int, default=60, help="queue lifetime, seconds")
     parser.add_argument("--keep-packages", action="store_true")
