@@ -188,7 +188,9 @@ class Exim(Mta):
     config = Path("/etc/exim4/exim4.conf")
 
     def __init__(self) -> None:
-        super().__init__("exim", ("exim4-daemon-light",), ("/usr/sbin/exim4",))
+        super().__init__(
+            "exim", ("exim4-daemon-light", "exim4-base", "exim4-config"), ("/usr/sbin/exim4",)
+        )
 
     def configure(self, lifetime: int) -> None:
         self.work.mkdir(parents=True, exist_ok=True)
@@ -270,7 +272,9 @@ class Sendmail(Mta):
     binary = "/usr/libexec/sendmail/sendmail"
 
     def __init__(self) -> None:
-        super().__init__("sendmail", ("sendmail-bin", "sendmail-cf", "m4"), (self.binary,))
+        super().__init__(
+            "sendmail", ("sendmail-bin", "sendmail-base", "sendmail-cf", "m4"), (self.binary,)
+        )
         self.daemon: subprocess.Popen[bytes] | None = None
         self.config = self.work / "sendmail.cf"
 
