@@ -46,6 +46,7 @@ from mta_lab import CASES, SENDER, Case, Lab
 ROOT: Final = Path(__file__).resolve().parents[1]
 LAB_DIR: Final = Path("/var/tmp/stoplist-mta-lab")
 POLICY_RC_D: Final = Path("/usr/sbin/policy-rc.d")
+MAILNAME: Final = Path("/etc/mailname")
 APT_ENV: Final = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
 
 
@@ -524,6 +525,7 @@ def score(mta: str, folder: Path, manifest: dict[str, dict[str, object]]) -> Sco
 def run_mta(mta: Mta, lab: Lab, out: Path, lifetime: int, keep: bool, verbose: bool) -> Score:
     started = time.monotonic()
     ours = [package for package in mta.packages if not installed(package)]
+    mailname_was_there = MAILNAME.exists()  # Debian's MTA packages write it and purge leaves it
     try:
         if ours:
             for line in mta.debconf:
@@ -543,6 +545,8 @@ def run_mta(mta: Mta, lab: Lab, out: Path, lifetime: int, keep: bool, verbose: b
         mta.unconfigure()
         if ours and not keep:
             run("apt-get", "purge", "-y", "-q", *ours, check=False)
+            if not mailname_was_there:
+                MAILNAME.unlink(missing_ok=True)
     result = score(mta.name, out / mta.name, manifest)
     if verbose:
         print(f"  {mta.name}: {time.monotonic() - started:.0f} s", flush=True)
