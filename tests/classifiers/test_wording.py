@@ -31,7 +31,7 @@ CASES: list[tuple[str | None, str, Outcome, Reason]] = [
     ("5.0.0", "X-Postfix; Name or service not known", H, Reason.DOMAIN_UNKNOWN),
     ("5.0.0", "Unrouteable address", H, Reason.DOMAIN_UNKNOWN),
     ("5.0.0", 'unrouteable mail domain "example.invalid"', H, Reason.DOMAIN_UNKNOWN),
-    ("5.0.0", "an MX or SRV record indicated no SMTP service", H, Reason.DOMAIN_UNKNOWN),
+    ("5.0.0", "an MX or SRV record indicated no SMTP service", H, Reason.NULL_MX),
     ("5.0.0", "550 remote domain doesnt exist", H, Reason.DOMAIN_UNKNOWN),
     (None, "550 5.4.4 Unable to route", H, Reason.DOMAIN_UNKNOWN),
     (None, "550 5.1.2 Host not found", H, Reason.DOMAIN_UNKNOWN),
