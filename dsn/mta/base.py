@@ -28,6 +28,7 @@ __all__ = [
     "read_headed_blocks",
     "scan_text",
     "section",
+    "sharing_diagnostic",
 ]
 
 
@@ -275,6 +276,21 @@ def delay_action(mail: Mail, diagnostic: str) -> str:
     if _warns_of_delay(mail) and not _PERMANENT.search(f"{mail.subject}\n{diagnostic}"):
         return "delayed"
     return "failed"
+
+
+def sharing_diagnostic(recipients: list[str], diagnostic: str, action: str) -> list[Found]:
+    """Every recipient with the one explanation the report gives for all of them."""
+    status, reply_code = find_status(diagnostic), find_reply_code(diagnostic)
+    return [
+        Found(
+            recipient=addr,
+            diagnostic=diagnostic,
+            status=status,
+            reply_code=reply_code,
+            action=action,
+        )
+        for addr in recipients
+    ]
 
 
 def read_headed_blocks(
