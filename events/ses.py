@@ -26,6 +26,7 @@ Other event types (Send, Reject, Open, Click, Rendering Failure, Subscription) a
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, Final
 
 from events.classify import make_event
@@ -123,6 +124,25 @@ def _recipients(items: Any, location: str, what: str) -> list[tuple[str, dict[st
     return out
 
 
+def _per_recipient(
+    record: dict[str, Any],
+    key: str,
+    location: str,
+    build: Callable[[str, dict[str, Any], str], Event],
+) -> list[Event | EventError]:
+    """``build(recipient, entry, location)`` for each recipient listed under ``key``; an error,
+    at the recipient's own location, for a listed entry without a usable address."""
+    out: list[Event | EventError] = []
+    for index, found in enumerate(_recipients(record.get(key), location, key)):
+        where = f"{location}#{index}"
+        if isinstance(found, str):
+            out.append(EventError(Source.SES, where, found))
+            continue
+        recipient, entry = found
+        out.append(build(recipient, entry, where))
+    return out
+
+
 def _bounce(
     bounce: dict[str, Any], location: str, common: dict[str, Any]
 ) -> list[Event | EventError]:
@@ -131,34 +151,26 @@ def _bounce(
     category = f"{bounce_type}/{subtype}" if subtype else bounce_type
     kind = EventKind.DROPPED if subtype.lower() in _DROPPED_SUBTYPES else EventKind.BOUNCE
     time = parse_time(bounce.get("timestamp"))
-    out: list[Event | EventError] = []
-    for index, found in enumerate(
-        _recipients(bounce.get("bouncedRecipients"), location, "bouncedRecipients")
-    ):
-        where = f"{location}#{index}"
-        if isinstance(found, str):
-            out.append(EventError(Source.SES, where, found))
-            continue
-        recipient, entry = found
+
+    def build(recipient: str, entry: dict[str, Any], where: str) -> Event:
         reply = diagnostic(entry.get("diagnosticCode"))
         reply_code, reply_status = parse_reply(reply)
-        out.append(
-            make_event(
-                Source.SES,
-                kind,
-                recipient=recipient,
-                dedupe=dedupe_id(Source.SES, "bounce", bounce.get("feedbackId"), recipient),
-                location=where,
-                time=time,
-                reply_code=reply_code,
-                status=status_of(entry.get("status")) or reply_status,
-                diagnostic=reply,
-                vendor_category=category,
-                transient=bounce_type.lower() != "permanent",
-                **common,
-            )
+        return make_event(
+            Source.SES,
+            kind,
+            recipient=recipient,
+            dedupe=dedupe_id(Source.SES, "bounce", bounce.get("feedbackId"), recipient),
+            location=where,
+            time=time,
+            reply_code=reply_code,
+            status=status_of(entry.get("status")) or reply_status,
+            diagnostic=reply,
+            vendor_category=category,
+            transient=bounce_type.lower() != "permanent",
+            **common,
         )
-    return out
+
+    return _per_recipient(bounce, "bouncedRecipients", location, build)
 
 
 def _complaint(
@@ -168,28 +180,21 @@ def _complaint(
     subtype = text(complaint.get("complaintSubType"))
     kind = EventKind.DROPPED if subtype == "OnAccountSuppressionList" else EventKind.COMPLAINT
     time = parse_time(complaint.get("timestamp"))
-    out: list[Event | EventError] = []
-    found_all = _recipients(complaint.get("complainedRecipients"), location, "complainedRecipients")
-    for index, found in enumerate(found_all):
-        where = f"{location}#{index}"
-        if isinstance(found, str):
-            out.append(EventError(Source.SES, where, found))
-            continue
-        recipient, _entry = found
-        out.append(
-            make_event(
-                Source.SES,
-                kind,
-                recipient=recipient,
-                dedupe=dedupe_id(Source.SES, "complaint", complaint.get("feedbackId"), recipient),
-                location=where,
-                time=time,
-                vendor_category=subtype or feedback,
-                feedback_type=feedback,
-                **common,
-            )
+
+    def build(recipient: str, _entry: dict[str, Any], where: str) -> Event:
+        return make_event(
+            Source.SES,
+            kind,
+            recipient=recipient,
+            dedupe=dedupe_id(Source.SES, "complaint", complaint.get("feedbackId"), recipient),
+            location=where,
+            time=time,
+            vendor_category=subtype or feedback,
+            feedback_type=feedback,
+            **common,
         )
-    return out
+
+    return _per_recipient(complaint, "complainedRecipients", location, build)
 
 
 def _delivery(
@@ -198,65 +203,52 @@ def _delivery(
     time = parse_time(delivery.get("timestamp"))
     response = text(delivery.get("smtpResponse"))
     reply_code, reply_status = parse_reply(response)
-    out: list[Event | EventError] = []
-    for index, found in enumerate(_recipients(delivery.get("recipients"), location, "recipients")):
-        where = f"{location}#{index}"
-        if isinstance(found, str):
-            out.append(EventError(Source.SES, where, found))
-            continue
-        recipient, _entry = found
-        out.append(
-            make_event(
+
+    def build(recipient: str, _entry: dict[str, Any], where: str) -> Event:
+        return make_event(
+            Source.SES,
+            EventKind.DELIVERED,
+            recipient=recipient,
+            dedupe=dedupe_id(
                 Source.SES,
-                EventKind.DELIVERED,
-                recipient=recipient,
-                dedupe=dedupe_id(
-                    Source.SES,
-                    "delivery",
-                    common["message_id"],
-                    recipient,
-                    delivery.get("timestamp"),
-                ),
-                location=where,
-                time=time,
-                reply_code=reply_code,
-                status=reply_status,
-                diagnostic=response,
-                **common,
-            )
+                "delivery",
+                common["message_id"],
+                recipient,
+                delivery.get("timestamp"),
+            ),
+            location=where,
+            time=time,
+            reply_code=reply_code,
+            status=reply_status,
+            diagnostic=response,
+            **common,
         )
-    return out
+
+    return _per_recipient(delivery, "recipients", location, build)
 
 
 def _delay(
     delay: dict[str, Any], location: str, common: dict[str, Any]
 ) -> list[Event | EventError]:
     time = parse_time(delay.get("timestamp"))
-    out: list[Event | EventError] = []
-    found_all = _recipients(delay.get("delayedRecipients"), location, "delayedRecipients")
-    for index, found in enumerate(found_all):
-        where = f"{location}#{index}"
-        if isinstance(found, str):
-            out.append(EventError(Source.SES, where, found))
-            continue
-        recipient, entry = found
+
+    def build(recipient: str, entry: dict[str, Any], where: str) -> Event:
         reply = diagnostic(entry.get("diagnosticCode"))
         reply_code, reply_status = parse_reply(reply)
-        out.append(
-            make_event(
-                Source.SES,
-                EventKind.DEFERRED,
-                recipient=recipient,
-                dedupe=dedupe_id(
-                    Source.SES, "delay", common["message_id"], recipient, delay.get("timestamp")
-                ),
-                location=where,
-                time=time,
-                reply_code=reply_code,
-                status=status_of(entry.get("status")) or reply_status,
-                diagnostic=reply,
-                vendor_category=text(delay.get("delayType")),
-                **common,
-            )
+        return make_event(
+            Source.SES,
+            EventKind.DEFERRED,
+            recipient=recipient,
+            dedupe=dedupe_id(
+                Source.SES, "delay", common["message_id"], recipient, delay.get("timestamp")
+            ),
+            location=where,
+            time=time,
+            reply_code=reply_code,
+            status=status_of(entry.get("status")) or reply_status,
+            diagnostic=reply,
+            vendor_category=text(delay.get("delayType")),
+            **common,
         )
-    return out
+
+    return _per_recipient(delay, "delayedRecipients", location, build)

@@ -51,26 +51,20 @@ __all__ = [
 ]
 
 _SNS_HOST: Final = re.compile(r"^sns\.[a-z0-9-]+\.amazonaws\.com(?:\.cn)?$")
+# Both subscription confirmations sign the same keys, in this (byte-sorted) order.
+_SNS_SUBSCRIPTION_KEYS: Final = (
+    "Message",
+    "MessageId",
+    "SubscribeURL",
+    "Timestamp",
+    "Token",
+    "TopicArn",
+    "Type",
+)
 _SNS_KEYS: Final[dict[str, tuple[str, ...]]] = {
     "Notification": ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"),
-    "SubscriptionConfirmation": (
-        "Message",
-        "MessageId",
-        "SubscribeURL",
-        "Timestamp",
-        "Token",
-        "TopicArn",
-        "Type",
-    ),
-    "UnsubscribeConfirmation": (
-        "Message",
-        "MessageId",
-        "SubscribeURL",
-        "Timestamp",
-        "Token",
-        "TopicArn",
-        "Type",
-    ),
+    "SubscriptionConfirmation": _SNS_SUBSCRIPTION_KEYS,
+    "UnsubscribeConfirmation": _SNS_SUBSCRIPTION_KEYS,
 }
 # Mailgun's replay window: their docs suggest refusing stale timestamps; five minutes either way
 # allows for clock skew without keeping tokens long.

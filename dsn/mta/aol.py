@@ -12,7 +12,7 @@ from typing import Final
 from dsn.address import normalise_address
 from dsn.mail import Mail
 from dsn.model import MAX_RECIPIENTS
-from dsn.mta.base import Found, bounce_own_addresses, find_reply_code, find_status
+from dsn.mta.base import Found, bounce_own_addresses, sharing_diagnostic
 from dsn.mta.blocks import join_words
 
 __all__ = ["parse"]
@@ -48,13 +48,4 @@ def parse(mail: Mail) -> list[Found] | None:
     own = bounce_own_addresses(mail)
     names = [n for n in names if n not in own]
     diagnostic = join_words(statement)
-    return [
-        Found(
-            recipient=addr,
-            diagnostic=diagnostic,
-            status=find_status(diagnostic),
-            reply_code=find_reply_code(diagnostic),
-            action="failed",
-        )
-        for addr in names
-    ] or None
+    return sharing_diagnostic(names, diagnostic, "failed") or None

@@ -22,7 +22,7 @@ from typing import Final
 from dsn.address import ADDRESS, normalise_address
 from dsn.mail import Mail
 from dsn.model import MAX_RECIPIENTS
-from dsn.mta.base import Found, delay_action, find_reply_code, find_status, section
+from dsn.mta.base import Found, delay_action, section, sharing_diagnostic
 
 __all__ = ["parse"]
 
@@ -82,13 +82,4 @@ def _notify(mail: Mail) -> list[Found] | None:
 
 
 def _found(mail: Mail, recipients: list[str], reason: str) -> list[Found] | None:
-    return [
-        Found(
-            recipient=addr,
-            diagnostic=reason,
-            status=find_status(reason),
-            reply_code=find_reply_code(reason),
-            action=delay_action(mail, reason),
-        )
-        for addr in recipients
-    ] or None
+    return sharing_diagnostic(recipients, reason, delay_action(mail, reason)) or None

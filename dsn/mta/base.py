@@ -25,8 +25,10 @@ __all__ = [
     "find_reply_code",
     "find_status",
     "parse_text_report",
+    "read_headed_blocks",
     "scan_text",
     "section",
+    "sharing_diagnostic",
 ]
 
 
@@ -274,6 +276,62 @@ def delay_action(mail: Mail, diagnostic: str) -> str:
     if _warns_of_delay(mail) and not _PERMANENT.search(f"{mail.subject}\n{diagnostic}"):
         return "delayed"
     return "failed"
+
+
+def sharing_diagnostic(recipients: list[str], diagnostic: str, action: str) -> list[Found]:
+    """Every recipient with the one explanation the report gives for all of them."""
+    status, reply_code = find_status(diagnostic), find_reply_code(diagnostic)
+    return [
+        Found(
+            recipient=addr,
+            diagnostic=diagnostic,
+            status=status,
+            reply_code=reply_code,
+            action=action,
+        )
+        for addr in recipients
+    ]
+
+
+def read_headed_blocks(
+    mail: Mail, head: re.Pattern[str], hint: str, *, reason_lines: int = 12
+) -> list[Found]:
+    """Recipients of a report written as one block per recipient: a ``head`` line naming the
+    address (group 1; an optional group ``rest`` is the first words of the reason), then the
+    reason's lines, to a blank line (CommuniGate Pro, qmail-send).
+
+    ``hint`` is a substring every head line holds: the pattern is tried only on those lines.
+    A recipient named twice keeps its first block; a block keeps ``reason_lines`` lines.
+    """
+    found: dict[str, Found] = {}
+    reasons: dict[str, list[str]] = {}
+    current: str | None = None
+    for line in mail.text.split("\n"):
+        match = head.match(line) if hint in line else None
+        if match is not None:
+            addr = normalise_address(match.group(1))
+            current = None
+            if addr is not None and addr not in found and len(found) < MAX_RECIPIENTS:
+                current = addr
+                found[addr] = Found(recipient=addr)
+                rest = match.groupdict().get("rest")
+                reasons[addr] = [rest] if rest else []
+            continue
+        if current is None:
+            continue
+        if not line.strip():
+            if reasons[current]:
+                current = None
+            continue
+        if len(reasons[current]) < reason_lines:
+            reasons[current].append(line.strip())
+    for addr, entry in found.items():
+        reason = " ".join(reasons[addr])
+        entry.diagnostic = reason
+        entry.status = find_status(reason)
+        entry.reply_code = find_reply_code(reason)
+        entry.action = delay_action(mail, reason)
+    return list(found.values())
 
 
 def _warns_of_delay(mail: Mail) -> bool:

@@ -13,7 +13,7 @@ from typing import Final
 from dsn.address import normalise_address
 from dsn.mail import Mail
 from dsn.model import MAX_RECIPIENTS
-from dsn.mta.base import Found, find_reply_code, find_status
+from dsn.mta.base import Found, sharing_diagnostic
 from dsn.mta.blocks import join_words
 
 __all__ = ["parse"]
@@ -46,13 +46,4 @@ def parse(mail: Mail) -> list[Found] | None:
         addr = normalise_address(part)
         if addr is not None and addr not in recipients and len(recipients) < MAX_RECIPIENTS:
             recipients.append(addr)
-    return [
-        Found(
-            recipient=addr,
-            diagnostic=diagnostic,
-            status=find_status(diagnostic),
-            reply_code=find_reply_code(diagnostic),
-            action="failed",
-        )
-        for addr in recipients
-    ] or None
+    return sharing_diagnostic(recipients, diagnostic, "failed") or None

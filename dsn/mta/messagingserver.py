@@ -30,7 +30,14 @@ from typing import Final
 from dsn.address import ADDRESS, normalise_address
 from dsn.mail import Mail
 from dsn.model import MAX_RECIPIENTS
-from dsn.mta.base import Found, delay_action, find_reply_code, find_status, section
+from dsn.mta.base import (
+    Found,
+    delay_action,
+    find_reply_code,
+    find_status,
+    section,
+    sharing_diagnostic,
+)
 
 __all__ = ["parse"]
 
@@ -129,13 +136,4 @@ def _angle_list(mail: Mail, text: str) -> list[Found] | None:
         elif line.strip() and not recipients and len(reasons) < 12 and not _LIST_INTRO.search(line):
             reasons.append(line.strip())
     reason = " ".join(reasons)
-    return [
-        Found(
-            recipient=addr,
-            diagnostic=reason,
-            status=find_status(reason),
-            reply_code=find_reply_code(reason),
-            action=delay_action(mail, reason),
-        )
-        for addr in recipients
-    ] or None
+    return sharing_diagnostic(recipients, reason, delay_action(mail, reason)) or None

@@ -27,10 +27,9 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from dsn.address import ADDRESS, normalise_address
+from dsn.address import ADDRESS
 from dsn.mail import Mail
-from dsn.model import MAX_RECIPIENTS
-from dsn.mta.base import Found, delay_action, find_reply_code, find_status, parse_text_report
+from dsn.mta.base import Found, parse_text_report, read_headed_blocks
 
 __all__ = ["parse"]
 
@@ -43,8 +42,7 @@ _MARKER: Final = re.compile(
 # are ``x4``'s, which asks this parser first.
 _QSBMF_INTRO: Final = re.compile(r"^(?:Hi\. This is the |Hi\. The MTA program at )", re.M)
 # "<addr>:" alone (qmail-send) or followed by the reason (QSBMF allows both).
-_BLOCK_HEAD: Final = re.compile(rf"^<{ADDRESS.pattern}>:[ \t]*(.*?)[ \t]*$")
-_REASON_LINES: Final = 12
+_BLOCK_HEAD: Final = re.compile(rf"^<{ADDRESS.pattern}>:[ \t]*(?P<rest>.*?)[ \t]*$")
 
 
 def parse(mail: Mail) -> list[Found] | None:
@@ -56,31 +54,5 @@ def parse(mail: Mail) -> list[Found] | None:
 
 
 def _blocks(mail: Mail) -> list[Found] | None:
-    found: dict[str, Found] = {}
-    reasons: dict[str, list[str]] = {}
-    current: str | None = None
-    for line in mail.text.split("\n"):
-        head = _BLOCK_HEAD.match(line) if line.startswith("<") else None
-        if head is not None:
-            addr = normalise_address(head.group(1))
-            current = None
-            if addr is not None and addr not in found and len(found) < MAX_RECIPIENTS:
-                current = addr
-                found[addr] = Found(recipient=addr)
-                reasons[addr] = [head.group(2)] if head.group(2) else []
-            continue
-        if current is None:
-            continue
-        if not line.strip():
-            if reasons[current]:
-                current = None
-            continue
-        if len(reasons[current]) < _REASON_LINES:
-            reasons[current].append(line.strip())
-    for addr, entry in found.items():
-        reason = " ".join(reasons[addr])
-        entry.diagnostic = reason
-        entry.status = find_status(reason)
-        entry.reply_code = find_reply_code(reason)
-        entry.action = delay_action(mail, reason)
-    return [f for f in found.values() if f.diagnostic] or None
+    found = read_headed_blocks(mail, _BLOCK_HEAD, "<")
+    return [f for f in found if f.diagnostic] or None

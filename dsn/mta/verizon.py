@@ -19,7 +19,7 @@ from typing import Final
 from dsn.address import normalise_address
 from dsn.mail import Mail
 from dsn.model import MAX_RECIPIENTS
-from dsn.mta.base import Found, find_reply_code, find_status
+from dsn.mta.base import Found, sharing_diagnostic
 from dsn.mta.blocks import join_words
 
 __all__ = ["parse"]
@@ -64,13 +64,4 @@ def parse(mail: Mail) -> list[Found] | None:
         if line.strip() and not _SUMMARY.match(line):
             explanation.append(line)
     diagnostic = join_words(explanation)
-    return [
-        Found(
-            recipient=addr,
-            diagnostic=diagnostic,
-            status=find_status(diagnostic),
-            reply_code=find_reply_code(diagnostic),
-            action="failed",
-        )
-        for addr in recipients
-    ] or None
+    return sharing_diagnostic(recipients, diagnostic, "failed") or None

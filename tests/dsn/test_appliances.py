@@ -4,20 +4,23 @@ recipient, status and the words that explain it; each declines what is not its f
 from __future__ import annotations
 
 import re
-import time
-from pathlib import Path
 
 import pytest
 
-from dsn import MAX_RECIPIENTS, analyse_message
+from dsn import analyse_message
 from dsn.explain import explain_message
 from dsn.mail import read_mail
 from dsn.mta.statuspart import Layout, read_records
+from tests.dsn.parser_checks import (
+    SAMPLES,
+    Expected,
+    assert_bomb_is_bounded,
+    assert_reads_format,
+    record_bomb,
+)
 
-SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "bounce"
-
-# sample, parser, [(recipient, status, words the diagnostic must contain)]
-CASES: list[tuple[str, str, list[tuple[str, str | None, str]]]] = [
+# sample, parser, expected [(recipient, status, words the diagnostic must contain)]
+CASES: list[tuple[str, str, Expected]] = [
     (
         "powermta-01.eml",
         "powermta",
@@ -58,20 +61,11 @@ CASES: list[tuple[str, str, list[tuple[str, str | None, str]]]] = [
 
 @pytest.mark.parametrize(("name", "mta", "expected"), CASES, ids=[c[0] for c in CASES])
 @pytest.mark.parametrize("crlf", [False, True], ids=["lf", "crlf"])
-def test_parser_reads_its_format(
-    name: str, mta: str, expected: list[tuple[str, str | None, str]], crlf: bool
-) -> None:
+def test_parser_reads_its_format(name: str, mta: str, expected: Expected, crlf: bool) -> None:
     raw = (SAMPLES / name).read_bytes()
     if crlf:
         raw = raw.replace(b"\n", b"\r\n")
-    analysis = analyse_message(raw)
-    assert analysis.mta == mta
-    assert analysis.kind == "bounce"
-    got = [(r.recipient, r.status) for r in analysis.results]
-    assert got == [(recipient, status) for recipient, status, _ in expected]
-    for result, (_, _, words) in zip(analysis.results, expected, strict=True):
-        assert words in result.diagnostic
-        assert result.action == "failed"
+    assert_reads_format(raw, mta, expected)
 
 
 def test_powermta_category_is_recorded_beside_the_result() -> None:
@@ -296,26 +290,22 @@ Diagnostic-Code: smtp; 550 5.7.1 Message content rejected, UBE, id=12345-01-2
     assert result.diagnostic.endswith("was blocked by our Spam Firewall.")
 
 
-def _record_bomb(head: bytes, line: bytes, count: int) -> bytes:
-    return head + b"".join(line % i for i in range(count))
-
-
 BOMBS: dict[str, bytes] = {
     # A record per line, far past MAX_RECIPIENTS, each with a reason, and one address again
     # and again: the reader stays linear and keeps MAX_RECIPIENTS.
-    "smartermail": _record_bomb(
+    "smartermail": record_bomb(
         b"From: postmaster@mail.example.org\nSubject: Undeliverable\n\n"
         b"Could not deliver message to the following recipient(s):\n\n",
         b"Failed Recipient: u%d@example.org\nReason: Remote host said: 550 5.1.1 unknown\n"
         b"Failed Recipient: same@example.org\n",
         60_000,
     ),
-    "trendmicro": _record_bomb(
+    "trendmicro": record_bomb(
         b'From: "InterScan MSS" <imss@gw.example.jp>\nSubject: Mail could not be delivered\n\n',
         b"Sent <<< RCPT TO:<u%d@example.jp>\nReceived >>> 550 5.1.1 user unknown\n",
         100_000,
     ),
-    "powermta": _record_bomb(
+    "powermta": record_bomb(
         b"From: mailer-daemon@mta1.example.com\nSubject: Delivery report\nMIME-Version: 1.0\n"
         b"Content-Type: multipart/report; report-type=delivery-status; boundary=b\n\n"
         b"--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mta1.example.com\n\n",
@@ -323,7 +313,7 @@ BOMBS: dict[str, bytes] = {
         b"X-PowerMTA-BounceCategory: bad-mailbox\n\n",
         60_000,
     ),
-    "x3": _record_bomb(
+    "x3": record_bomb(
         b"From: Mail Delivery System <MAILER-DAEMON@relay.example.org>\n"
         b"Subject: Delivery status notification\n\n"
         b"      This is an automatically generated Delivery Status Notification.\n\n"
@@ -336,12 +326,7 @@ BOMBS: dict[str, bytes] = {
 
 @pytest.mark.parametrize("name", BOMBS)
 def test_record_bombs_parse_in_bounded_cpu_time(name: str) -> None:
-    started = time.process_time()
-    analysis = analyse_message(BOMBS[name])
-    assert time.process_time() - started < 2.0
-    assert analysis.mta == name
-    assert 1 <= len(analysis.results) <= MAX_RECIPIENTS
-    assert len(analysis.results[0].diagnostic) <= 1000
+    assert_bomb_is_bounded(BOMBS[name], name)
 
 
 def test_mcafee_leaves_other_bounces_that_passed_its_gateway() -> None:

@@ -4,19 +4,22 @@ endings, reads the recipient, status and reason, and declines a plain message.""
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
-
 import pytest
 
-from dsn import MAX_RECIPIENTS, analyse_message
+from dsn import analyse_message
 from dsn.mail import read_mail
 from dsn.mta import PARSERS
+from tests.dsn.parser_checks import (
+    ENDINGS,
+    SAMPLES,
+    Expected,
+    assert_bomb_is_bounded,
+    assert_reads_format,
+    record_bomb,
+)
 
-SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "bounce"
-
-# sample, parser, [(recipient, status, words the diagnostic must contain)]
-CASES: list[tuple[str, str, list[tuple[str, str | None, str]]]] = [
+# sample, parser, expected [(recipient, status, words the diagnostic must contain)]
+CASES: list[tuple[str, str, Expected]] = [
     (
         "apachejames-01.eml",
         "apachejames",
@@ -52,23 +55,13 @@ CASES: list[tuple[str, str, list[tuple[str, str | None, str]]]] = [
         ],
     ),
 ]
-ENDINGS = {"lf": b"\n", "crlf": b"\r\n", "cr": b"\r"}
 
 
 @pytest.mark.parametrize(("name", "mta", "expected"), CASES, ids=[c[0] for c in CASES])
 @pytest.mark.parametrize("ending", list(ENDINGS))
-def test_parser_reads_its_format(
-    name: str, mta: str, expected: list[tuple[str, str | None, str]], ending: str
-) -> None:
+def test_parser_reads_its_format(name: str, mta: str, expected: Expected, ending: str) -> None:
     raw = (SAMPLES / name).read_bytes().replace(b"\n", ENDINGS[ending])
-    analysis = analyse_message(raw)
-    assert analysis.mta == mta
-    assert analysis.kind == "bounce"
-    got = [(r.recipient, r.status) for r in analysis.results]
-    assert got == [(recipient, status) for recipient, status, _ in expected]
-    for result, (_, _, words) in zip(analysis.results, expected, strict=True):
-        assert words in result.diagnostic
-        assert result.action == "failed"
+    assert_reads_format(raw, mta, expected)
 
 
 PLAIN = b"""From: Alice <alice@example.org>
@@ -481,50 +474,46 @@ remains undelivered.
     assert [(r.recipient, r.status) for r in analysis.results] == [("victor@example.org", "4.3.0")]
 
 
-def _bomb(head: bytes, line: bytes, count: int) -> bytes:
-    return head + b"".join(line % i for i in range(count))
-
-
 BOMBS: dict[str, bytes] = {
-    "opensmtpd": _bomb(
+    "opensmtpd": record_bomb(
         b"From: MAILER-DAEMON@mx.example.net\nSubject: Delivery status notification\n\n"
         b"    This is the MAILER-DAEMON, please DO NOT REPLY to this e-mail.\n\n",
         b"u%d@example.org: 550 5.1.1 unknown\n",
         100_000,
     ),
-    "hmailserver": _bomb(
+    "hmailserver": record_bomb(
         b"From: mailer-daemon@mx.example.net\nSubject: Message undeliverable\n\n"
         b"The following recipient(s) could not be reached:\n\n",
         b"u%d@example.org\n   Error Type: SMTP\n   Remote server replied: 550 5.1.1 unknown\n\n",
         60_000,
     ),
-    "mdaemon": _bomb(
+    "mdaemon": record_bomb(
         b"From: MDaemon@example.net\nSubject: Permanent Delivery Failure\nX-MDDSN-Message: Yes\n\n"
         b"--- Session Transcript ---\n",
         b" Sat 2024-06-08 12:59:51: --> RCPT To:<u%d@example.org>\n"
         b" Sat 2024-06-08 12:59:51: <-- 550 5.1.1 unknown\n",
         100_000,
     ),
-    "exim": _bomb(
+    "exim": record_bomb(
         b"From: Mailer-Daemon@mx.example.net\nSubject: Mail delivery failed\n\n"
         b"This message was created automatically by mail delivery software.\n\n"
         b"The following address(es) failed:\n\n",
         b"  u%d@example.org\n    550 5.1.1 unknown\n",
         100_000,
     ),
-    "qmail": _bomb(
+    "qmail": record_bomb(
         b"From: MAILER-DAEMON@mx.example.net\nSubject: failure notice\n\n"
         b"Hi. This is the qmail-send program at mx.example.net.\n\n",
         b"<u%d@example.org>:\nSorry, no mailbox here by that name. (#5.1.1)\n\n",
         100_000,
     ),
-    "messagingserver": _bomb(
+    "messagingserver": record_bomb(
         b"From: postmaster@ms.example.net\nSubject: Delivery Notification\n\n"
         b"This report relates to a message you sent with the following header fields:\n\n",
         b"  Recipient address: u%d@example.org\n  Reason: Remote SMTP server has rejected\n",
         100_000,
     ),
-    "sendmail": _bomb(
+    "sendmail": record_bomb(
         b"From: MAILER-DAEMON@mx.example.net\nSubject: Returned mail: User unknown\n\n"
         b"   ----- Transcript of session follows -----\n",
         b"550 u%d@example.org... User unknown\n",
@@ -535,12 +524,7 @@ BOMBS: dict[str, bytes] = {
 
 @pytest.mark.parametrize("name", BOMBS)
 def test_record_bombs_parse_in_bounded_cpu_time(name: str) -> None:
-    started = time.process_time()
-    analysis = analyse_message(BOMBS[name])
-    assert time.process_time() - started < 2.0
-    assert analysis.mta == name
-    assert 1 <= len(analysis.results) <= MAX_RECIPIENTS
-    assert len(analysis.results[0].diagnostic) <= 1000
+    assert_bomb_is_bounded(BOMBS[name], name)
 
 
 def test_smail_reason_on_the_address_line_and_from_the_message_log() -> None:

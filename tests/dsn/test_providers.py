@@ -4,18 +4,15 @@ and every other provider's sample."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from dsn import analyse_message
 from dsn.mail import normalise_line_endings, read_mail
 from dsn.mta import PARSERS
+from tests.dsn.parser_checks import ENDINGS, SAMPLES, Expected, assert_reads_format
 
-SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "bounce"
-
-# sample, parser, [(recipient, status, words the diagnostic must contain)]
-CASES: list[tuple[str, str, list[tuple[str, str | None, str]]]] = [
+# sample, parser, expected [(recipient, status, words the diagnostic must contain)]
+CASES: list[tuple[str, str, Expected]] = [
     (
         "zoho-01.eml",
         "zoho",
@@ -52,23 +49,13 @@ CASES: list[tuple[str, str, list[tuple[str, str | None, str]]]] = [
     ("kddi-02.eml", "kddi", [("erin.t@example.net", None, "remote domain doesnt exist")]),
 ]
 PROVIDERS = ("zoho", "verizon", "ezweb", "biglobe", "googlegroups", "aol", "yahoo", "sina")
-ENDINGS = {"lf": b"\n", "crlf": b"\r\n", "cr": b"\r"}
 
 
 @pytest.mark.parametrize(("name", "mta", "expected"), CASES, ids=[c[0] for c in CASES])
 @pytest.mark.parametrize("ending", list(ENDINGS))
-def test_parser_reads_its_format(
-    name: str, mta: str, expected: list[tuple[str, str | None, str]], ending: str
-) -> None:
+def test_parser_reads_its_format(name: str, mta: str, expected: Expected, ending: str) -> None:
     raw = (SAMPLES / name).read_bytes().replace(b"\n", ENDINGS[ending])
-    analysis = analyse_message(raw)
-    assert analysis.mta == mta
-    assert analysis.kind == "bounce"
-    got = [(r.recipient, r.status) for r in analysis.results]
-    assert got == [(recipient, status) for recipient, status, _ in expected]
-    for result, (_, _, words) in zip(analysis.results, expected, strict=True):
-        assert words in result.diagnostic
-        assert result.action == "failed"
+    assert_reads_format(raw, mta, expected)
 
 
 def test_every_provider_parser_is_listed_in_one_block_after_amazonses() -> None:
