@@ -112,10 +112,10 @@ LAYERS: list[tuple[str, ...]] = [
     ("app", "app.streams", "app.errors", "app.metrics", "app.addresses"),
     ("app.signing", "app.settings"),
     ("app.models", "app.db", "app.cache", "app.migrations"),
-    ("app.suppression", "app.auth", "app.intake.parse_pool"),
+    ("app.suppression", "app.auth", "app.intake.parse_pool", "app.feedback.planner"),
     # The composition root's Services is still the bag the flows below take (docs/architecture.md).
     ("app.container",),
-    ("app.policy", "app.bulk", "app.intake"),
+    ("app.feedback", "app.bulk", "app.intake"),
     ("app.intake.child", "app.intake.smtp"),
     ("app.http",),
     ("app.main", "app.cli"),
