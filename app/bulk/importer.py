@@ -10,6 +10,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import datetime
 
 from asyncpg.exceptions import DeadlockDetectedError as DeadlockError  # type: ignore[import-untyped]
 
@@ -17,8 +18,8 @@ from app import metrics
 from app.bulk.csv_io import CsvRecords
 from app.bulk.model import ImportSummary
 from app.bulk.presets import ImportOptions
-from app.bulk.rows import Row, RowParser
-from app.bulk.store import ImportStore
+from app.bulk.rows import RowParser, RowValues
+from app.bulk.store import BatchResult, ImportStore
 from app.bulk.store_pg import PgStore
 from app.bulk.store_sqlite import SqliteStore
 from app.cache import CacheUnavailable
@@ -83,45 +84,17 @@ async def _import(
     actor: str,
     progress: ProgressFn | None,
 ) -> ImportSummary:
+    """One import run: a producer (parsing), the writers and the cache refreshers as tasks over
+    shared queues. Kept as one function (about 90 lines) on purpose: the writers' closures share
+    the run's queues and the turn that hands out ids in batch order."""
     started = time.perf_counter()
     summary = ImportSummary(dry_run=options.dry_run, atomic=options.atomic)
     db = service.db
     import_id = uuid.uuid4().hex[:16]
     one_transaction = options.atomic or options.dry_run
-    stores: list[ImportStore]
-    if db.dialect == "postgresql":
-        # Two writers keep a second PostgreSQL backend busy while the first commits or waits;
-        # ids are taken from the sequence in batch order, so rows keep the file's order.
-        writers = 1 if one_transaction else WRITERS
-        stores = [
-            PgStore(db, overwrite=options.overwrite, actor=actor, import_id=import_id)
-            for _ in range(writers)
-        ]
-    else:
-        stores = [SqliteStore(db, overwrite=options.overwrite, actor=actor, import_id=import_id)]
-    queue: asyncio.Queue[list[Row] | None] = asyncio.Queue(maxsize=len(stores) + 1)
+    stores = _stores(db, options, actor=actor, import_id=import_id)
+    queue: asyncio.Queue[list[RowValues] | None] = asyncio.Queue(maxsize=len(stores) + 1)
     parser = RowParser(options, summary)
-
-    async def produce() -> None:
-        # Parsing runs here while the writers wait on the database: the two overlap.
-        records = CsvRecords()
-        try:
-            async for data in chunks:
-                # A slice at a time, yielding between: parsing a 64 KB chunk in one go holds the
-                # event loop (and every pre-send check on it) for tens of milliseconds.
-                for start in range(0, len(data), PARSE_SLICE):
-                    for batch in parser.add(records.push(data[start : start + PARSE_SLICE])):
-                        await queue.put(batch)
-                    await asyncio.sleep(0)
-                if progress is not None:
-                    progress(summary)
-            for batch in parser.add(records.push(b"", final=True)):
-                await queue.put(batch)
-            last = parser.finish()
-            if last:
-                await queue.put(last)
-        finally:
-            await queue.put(None)
 
     # Cache write-through runs beside the writers, on its own connection, a batch behind.
     refreshes: asyncio.Queue[list[str] | None] = asyncio.Queue(maxsize=len(stores) + 1)
@@ -152,21 +125,9 @@ async def _import(
                 numbered += 1
                 turn.notify_all()
             now = stamp if one_transaction else utcnow()
-            for attempt in range(3):
-                if not one_transaction:
-                    await store.begin()
-                try:
-                    result = await store.write(batch, now, ids)
-                except DeadlockError:
-                    # Two batches in flight locked the same rows in opposite orders.
-                    if one_transaction or attempt == 2:
-                        raise
-                    await store.rollback()
-                    continue
-                if not one_transaction:
-                    await store.commit()
-                    summary.committed = True
-                break
+            result = await _write_batch(store, batch, now, ids, one_transaction=one_transaction)
+            if not one_transaction:
+                summary.committed = True
             summary.inserted += result.inserted
             summary.updated += result.updated
             summary.unchanged += len(batch) - result.inserted - result.updated
@@ -175,7 +136,7 @@ async def _import(
             if progress is not None:
                 progress(summary)
 
-    producer = asyncio.create_task(produce())
+    producer = asyncio.create_task(_produce(chunks, parser, queue, summary, progress))
     # Each store's read connection serves one refresher: a database read for one batch can
     # overlap the Redis write of another.
     refreshers = [asyncio.create_task(refresh(each)) for each in stores]
@@ -191,20 +152,7 @@ async def _import(
         await asyncio.gather(*tasks)
         await producer
         if one_transaction:
-            if options.dry_run or (options.atomic and summary.invalid):
-                await store.rollback()
-                if not options.dry_run:
-                    summary.inserted = summary.updated = summary.unchanged = 0
-            else:
-                # Stamp the rows with the commit time: an embedded replica polling updated_at
-                # (``sync_from_database``) must not miss rows written early in a long import.
-                committed_at = utcnow()
-                if summary.inserted or summary.updated:
-                    await store.touch(stamp, committed_at)
-                await store.commit()
-                summary.committed = True
-                async for addresses in store.changed_since(committed_at):
-                    await refreshes.put(addresses)
+            await _finish_one_transaction(store, options, summary, stamp, refreshes)
         await refreshes.put(None)
         await asyncio.gather(*refreshers)
     except BaseException as exc:
@@ -222,6 +170,100 @@ async def _import(
         if not options.dry_run:
             await _audit(db, actor, options, summary, import_id, error)
     return summary
+
+
+def _stores(
+    db: Database, options: ImportOptions, *, actor: str, import_id: str
+) -> list[ImportStore]:
+    if db.dialect != "postgresql":
+        return [SqliteStore(db, overwrite=options.overwrite, actor=actor, import_id=import_id)]
+    # Two writers keep a second PostgreSQL backend busy while the first commits or waits; ids
+    # are taken from the sequence in batch order, so rows keep the file's order.
+    writers = 1 if options.atomic or options.dry_run else WRITERS
+    return [
+        PgStore(db, overwrite=options.overwrite, actor=actor, import_id=import_id)
+        for _ in range(writers)
+    ]
+
+
+async def _produce(
+    chunks: AsyncIterator[bytes],
+    parser: RowParser,
+    queue: asyncio.Queue[list[RowValues] | None],
+    summary: ImportSummary,
+    progress: ProgressFn | None,
+) -> None:
+    """Parse the stream into batches on ``queue``, then None. Parsing runs here while the
+    writers wait on the database: the two overlap."""
+    records = CsvRecords()
+    try:
+        async for data in chunks:
+            # A slice at a time, yielding between: parsing a 64 KB chunk in one go holds the
+            # event loop (and every pre-send check on it) for tens of milliseconds.
+            for start in range(0, len(data), PARSE_SLICE):
+                for batch in parser.add(records.push(data[start : start + PARSE_SLICE])):
+                    await queue.put(batch)
+                await asyncio.sleep(0)
+            if progress is not None:
+                progress(summary)
+        for batch in parser.add(records.push(b"", final=True)):
+            await queue.put(batch)
+        last = parser.finish()
+        if last:
+            await queue.put(last)
+    finally:
+        await queue.put(None)
+
+
+async def _write_batch(
+    store: ImportStore,
+    batch: list[RowValues],
+    now: datetime,
+    ids: list[int] | None,
+    *,
+    one_transaction: bool,
+) -> BatchResult:
+    """One batch, in a transaction of its own unless the import is one transaction."""
+    for attempt in range(3):
+        if not one_transaction:
+            await store.begin()
+        try:
+            result = await store.write(batch, now, ids)
+        except DeadlockError:
+            # Two batches in flight locked the same rows in opposite orders.
+            if one_transaction or attempt == 2:
+                raise
+            await store.rollback()
+            continue
+        if not one_transaction:
+            await store.commit()
+        return result
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+async def _finish_one_transaction(
+    store: ImportStore,
+    options: ImportOptions,
+    summary: ImportSummary,
+    stamp: datetime,
+    refreshes: asyncio.Queue[list[str] | None],
+) -> None:
+    """Roll back a dry run (or an atomic import with invalid rows), or commit and queue the
+    cache write-through of everything the import changed."""
+    if options.dry_run or (options.atomic and summary.invalid):
+        await store.rollback()
+        if not options.dry_run:
+            summary.inserted = summary.updated = summary.unchanged = 0
+        return
+    # Stamp the rows with the commit time: an embedded replica polling updated_at
+    # (``sync_from_database``) must not miss rows written early in a long import.
+    committed_at = utcnow()
+    if summary.inserted or summary.updated:
+        await store.touch(stamp, committed_at)
+    await store.commit()
+    summary.committed = True
+    async for addresses in store.changed_since(committed_at):
+        await refreshes.put(addresses)
 
 
 async def _refresh(service: SuppressionService, store: ImportStore, addresses: list[str]) -> None:

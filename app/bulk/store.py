@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from app.bulk.rows import Row
+from app.bulk.rows import Row, RowValues
 from app.cache import CachedEntry
 from app.suppression.merge import merge_set_sql
 
@@ -95,7 +95,9 @@ class ImportStore(Protocol):
         """Ids for ``count`` rows, taken in file order (None where the database numbers them)."""
         ...
 
-    async def write(self, rows: list[Row], now: datetime, ids: list[int] | None) -> BatchResult:
+    async def write(
+        self, rows: list[RowValues], now: datetime, ids: list[int] | None
+    ) -> BatchResult:
         """Upsert one batch (and its events) in the open transaction."""
         ...
 

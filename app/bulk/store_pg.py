@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.bulk.model import BATCH_ROWS
-from app.bulk.rows import Row
+from app.bulk.rows import RowValues
 from app.bulk.store import STAGE_COLUMNS, BatchResult, upsert_sql
 from app.cache import CachedEntry
 from app.db import Database
@@ -84,7 +84,9 @@ class PgStore:
         )
         return ids
 
-    async def write(self, rows: list[Row], now: datetime, ids: list[int] | None) -> BatchResult:
+    async def write(
+        self, rows: list[RowValues], now: datetime, ids: list[int] | None
+    ) -> BatchResult:
         pg = self._pg
         if self._dirty_stage:
             await pg.execute("TRUNCATE stoplist_import_stage")

@@ -12,7 +12,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.bulk.model import BATCH_ROWS
-from app.bulk.rows import Row
+from app.bulk.rows import RowValues
 from app.bulk.store import BatchResult, sqlite_time, upsert_sql
 from app.cache import CachedEntry
 from app.db import Database
@@ -56,7 +56,9 @@ class SqliteStore:
     async def allocate_ids(self, count: int) -> None:
         return None  # one writer: INSERT … ORDER BY line numbers them in order
 
-    async def write(self, rows: list[Row], now: datetime, ids: list[int] | None) -> BatchResult:
+    async def write(
+        self, rows: list[RowValues], now: datetime, ids: list[int] | None
+    ) -> BatchResult:
         s = self._session
         assert s is not None
         await s.execute(text("DELETE FROM stoplist_import_stage"))
