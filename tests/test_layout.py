@@ -140,3 +140,27 @@ def test_app_never_imports_upward() -> None:
         if _layer(target) > _layer(module)
     ]
     assert upward == []
+
+
+def test_feedback_planner_reaches_no_io() -> None:
+    """The planner decides from the analysis, the settings and the signer alone: nothing it
+    imports, directly or through others, is the database, the container or a service. (It reaches
+    ``app.cache`` and ``app.models`` for types only, through ``app.suppression.model``.)"""
+    graph = import_graph()
+    reached: set[str] = set()
+    todo = ["app.feedback.planner"]
+    while todo:
+        module = todo.pop()
+        for target in graph.get(module, ()):
+            if target not in reached:
+                reached.add(target)
+                todo.append(target)
+    io = {
+        "app.db",
+        "app.container",
+        "app.suppression.repository",
+        "app.suppression.service",
+        "app.suppression.lookup",
+        "app.suppression.replica",
+    }
+    assert sorted(reached & io) == []
