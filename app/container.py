@@ -11,9 +11,9 @@ import sys
 from dataclasses import dataclass
 from datetime import timedelta
 
-from app.auth import KeyService
 from app.cache import MemoryCache, RedisCache, SuppressionCache
 from app.db import DB_ERRORS, Database
+from app.keys import KeyService
 from app.settings import Settings
 from app.signing import Signer, parse_signing_keys
 from app.suppression import SuppressionService

@@ -639,7 +639,7 @@ async def kill_during_backlog(
 
 
 async def run_mode(args: argparse.Namespace, mode: str) -> RunResult:
-    from app.auth import generate_key
+    from app.keys import generate_key
 
     started = time.monotonic()
     storage = Storage(args, mode)

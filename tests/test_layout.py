@@ -112,10 +112,10 @@ LAYERS: list[tuple[str, ...]] = [
     ("app", "app.streams", "app.errors", "app.metrics", "app.addresses"),
     ("app.signing", "app.settings"),
     ("app.models", "app.db", "app.cache", "app.migrations"),
-    ("app.suppression", "app.auth", "app.intake.parse_pool"),
+    ("app.suppression", "app.keys", "app.intake.parse_pool", "app.feedback.planner"),
     # The composition root's Services is still the bag the flows below take (docs/architecture.md).
     ("app.container",),
-    ("app.policy", "app.bulk", "app.intake"),
+    ("app.feedback", "app.bulk", "app.intake"),
     ("app.intake.child", "app.intake.smtp"),
     ("app.http",),
     ("app.main", "app.cli"),
@@ -140,3 +140,27 @@ def test_app_never_imports_upward() -> None:
         if _layer(target) > _layer(module)
     ]
     assert upward == []
+
+
+def test_feedback_planner_reaches_no_io() -> None:
+    """The planner decides from the analysis, the settings and the signer alone: nothing it
+    imports, directly or through others, is the database, the container or a service. (It reaches
+    ``app.cache`` and ``app.models`` for types only, through ``app.suppression.model``.)"""
+    graph = import_graph()
+    reached: set[str] = set()
+    todo = ["app.feedback.planner"]
+    while todo:
+        module = todo.pop()
+        for target in graph.get(module, ()):
+            if target not in reached:
+                reached.add(target)
+                todo.append(target)
+    io = {
+        "app.db",
+        "app.container",
+        "app.suppression.repository",
+        "app.suppression.service",
+        "app.suppression.lookup",
+        "app.suppression.replica",
+    }
+    assert sorted(reached & io) == []

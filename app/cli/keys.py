@@ -81,6 +81,6 @@ def keys_revoke(
 def keys_new() -> None:
     """Print a fresh random key for STOPLIST_BOOTSTRAP_ADMIN_KEY; stores nothing (`keys create`
     stores one)."""
-    from app.auth import generate_key
+    from app.keys import generate_key
 
     print(generate_key())

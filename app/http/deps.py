@@ -14,10 +14,10 @@ from starlette.routing import Match
 from starlette.types import Receive, Scope, Send
 
 from app import metrics
-from app.auth import KeyInfo, scope_allows
 from app.container import Services
 from app.errors import Forbidden, InvalidInput, Unauthorized
 from app.http.responses import JSONBytes
+from app.keys import KeyInfo, scope_allows
 
 
 async def get_services(request: Request) -> Services:

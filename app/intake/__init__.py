@@ -22,7 +22,7 @@
    child after each commit and the child's sweep takes the rows.
 4. **Process in batches** (``intake_concurrency`` batches at once, up to ``process_batch`` messages
    each): **parse** in bounded worker processes (``app.intake.parse_pool``, several messages per worker
-   task), **apply** the batch through the policy in one transaction (``app.policy.apply_batch``;
+   task), **apply** the batch through the policy in one transaction (``app.feedback.apply_batch``;
    if that fails for a reason other than storage, message by message, so one bad message fails
    alone), then **finish** every message with one UPDATE: ``processed``, ``ignored`` (unknown,
    auto-reply or delivery report with nothing to apply) or ``failed`` with the reason. A transient
@@ -37,7 +37,7 @@ messages are applied again after the claim times out (the policy skips a step wh
 message already wrote, so nothing is written twice).
 
 Modules: ``store`` (all SQL on ``inbound_messages``), ``group_commit``, ``processor`` (with the
-appliers onto ``app.policy``), ``parse_pool``, ``reprocess``, ``facade`` (``Intake``, what the sink
+appliers onto ``app.feedback``), ``parse_pool``, ``reprocess``, ``facade`` (``Intake``, what the sink
 talks to), ``child`` (processing in a process of its own) and ``smtp`` (the sink). May import the
 container, the policy, the suppression list and the layers below; ``child`` and ``smtp`` wire
 processes and sit above the rest (``tests/test_layout.py``).

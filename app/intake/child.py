@@ -245,7 +245,7 @@ async def _child(settings: Settings, wake: Connection) -> None:
 async def release_claims(store: IntakeStore, *, timeout_s: float) -> int:
     """Hand back the rows this processor still holds (its processing has stopped): they become
     claimable at once. Safe if one of them was applied but not finished: applying a message again
-    writes nothing twice (``app.policy``). Best effort: if the database is away, the claims expire
+    writes nothing twice (``app.feedback``). Best effort: if the database is away, the claims expire
     by themselves after ``intake_claim_timeout_s``."""
     try:
         async with asyncio.timeout(timeout_s):

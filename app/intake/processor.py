@@ -1,4 +1,4 @@
-"""Processing: claim stored rows, parse them in the parse pool, apply what they mean (``app.policy``)
+"""Processing: claim stored rows, parse them in the parse pool, apply what they mean (``app.feedback``)
 and finish them; the appliers that connect it to the policy."""
 
 from __future__ import annotations
@@ -14,6 +14,14 @@ from sqlalchemy.exc import DataError
 
 from app.container import Services
 from app.db import DB_ERRORS, Database
+from app.feedback import (
+    ApplyResult,
+    BatchItem,
+    Envelope,
+    apply_analysis,
+    apply_batch,
+    safe_stream,
+)
 from app.intake.parse_pool import ParseOutcome, ParsingPool
 from app.intake.stats import IntakeStats
 from app.intake.store import (
@@ -26,14 +34,6 @@ from app.intake.store import (
     IntakeStore,
     StoredMessage,
 )
-from app.policy import (
-    ApplyResult,
-    BatchItem,
-    Envelope,
-    apply_analysis,
-    apply_batch,
-    safe_stream,
-)
 from app.settings import Settings
 from dsn.model import MessageAnalysis
 
@@ -44,7 +44,7 @@ Applier = Callable[[StoredMessage, MessageAnalysis, bool], Awaitable[ApplyResult
 
 
 def policy_applier(services: Services) -> Applier:
-    """The production applier: ``app.policy.apply_analysis`` on the service's database and cache."""
+    """The production applier: ``app.feedback.apply_analysis`` on the service's database and cache."""
 
     async def apply(msg: StoredMessage, analysis: MessageAnalysis, dry_run: bool) -> ApplyResult:
         envelope = Envelope(mail_from=msg.mail_from, rcpt_to=list(msg.rcpt_to), peer=msg.peer)
@@ -63,7 +63,7 @@ BatchApplier = Callable[
 
 
 def policy_batch_applier(services: Services) -> BatchApplier:
-    """``app.policy.apply_batch``: the whole batch in one transaction and one cache refresh."""
+    """``app.feedback.apply_batch``: the whole batch in one transaction and one cache refresh."""
 
     async def apply(
         items: Sequence[tuple[StoredMessage, MessageAnalysis]], db: Database

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from app.feedback import (
+    safe_stream,
+)
 from app.intake.parse_pool import ParsingPool
 from app.intake.processor import Applier, state_for, summarise
 from app.intake.store import FAILED, IntakeStore, StoredMessage
-from app.policy import (
-    safe_stream,
-)
 
 log = logging.getLogger("app.intake")
 

@@ -14,8 +14,9 @@ import pytest
 import uvicorn
 from sqlalchemy import event, select
 
-from app import auth
-from app.auth import SCOPES, KeyService, hash_key, scope_allows
+from app.keys import SCOPES, KeyService, hash_key, scope_allows
+from app.keys import model as auth
+from app.keys import service as key_service
 from app.main import create_app
 from app.models import ApiKey, AuditEntry
 from tests.conftest import Env
@@ -224,7 +225,7 @@ async def test_keys_are_found_by_hash_and_compared_in_constant_time(
         compared.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(auth.hmac, "compare_digest", compare_digest)
+    monkeypatch.setattr(key_service.hmac, "compare_digest", compare_digest)
     engine = env.services.db.engine.sync_engine
     event.listen(engine, "before_cursor_execute", seen)
     try:

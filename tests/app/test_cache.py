@@ -126,7 +126,7 @@ async def test_both_stores_down_http_503(pg_env: Env) -> None:
     # the key check itself needs the database: seed the verified-key memo so auth passes
     import time
 
-    from app.auth import KeyInfo, hash_key
+    from app.keys import KeyInfo, hash_key
 
     key = pg_env.keys["check"]
     services.keys._verified[hash_key(key)] = (KeyInfo(1, "k", "check"), time.monotonic() + 60)

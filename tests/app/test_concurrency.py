@@ -27,8 +27,8 @@ from typing import Any
 
 from sqlalchemy import select
 
+from app.feedback import Envelope, apply_analysis
 from app.models import AuditEntry, Event, Suppression
-from app.policy import Envelope, apply_analysis
 from app.suppression import STRENGTH
 from dsn.analysis import analyse_message
 from tests.conftest import Env

@@ -28,10 +28,10 @@ import redis.asyncio as aioredis
 from sqlalchemy import select
 
 from app.cache import RedisCache
+from app.feedback import BatchItem, Envelope, apply_batch
 from app.intake import FAILED, PENDING, IntakeStore
 from app.intake.child import release_claims
 from app.models import InboundMessage
-from app.policy import BatchItem, Envelope, apply_batch
 from dsn import analyse_message
 from tests.conftest import Env
 

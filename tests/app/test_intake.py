@@ -20,6 +20,7 @@ from sqlalchemy.exc import DataError, OperationalError
 from typer.testing import CliRunner
 
 from app.db import Database
+from app.feedback import ApplyResult
 from app.intake import (
     Intake,
     IntakeProcessor,
@@ -32,7 +33,6 @@ from app.intake import (
 )
 from app.intake.parse_pool import ParsingPool
 from app.models import InboundMessage
-from app.policy import ApplyResult
 from dsn.analysis import analyse_message
 from dsn.model import MessageAnalysis
 from tests.app.test_smtp import HARD_BOUNCE, sample

@@ -14,8 +14,8 @@ from pydantic import SecretStr
 from sqlalchemy import select
 
 from app.container import build_signer
+from app.feedback import ApplyResult, Envelope, apply_analysis
 from app.models import Event, Suppression
-from app.policy import ApplyResult, Envelope, apply_analysis
 from app.signing import Signer
 from dsn import MessageAnalysis, analyse_message
 from tests.conftest import Env
@@ -347,6 +347,17 @@ async def test_dry_run_writes_nothing(env: Env) -> None:
     assert await suppressions(env) == []
     assert len(await events(env, "nina@example.org")) == 2
     assert await events(env, "olga@example.org") == []
+
+
+async def test_dry_run_takes_the_decisions_apply_takes(env: Env) -> None:
+    raw = dsn("pia@example.org")
+    _, preview = await apply(env, raw, message_id=7, dry_run=True)
+    _, real = await apply(env, raw, message_id=7)
+    _, preview_again = await apply(env, raw, message_id=7, dry_run=True)
+    _, again = await apply(env, raw, message_id=7)
+    assert preview == real
+    assert preview_again == again
+    assert (again.applied, again.ignored) == (0, 1)
 
 
 async def test_auto_replies_suppress_nothing(env: Env) -> None:

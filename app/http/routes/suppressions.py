@@ -7,7 +7,6 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 from starlette.convertors import Convertor, register_url_convertor
 
-from app.auth import scope_allows
 from app.errors import InvalidInput
 from app.http.deps import ApiRoute, ReadKey, ServicesDep, WriteKey
 from app.http.responses import JSONBytes
@@ -27,6 +26,7 @@ from app.http.schemas import (
     UnsuppressResponse,
     error_responses,
 )
+from app.keys import scope_allows
 from app.suppression import (
     SuppressionFilter,
     SuppressRequest,

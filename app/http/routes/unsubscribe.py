@@ -20,10 +20,10 @@ from pydantic import BaseModel, Field
 from starlette.responses import HTMLResponse
 
 from app.errors import AppError
+from app.feedback import preview_unsubscribe_token, unsubscribe_with_token
 from app.http.deps import ApiRoute, ServicesDep
 from app.http.responses import JSONBytes
 from app.http.schemas import ErrorBody, error_responses
-from app.policy import preview_unsubscribe_token, unsubscribe_with_token
 
 router = APIRouter(prefix="/v1/unsubscribe", tags=["unsubscribe"], route_class=ApiRoute)
 

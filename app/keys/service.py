@@ -1,11 +1,5 @@
-"""API keys: bearer tokens with one scope each, stored hashed, compared in constant time.
+"""Verifying, creating, revoking and listing keys.
 
-Scopes are ordered, each including the ones before it: ``check`` (pre-send check only) < ``read``
-(look up, list, history, export) < ``write`` (support staff: suppress, unsuppress, import) <
-``admin`` (keys, removing complaint suppressions with force).
-
-A key is ``sl_`` + 40 URL-safe characters (240 random bits), so a single SHA-256 is enough to store
-it; the first 8 characters are kept in clear as a prefix to recognise keys in listings.
 A verified key is remembered in-process for ``STOPLIST_AUTH_CACHE_TTL_S`` seconds so the check path
 does no SQL; a revoked key stops working on every replica within that time.
 """
@@ -13,49 +7,27 @@ does no SQL; a revoked key stops working on every replica within that time.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import logging
-import re
-import secrets
 import time
-from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
-
 from app.db import Database
-from app.errors import Conflict, InvalidInput, NotFound
-from app.models import ApiKey, AuditEntry, utcnow
+from app.errors import Conflict, InvalidInput
+from app.keys import repository
+from app.keys.model import (
+    BOOTSTRAP_NAME,
+    KEY_RE,
+    NAME_RE,
+    RANK,
+    SCOPES,
+    KeyInfo,
+    generate_key,
+    hash_key,
+)
+from app.models import ApiKey, utcnow
 
-log = logging.getLogger(__name__)
-
-SCOPES: tuple[str, ...] = ("check", "read", "write", "admin")
-_RANK = {name: i for i, name in enumerate(SCOPES)}
-KEY_PREFIX = "sl_"
-_KEY_RE = re.compile(r"^sl_[A-Za-z0-9_-]{40}$")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
-BOOTSTRAP_NAME = "bootstrap-admin"
-
-
-def scope_allows(granted: str, required: str) -> bool:
-    return _RANK.get(granted, -1) >= _RANK[required]
-
-
-def generate_key() -> str:
-    return KEY_PREFIX + secrets.token_urlsafe(30)
-
-
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-@dataclass(frozen=True, slots=True)
-class KeyInfo:
-    id: int
-    name: str
-    scope: str
+log = logging.getLogger("app.keys")
 
 
 class KeyService:
@@ -69,7 +41,7 @@ class KeyService:
 
     async def authenticate(self, presented: str) -> KeyInfo | None:
         """The key's identity, or None. Unknown and revoked keys look the same to the caller."""
-        if not _KEY_RE.match(presented):
+        if not KEY_RE.match(presented):
             return None
         digest = hash_key(presented)
         hit = self._verified.get(digest)
@@ -94,12 +66,7 @@ class KeyService:
         return info
 
     async def _load(self, digest: str) -> KeyInfo | None:
-        async with self.db.read() as s:
-            row = (
-                await s.scalars(
-                    select(ApiKey).where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))
-                )
-            ).one_or_none()
+        row = await repository.active_by_hash(self.db, digest)
         # The index found the row by hash; compare again in constant time before trusting it.
         if row is None or not hmac.compare_digest(row.key_hash, digest):
             self._verified.pop(digest, None)
@@ -122,19 +89,16 @@ class KeyService:
 
     async def _touch(self, key_id: int) -> None:
         try:
-            async with self.db.write() as s:
-                await s.execute(
-                    update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=utcnow())
-                )
+            await repository.touch(self.db, key_id)
         except Exception as exc:  # last_used_at is informational
             log.debug("could not record key use: %s", exc)
 
     async def create(
         self, name: str, scope: str, *, actor: str, key: str | None = None
     ) -> tuple[KeyInfo, str]:
-        if not _NAME_RE.match(name):
+        if not NAME_RE.match(name):
             raise InvalidInput(f"key name {name!r}: 1-64 of A-Z a-z 0-9 _ . @ -")
-        if scope not in _RANK:
+        if scope not in RANK:
             raise InvalidInput(f"scope {scope!r}: one of {', '.join(SCOPES)}")
         plaintext = key or generate_key()
         if key is not None and len(key) < 32:
@@ -146,52 +110,18 @@ class KeyService:
             scope=scope,
             created_at=utcnow(),
         )
-        try:
-            async with self.db.write() as s:
-                s.add(row)
-                s.add(
-                    AuditEntry(
-                        actor=actor, action="key_create", detail={"name": name, "scope": scope}
-                    )
-                )
-        except IntegrityError:
-            raise Conflict(f"a key named {name!r} already exists") from None
+        await repository.insert(self.db, row, actor=actor)
         return KeyInfo(row.id, name, scope), plaintext
 
     async def revoke(self, name: str, *, actor: str) -> None:
-        async with self.db.write() as s:
-            row = (
-                await s.scalars(
-                    select(ApiKey).where(ApiKey.name == name, ApiKey.revoked_at.is_(None))
-                )
-            ).one_or_none()
-            if row is None:
-                raise NotFound(f"no active key named {name!r}")
-            row.revoked_at = utcnow()
-            s.add(AuditEntry(actor=actor, action="key_revoke", detail={"name": name}))
+        await repository.revoke(self.db, name, actor=actor)
         self._verified = {d: v for d, v in self._verified.items() if v[0].name != name}
 
     async def list(self) -> list[dict[str, Any]]:
-        async with self.db.read() as s:
-            rows = (await s.scalars(select(ApiKey).order_by(ApiKey.id))).all()
-        return [
-            {
-                "name": r.name,
-                "scope": r.scope,
-                "prefix": r.prefix,
-                "created_at": r.created_at,
-                "last_used_at": r.last_used_at,
-                "revoked_at": r.revoked_at,
-            }
-            for r in rows
-        ]
+        return await repository.listing(self.db)
 
     async def count_active(self) -> int:
-        async with self.db.read() as s:
-            n = await s.scalar(
-                select(func.count()).select_from(ApiKey).where(ApiKey.revoked_at.is_(None))
-            )
-        return int(n or 0)
+        return await repository.count_active(self.db)
 
     async def ensure_bootstrap(self, configured: str | None) -> str | None:
         """A fresh install has no open door: create the first admin key.

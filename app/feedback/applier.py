@@ -1,0 +1,369 @@
+"""Applying plans: the events and suppressions a :class:`~app.feedback.planner.Plan` asks for.
+
+:func:`apply_plans` writes a batch of plans in one transaction; a dry run (:func:`apply_analysis`
+with ``dry_run``) reads the same things and takes the same decisions (:func:`_decide`,
+:func:`_soft_crossings`) without writing. Applying the same message twice (a retried intake,
+``stoplist reprocess``) writes nothing new: a step whose event (address, message id, kind,
+outcome) already exists is skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app import metrics
+from app.container import Services
+from app.db import DB_ERRORS, Database
+from app.feedback.planner import Envelope, Plan, Step, plan_message
+from app.models import Event, utcnow
+from app.settings import Settings
+from app.streams import GLOBAL_SCOPE
+from app.suppression import SuppressRequest, SuppressResult
+from app.suppression.repository import EVENTS_TABLE
+from dsn.model import MessageAnalysis
+
+__all__ = ["ApplyResult", "BatchItem", "apply_analysis", "apply_batch", "apply_plans"]
+
+log = logging.getLogger("app.feedback")
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    applied: int  # suppressions written (or that would be, in a dry run)
+    recorded: int  # events written without a suppression
+    ignored: int  # results with nothing to do, or already applied
+    verified: bool  # a signed reference named the recipient
+    notes: list[str]
+    steps: list[dict[str, Any]] = field(default_factory=list)  # what was (or would be) done
+
+
+async def apply_analysis(
+    services: Services,
+    *,
+    message_id: int | None,
+    analysis: MessageAnalysis,
+    envelope: Envelope,
+    dry_run: bool = False,
+) -> ApplyResult:
+    """Apply one parsed message; in a dry run, say what would be done and write nothing."""
+    plan = plan_message(analysis, envelope, services.settings, services.signer)
+    if dry_run:
+        [result] = await preview_plans(services, [(message_id, plan)])
+    else:
+        [result] = await apply_plans(services, [(message_id, plan)])
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    """One parsed message of a batch (see :func:`apply_batch`)."""
+
+    message_id: int | None
+    analysis: MessageAnalysis
+    envelope: Envelope
+
+
+async def apply_batch(
+    services: Services, items: Sequence[BatchItem], *, db: Database | None = None
+) -> list[ApplyResult]:
+    """Apply several parsed messages in one transaction; one result per item, in order.
+
+    The same policy as :func:`apply_analysis`, with the writes of the whole batch grouped (see
+    :func:`apply_plans`). ``db`` is the engine to write with (the intake has its own); it must be
+    the service's database. An exception means nothing of the batch was written."""
+    settings, signer = services.settings, services.signer
+    plans = [(i.message_id, plan_message(i.analysis, i.envelope, settings, signer)) for i in items]
+    return await apply_plans(services, plans, db=db)
+
+
+# --------------------------------------------------------------------------------- decisions
+
+
+@dataclass(slots=True)
+class _Tally:
+    """What one plan's application did (or would do): becomes its :class:`ApplyResult`."""
+
+    applied: int
+    recorded: int
+    ignored: int
+    notes: list[str]
+    done: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Decision:
+    """The steps of a batch sorted by what they need, after skipping the ones already applied."""
+
+    tallies: list[_Tally]
+    suppress: list[tuple[int | None, Step]] = field(default_factory=list)
+    events: list[tuple[int | None, Step]] = field(default_factory=list)  # record + soft bounce
+    soft: dict[str, list[tuple[int, int | None, Step]]] = field(default_factory=dict)
+    # Addresses of steps a message had already applied: the process that applied them may have
+    # died between that commit and its cache write, so they are written through again.
+    reapplied: set[str] = field(default_factory=set)
+
+    def results(self, plans: Sequence[tuple[int | None, Plan]]) -> list[ApplyResult]:
+        return [
+            ApplyResult(t.applied, t.recorded, t.ignored, plan.verified, t.notes, t.done)
+            for t, (_, plan) in zip(self.tallies, plans, strict=True)
+        ]
+
+
+def _decide(
+    plans: Sequence[tuple[int | None, Plan]], seen: set[tuple[str, int | None, str, str | None]]
+) -> _Decision:
+    """Sort the steps of ``plans``; ``seen`` holds the event keys already written (and grows)."""
+    d = _Decision([_Tally(0, 0, plan.ignored, list(plan.notes)) for _, plan in plans])
+    for i, (mid, plan) in enumerate(plans):
+        tally = d.tallies[i]
+        for step in plan.steps:
+            key = (step.address, mid, _event_kind(step), step.outcome)
+            if mid is not None:
+                if key in seen:
+                    tally.ignored += 1
+                    d.reapplied.add(step.address)
+                    tally.notes.append(
+                        f"{step.address}: {step.kind} already applied for this message"
+                    )
+                    continue
+                seen.add(key)
+            tally.done.append(step.to_json())
+            if step.action == "suppress":
+                d.suppress.append((mid, step))
+                tally.applied += 1
+                continue
+            d.events.append((mid, step))
+            if step.action == "record":
+                tally.recorded += 1
+            else:
+                d.soft.setdefault(step.address, []).append((i, mid, step))
+    return d
+
+
+def _soft_crossings(
+    d: _Decision, counts: dict[str, int], settings: Settings
+) -> list[tuple[int | None, Step, int]]:
+    """The soft bounces that reach the threshold: (message id, step, count) each.
+
+    ``counts`` are the soft bounces in the window per address, this batch's included. The n-th
+    soft bounce of an address in the batch sees the count it would have seen alone, so the
+    threshold is crossed where it would have been one message at a time."""
+    crossed: list[tuple[int | None, Step, int]] = []
+    for address, found in d.soft.items():
+        before = counts.get(address, 0) - len(found)
+        for nth, (i, mid, step) in enumerate(found, start=1):
+            count = before + nth
+            if count < settings.soft_bounce_threshold:
+                d.tallies[i].recorded += 1
+                continue
+            d.tallies[i].applied += 1
+            d.tallies[i].notes.append(f"{address}: soft bounce threshold reached")
+            crossed.append((mid, step, count))
+    return crossed
+
+
+def _batch_keys(plans: Sequence[tuple[int | None, Plan]]) -> tuple[list[str], list[int]]:
+    """(addresses, message ids) the steps of ``plans`` touch, sorted."""
+    steps = [(mid, step) for mid, plan in plans for step in plan.steps]
+    addresses = sorted({step.address for _, step in steps})
+    return addresses, sorted({mid for mid, _ in steps if mid is not None})
+
+
+# --------------------------------------------------------------------------------- execution
+
+
+async def apply_plans(
+    services: Services,
+    plans: Sequence[tuple[int | None, Plan]],
+    *,
+    db: Database | None = None,
+) -> list[ApplyResult]:
+    """Carry out (message id, plan) pairs in one transaction, then refresh the cache once.
+
+    Under the write locks of every address the batch touches (taken in one statement, in key
+    order): one read of the events these messages already wrote (a step whose event exists is
+    skipped, so applying a message twice writes nothing new), one multi-row insert of the recorded
+    and soft-bounce events, one count of the soft bounces in the window per address (see
+    :func:`_soft_crossings`), then the suppressions with their events
+    (``SuppressionService.write_suppressions``). After the commit the cache is refreshed from a
+    fresh read of every suppressed address (see ``app.cache``).
+    """
+    settings = services.settings
+    db = db or services.db
+    addresses, message_ids = _batch_keys(plans)
+    written: list[SuppressResult] = []
+    requests: list[SuppressRequest] = []
+    if not addresses:
+        return _decide(plans, set()).results(plans)
+    now = utcnow()
+    async with db.write(addresses) as s:
+        d = _decide(plans, await _applied_keys(s, addresses, message_ids))
+        requests = [_request(step, mid) for mid, step in d.suppress]
+        if d.events:
+            await s.execute(EVENTS_TABLE.insert(), [_event_row(st, m, now) for m, st in d.events])
+        if d.soft:
+            since = now - timedelta(hours=settings.soft_bounce_window_h)
+            counts = await _soft_counts(s, sorted(d.soft), since)
+            for mid, step, count in _soft_crossings(d, counts, settings):
+                requests.append(_soft_request(settings, step, mid, count, now))
+        if requests:
+            written = await services.suppressions.write_suppressions(s, requests, now)
+    if written:
+        for req in requests:
+            metrics.SUPPRESSIONS_WRITTEN.labels(req.outcome, req.source).inc()
+    await _refresh(services, sorted({r.address for r in written} | d.reapplied), db)
+    return d.results(plans)
+
+
+async def _refresh(services: Services, addresses: list[str], db: Database) -> None:
+    if not addresses:
+        return
+    try:
+        await services.suppressions.refresh_cache(addresses, db=db)
+    except DB_ERRORS as exc:
+        # Committed, but the fresh read failed: stop trusting the replica until rebuilt.
+        log.error("cache refresh after apply failed (%s); checks use the database", exc)
+        services.suppressions.cache_dirty = True
+
+
+async def preview_plans(
+    services: Services, plans: Sequence[tuple[int | None, Plan]]
+) -> list[ApplyResult]:
+    """What :func:`apply_plans` would do with ``plans`` (a dry run): the same reads and
+    decisions, nothing written."""
+    addresses, message_ids = _batch_keys(plans)
+    if not addresses:
+        return _decide(plans, set()).results(plans)
+    async with services.db.read() as s:
+        d = _decide(plans, await _applied_keys(s, addresses, message_ids))
+        if d.soft:
+            since = utcnow() - timedelta(hours=services.settings.soft_bounce_window_h)
+            counts = await _soft_counts(s, sorted(d.soft), since)
+            # Nothing was inserted: count this batch's soft bounces as apply_plans would see them.
+            batch = {a: counts.get(a, 0) + len(found) for a, found in d.soft.items()}
+            _soft_crossings(d, batch, services.settings)
+    return d.results(plans)
+
+
+def _soft_request(
+    settings: Settings, step: Step, message_id: int | None, count: int, now: datetime
+) -> SuppressRequest:
+    return SuppressRequest(
+        address=step.address,
+        outcome="soft",
+        reason=step.reason or "unclassified",
+        source="bounce",
+        expires_at=now + timedelta(days=settings.soft_suppression_days),
+        verified=step.verified,
+        event_kind="soft_threshold",
+        rule_id=step.rule_id,
+        status=_storable(step.status),
+        reply_code=step.reply_code,
+        diagnostic=_storable(step.diagnostic),
+        message_id=message_id,
+        detail={
+            "soft_bounces": count,
+            "window_h": settings.soft_bounce_window_h,
+            "days": settings.soft_suppression_days,
+        },
+    )
+
+
+def _event_kind(step: Step) -> str:
+    return "bounce" if step.action == "soft_bounce" else step.kind
+
+
+async def _applied_keys(
+    s: AsyncSession, addresses: Sequence[str], message_ids: Sequence[int]
+) -> set[tuple[str, int | None, str, str | None]]:
+    """(address, message id, kind, outcome) of the events these messages already wrote."""
+    if not message_ids:
+        return set()
+    q = select(Event.address, Event.message_id, Event.kind, Event.outcome).where(
+        Event.address.in_(list(addresses)), Event.message_id.in_(list(message_ids))
+    )
+    return {(a, m, k, o) for a, m, k, o in (await s.execute(q)).all()}
+
+
+async def _soft_counts(
+    s: AsyncSession, addresses: Sequence[str], since: datetime
+) -> dict[str, int]:
+    """Soft bounces per address since ``since`` (the ones of this batch included, once written)."""
+    q = (
+        select(Event.address, func.count(Event.id))
+        .where(
+            Event.address.in_(list(addresses)),
+            Event.kind == "bounce",
+            Event.outcome == "soft",
+            Event.created_at >= since,
+        )
+        .group_by(Event.address)
+    )
+    return {str(a): int(n) for a, n in (await s.execute(q)).all()}
+
+
+def _request(step: Step, message_id: int | None) -> SuppressRequest:
+    assert step.outcome is not None and step.reason is not None
+    return SuppressRequest(
+        address=step.address,
+        outcome=step.outcome,
+        reason=step.reason,
+        source=step.source,
+        stream=step.stream,
+        detail=_storable(step.detail),
+        verified=step.verified,
+        event_kind=step.kind,
+        rule_id=step.rule_id,
+        status=_storable(step.status),
+        reply_code=step.reply_code,
+        diagnostic=_storable(step.diagnostic),
+        message_id=message_id,
+    )
+
+
+def _event_row(step: Step, message_id: int | None, now: datetime) -> dict[str, Any]:
+    return {
+        "created_at": now,
+        "address": step.address,
+        "scope": step.stream or GLOBAL_SCOPE,
+        "kind": step.kind,
+        "outcome": step.outcome,
+        "reason": step.reason,
+        "rule_id": step.rule_id,
+        "status": _storable(step.status),
+        "reply_code": step.reply_code,
+        "diagnostic": _storable(step.diagnostic),
+        "source": step.source,
+        "actor": None,
+        "verified": step.verified,
+        "message_id": message_id,
+        "detail": _storable(step.detail),
+    }
+
+
+def _storable(value: _T) -> _T:
+    """Report text as every store takes it. PostgreSQL refuses NUL in ``text`` and in JSON
+    strings, and an encoder refuses unpaired surrogates; one such Diagnostic-Code or Message-ID
+    would fail the transaction of the whole batch it is applied in, every time it is retried.
+    NUL becomes U+FFFD, a surrogate ``?``; dicts and lists are cleaned throughout."""
+    if isinstance(value, str):
+        text = value.replace("\x00", "\ufffd") if "\x00" in value else value
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                text = text.encode("utf-8", "replace").decode("utf-8")
+        return text  # type: ignore[return-value]
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}  # type: ignore[return-value]
+    if isinstance(value, list | tuple):
+        return [_storable(v) for v in value]  # type: ignore[return-value]
+    return value
