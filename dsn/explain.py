@@ -32,6 +32,7 @@ _WHY_KIND: Final = {
     "suppress",
     "unknown": "no parser claimed it and it does not look like a bounce: nothing to suppress",
     "delivery_report": "every recipient was delivered, relayed or expanded: nothing to suppress",
+    "receipt": "a read receipt (RFC 8098 message disposition notification): nothing to suppress",
     "delay": "delivery is still being tried: recorded, nothing suppressed yet",
     "bounce": "a bounce",
 }

@@ -23,7 +23,9 @@ __all__ = [
 # classification, and one stored event per recipient).
 MAX_RECIPIENTS: Final = 1000
 
-MessageKind = Literal["bounce", "delay", "complaint", "auto_reply", "delivery_report", "unknown"]
+MessageKind = Literal[
+    "bounce", "delay", "complaint", "auto_reply", "delivery_report", "receipt", "unknown"
+]
 
 
 @dataclass(frozen=True, slots=True)

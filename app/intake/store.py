@@ -37,7 +37,7 @@ FAILED: Final = "failed"
 
 
 # Kinds that carry nothing to act on unless the policy says otherwise.
-NOTHING_TO_APPLY: Final = frozenset({"unknown", "auto_reply", "delivery_report"})
+NOTHING_TO_APPLY: Final = frozenset({"unknown", "auto_reply", "delivery_report", "receipt"})
 
 
 _T = InboundMessage

@@ -213,6 +213,11 @@ async def test_delivery_report_is_ignored(env: Env) -> None:
     assert (r.state, r.kind) == ("ignored", "delivery_report")
 
 
+async def test_read_receipt_is_ignored(env: Env) -> None:
+    r, _ = await run_one(env, sample("negative/receipt-01.eml"), policy_applier(env.services))
+    assert (r.state, r.kind) == ("ignored", "receipt")
+
+
 # ---------------------------------------------------------------------------------- reprocess
 
 
