@@ -22,7 +22,7 @@ from classifiers import classify
 from dsn.address import domain_of, find_addresses, normalise_address
 from dsn.autoreply import is_auto_reply, is_challenge, looks_like_bounce
 from dsn.errors import ParseError
-from dsn.mail import MAX_PARTS, Mail, header_text, normalise_line_endings, read_mail
+from dsn.mail import Mail, header_text, normalise_line_endings, read_mail
 from dsn.model import (
     DEFAULT_OPTIONS,
     MAX_RECIPIENTS,
@@ -101,7 +101,7 @@ def _analyse(mail: Mail, options: AnalysisOptions, envelope_rcpt: str | None) ->
         # A daemon-like sender's auto-reply (a vacation notice from "Mailer-Daemon"): nothing in
         # it reads as a bounce, and its own headers say what it is.
         kind: MessageKind = "auto_reply" if is_auto_reply(mail) else "unknown"
-        if kind == "unknown" and _is_receipt(mail.message):
+        if kind == "unknown" and mail.receipt:
             kind = "receipt"
         return MessageAnalysis(
             kind=kind,
@@ -131,19 +131,6 @@ def _analyse(mail: Mail, options: AnalysisOptions, envelope_rcpt: str | None) ->
 def _is_auto_reply(mail: Mail) -> bool:
     # A challenge often comes from a daemon-like sender with a bounce-like subject.
     return is_challenge(mail) or (not looks_like_bounce(mail) and is_auto_reply(mail))
-
-
-def _is_receipt(msg: Message) -> bool:
-    """A read receipt: RFC 8098's ``message/disposition-notification`` part (in a
-    ``multipart/report; report-type=disposition-notification``)."""
-    if msg.get_param("report-type", "", header="content-type") == "disposition-notification":
-        return True
-    for count, part in enumerate(msg.walk()):
-        if count >= MAX_PARTS:
-            return False
-        if part.get_content_type() == "message/disposition-notification":
-            return True
-    return False
 
 
 def _kind(results: list[RecipientResult]) -> MessageKind:

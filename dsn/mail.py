@@ -278,6 +278,7 @@ class Mail:
     original_text: str = ""  # the inline original, when there was no MIME part for it
     content_type: str = ""
     has_report: bool = False  # multipart/report seen
+    receipt: bool = False  # an RFC 8098 message/disposition-notification part seen
     delay_warning: bool | None = None  # the report says delivery is still tried (lazy)
 
     def header(self, name: str) -> str:
@@ -322,6 +323,7 @@ class _Walker:
         self.status: list[str] = []
         self.original: Message | None = None
         self.has_report = False
+        self.receipt = False
         self.count = 0
 
     def walk(self, part: Message, depth: int = 0) -> None:
@@ -340,6 +342,9 @@ class _Walker:
             return
         if ctype in ("message/delivery-status", "message/global-delivery-status"):
             self.status.append(_status_block_text(part))
+            return
+        if ctype == "message/disposition-notification":
+            self.receipt = True
             return
         if ctype in ("message/rfc822", "message/global", "message/partial"):
             payload = part.get_payload()
@@ -436,4 +441,5 @@ def read_mail(raw: bytes) -> Mail:
         original_text=original_text,
         content_type=msg.get_content_type(),
         has_report=walker.has_report,
+        receipt=walker.receipt,
     )
