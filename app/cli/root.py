@@ -8,6 +8,7 @@ import typer
 from app.cli import bulk, intake, lists, rules, serve
 from app.cli.keys import keys_app
 from app.cli.lists import cache_app
+from app.cli.rates import rates_app
 from app.cli.rules import rules_app
 from app.cli.tokens import token_app
 
@@ -35,6 +36,7 @@ app.command("export")(bulk.export_cmd)
 app.command()(intake.parse)
 app.command()(intake.explain)
 app.command()(rules.classify)
+app.add_typer(rates_app, name="rates")
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from app.container import Services
 from app.http.errors import install_error_handlers
 from app.http.middleware import MAX_BODY, BodyLimit
 from app.http.routes import bulk, check, health, messages, suppressions, tokens, unsubscribe
+from app.http.routes import stats as stats_routes
 
 VERSION = "0.1.0"
 
@@ -47,4 +48,5 @@ def build_http_app(
     app.include_router(health.router)
     app.include_router(unsubscribe.router)
     app.include_router(tokens.router)
+    app.include_router(stats_routes.router)
     return app
