@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -296,3 +298,32 @@ async def test_gauges_of_the_last_hour(env: Env) -> None:
         in text
     )
     assert 'stream=""' not in text  # the delivery two hours ago is outside the window
+
+
+def test_rollup_command_applies_retention(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from app.cli import app
+    from app.db import Database
+    from app.settings import Settings
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
+    monkeypatch.setenv("STOPLIST_DATABASE_URL", url)
+    monkeypatch.delenv("STOPLIST_REDIS_URL", raising=False)
+    runner = CliRunner()
+    assert runner.invoke(app, ["migrate"]).exit_code == 0
+
+    async def seed() -> None:
+        db = Database(Settings(database_url=url))
+        now = datetime.now(UTC)
+        async with db.write() as s:
+            await record_events(
+                await s.connection(),
+                [event(EventKind.DELIVERED, "a@gmail.com", "none", now - timedelta(days=3))],
+            )
+        await db.dispose()
+
+    asyncio.run(seed())
+    result = runner.invoke(app, ["rates", "rollup", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {"deleted": {"5m": 1, "1h": 0, "1d": 0}}
