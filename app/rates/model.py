@@ -103,15 +103,15 @@ class Occurrence:
 
     def key(self) -> tuple[str, str, str, str, str, str]:
         """The bucket dimensions, in ``KEY_COLUMNS`` order, each cut to its column's size."""
-        values = (self.stream, self.provider, self.source, self.ip, self.pool, self.vmta)
-        return tuple(  # type: ignore[return-value]
-            _clean(v, size) for v, size in zip(values, KEY_COLUMNS.values(), strict=True)
-        )
+        return _clean_key(self.stream, self.provider, self.source, self.ip, self.pool, self.vmta)
 
 
-def _clean(value: str, size: int) -> str:
+@lru_cache(maxsize=4096)
+def _clean_key(*values: str) -> tuple[str, str, str, str, str, str]:
     # PostgreSQL refuses NUL in text and values longer than the column.
-    return value.replace("\x00", "")[:size]
+    return tuple(  # type: ignore[return-value]
+        v.replace("\x00", "")[:size] for v, size in zip(values, KEY_COLUMNS.values(), strict=True)
+    )
 
 
 def bucket_start(time: datetime, grain: str) -> datetime:
@@ -120,10 +120,13 @@ def bucket_start(time: datetime, grain: str) -> datetime:
     return _EPOCH + since_epoch - since_epoch % GRAINS[grain]
 
 
-@lru_cache(maxsize=8192)
 def provider_of(recipient: str | None, remote_mta: str | None = None) -> str:
     """The mailbox provider, from the classifier's table: the replying MX, else the domain."""
-    domain = recipient.rpartition("@")[2] if recipient else None
+    return _provider(recipient.rpartition("@")[2] if recipient else None, remote_mta)
+
+
+@lru_cache(maxsize=8192)
+def _provider(domain: str | None, remote_mta: str | None) -> str:
     return detect_provider(remote_mta=remote_mta, recipient_domain=domain) or OTHER_PROVIDER
 
 

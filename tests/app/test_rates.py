@@ -327,3 +327,24 @@ def test_rollup_command_applies_retention(tmp_path: Path, monkeypatch: pytest.Mo
     result = runner.invoke(app, ["rates", "rollup", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == {"deleted": {"5m": 1, "1h": 0, "1d": 0}}
+
+
+async def test_concurrent_batches_on_the_same_buckets_add_up(pg_env: Env) -> None:
+    """Batches naming the same buckets in different orders neither deadlock nor lose a count."""
+    domains = ["gmail.com", "yahoo.com", "outlook.com", "icloud.com", "example.com"]
+    batches = [
+        [
+            event(EventKind.DELIVERED, f"r{i}@{d}", "none", T0, stream=f"s{i % 3}")
+            for i, d in enumerate(domains[k % 5 :] + domains[: k % 5])
+        ][:: 1 if k % 2 else -1]
+        for k in range(20)
+    ]
+    await asyncio.gather(*(record(pg_env, b) for b in batches))
+    totals = await sums(pg_env, "5m", "provider")
+    assert {p: c["sent"] for p, c in totals.items()} == {
+        "gmail": 20,
+        "yahoo": 20,
+        "microsoft": 20,
+        "apple": 20,
+        "other": 20,
+    }
