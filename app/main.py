@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from app.container import Services, build_services, housekeeping, start_services
 from app.http.app import build_http_app
 from app.intake.smtp import start_sink
+from app.rates.jobs import retention_job
 from app.settings import Settings, get_settings
 
 log = logging.getLogger("stoplist")
@@ -33,6 +34,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         # so its pauses do not land on the pre-send check's tail latency.
         gc.freeze()
         keeper = asyncio.create_task(housekeeping(svc))
+        rates_keeper = asyncio.create_task(retention_job(svc.db, svc.settings))
         sink = None
         if svc.settings.sink_enabled:
             sink = await start_sink(svc)
@@ -42,8 +44,11 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
             if sink is not None:
                 await sink.close()
             keeper.cancel()
+            rates_keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
+            with contextlib.suppress(asyncio.CancelledError):
+                await rates_keeper
             await svc.suppressions.wait_rebuild()
             await svc.keys.close()
             if owned:

@@ -48,3 +48,15 @@ INTAKE_OLDEST_PENDING = Gauge(
     "stoplist_intake_oldest_pending_seconds",
     "Age of the oldest message waiting to be processed, 0 when none (refreshed on scrape)",
 )
+RATE_LAST_HOUR = Gauge(
+    "stoplist_rate_last_hour",
+    "Deliverability rates of the last hour per provider and stream (docs/events.md; refreshed on "
+    "scrape): hard_rate = hard / sent, deferral_rate = deferred / (deferred + sent), "
+    "complaint_rate = complaint / delivered, ...",
+    ["rate", "provider", "stream"],
+)
+RATE_COUNTS_LAST_HOUR = Gauge(
+    "stoplist_rate_counts_last_hour",
+    "Deliverability counts of the last hour per provider and stream (refreshed on scrape)",
+    ["counter", "provider", "stream"],
+)

@@ -283,3 +283,36 @@ class WebhookToken(Base):
     token: Mapped[str] = mapped_column(String(160), primary_key=True)
     source: Mapped[str] = mapped_column(String(16))
     seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RateCount(Base):
+    """Deliverability counts of one bucket (5 minutes, 1 hour or 1 day) of one key (app.rates).
+
+    Every batch adds to the bucket of each grain at once, so the hourly and daily roll-ups are
+    exact even for late events; retention then drops old buckets grain by grain."""
+
+    __tablename__ = "rate_counts"
+    __table_args__ = (
+        UniqueConstraint("grain", "bucket", "stream", "provider", "source", "ip", "pool", "vmta"),
+    )
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    grain: Mapped[str] = mapped_column(String(2))
+    bucket: Mapped[datetime] = mapped_column(UTCDateTime)
+    stream: Mapped[str] = mapped_column(String(64))
+    provider: Mapped[str] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(16))
+    ip: Mapped[str] = mapped_column(String(45))
+    pool: Mapped[str] = mapped_column(String(64))
+    vmta: Mapped[str] = mapped_column(String(64))
+    sent: Mapped[int] = mapped_column(BigInteger, default=0)
+    delivered: Mapped[int] = mapped_column(BigInteger, default=0)
+    bounced: Mapped[int] = mapped_column(BigInteger, default=0)
+    hard: Mapped[int] = mapped_column(BigInteger, default=0)
+    soft: Mapped[int] = mapped_column(BigInteger, default=0)
+    policy: Mapped[int] = mapped_column(BigInteger, default=0)
+    expired: Mapped[int] = mapped_column(BigInteger, default=0)
+    deferred: Mapped[int] = mapped_column(BigInteger, default=0)
+    complaint: Mapped[int] = mapped_column(BigInteger, default=0)
+    unsubscribe: Mapped[int] = mapped_column(BigInteger, default=0)
+    dropped: Mapped[int] = mapped_column(BigInteger, default=0)

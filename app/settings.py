@@ -117,6 +117,16 @@ class Settings(BaseSettings):
         default=30.0, ge=0, description="Drop raw bytes of finished messages after this (0 = keep)"
     )
 
+    # Deliverability rates (app.rates): retention per bucket size, and how often it is applied
+    rates_5min_days: float = Field(default=2.0, gt=0, description="Keep 5-minute buckets this long")
+    rates_hourly_days: float = Field(
+        default=35.0, gt=0, description="Keep hourly buckets this long"
+    )
+    rates_daily_days: float = Field(default=400.0, gt=0, description="Keep daily buckets this long")
+    rates_prune_interval_s: float = Field(
+        default=300.0, gt=0, description="How often `serve` deletes buckets past their retention"
+    )
+
     # Suppression policy
     soft_bounce_threshold: int = Field(default=3, ge=1)
     soft_bounce_window_h: float = Field(default=72.0, gt=0)

@@ -42,6 +42,7 @@ TABLES = (
     "delivery_event_errors",
     "sns_subscriptions",
     "webhook_tokens",
+    "rate_counts",
 )
 
 

@@ -9,6 +9,7 @@ from app.cli import bulk, intake, lists, rules, serve
 from app.cli.events import events_app
 from app.cli.keys import keys_app
 from app.cli.lists import cache_app
+from app.cli.rates import rates_app
 from app.cli.rules import rules_app
 from app.cli.tokens import token_app
 
@@ -37,6 +38,7 @@ app.command("export")(bulk.export_cmd)
 app.command()(intake.parse)
 app.command()(intake.explain)
 app.command()(rules.classify)
+app.add_typer(rates_app, name="rates")
 
 
 def main() -> None:

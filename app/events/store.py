@@ -39,6 +39,7 @@ from app.models import (
     WebhookToken,
     utcnow,
 )
+from app.rates import record_events
 from events import Batch, Event, EventError
 
 __all__ = ["EventStore", "PendingSubscription", "RecordResult"]
@@ -160,7 +161,8 @@ async def _after_insert(s: AsyncSession, new_events: Sequence[Event]) -> None:
     """Hook: runs inside the batch's transaction with exactly the newly inserted events
     (duplicates excluded), after the policy was applied and before the commit. The deliverability
     rate buckets are counted here."""
-    del s, new_events
+    if new_events:
+        await record_events(await s.connection(), new_events)
 
 
 def _unique(events: Sequence[Event]) -> list[Event]:

@@ -23,6 +23,7 @@ from app.container import Services
 from app.db import DB_ERRORS, Database
 from app.feedback.planner import Envelope, Plan, Step, plan_message
 from app.models import Event, utcnow
+from app.rates import Occurrence, mail_occurrence, record_occurrences
 from app.settings import Settings
 from app.streams import GLOBAL_SCOPE
 from app.suppression import SuppressRequest, SuppressResult
@@ -208,6 +209,11 @@ async def apply_plans(
         return _decide(plans, set()).results(plans)
     async with db.write(addresses) as s:
         written = await write_plans(s, services, plans)
+        # Bounce mail is counted here, on the mail path only: delivery events reach write_plans
+        # too, and the event store counts them itself (app.events.store).
+        await record_occurrences(
+            await s.connection(), _rate_occurrences(written.decision, utcnow())
+        )
     await after_commit(services, written, db)
     return written.results(plans)
 
@@ -316,6 +322,21 @@ def _soft_request(
             "days": settings.soft_suppression_days,
         },
     )
+
+
+def _rate_occurrences(d: _Decision, now: datetime) -> list[Occurrence | None]:
+    """What the steps carried out add to the deliverability rates (app.rates)."""
+    return [
+        mail_occurrence(
+            kind=step.kind,
+            outcome=step.outcome,
+            address=step.address,
+            stream=step.stream or step.detail.get("stream"),
+            remote_mta=step.detail.get("remote_mta"),
+            now=now,
+        )
+        for _, step in (*d.suppress, *d.events)
+    ]
 
 
 def _event_kind(step: Step) -> str:

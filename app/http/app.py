@@ -23,6 +23,7 @@ from app.http.routes import (
     tokens,
     unsubscribe,
 )
+from app.http.routes import stats as stats_routes
 
 VERSION = "0.1.0"
 
@@ -57,4 +58,5 @@ def build_http_app(
     app.include_router(unsubscribe.router)
     app.include_router(tokens.router)
     app.include_router(events.router)
+    app.include_router(stats_routes.router)
     return app

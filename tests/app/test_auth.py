@@ -36,6 +36,7 @@ ROUTES: list[tuple[str, str, dict[str, object], str]] = [
     ("GET", "/v1/suppressions/export", {}, "read"),
     ("POST", "/v1/tokens", {"json": {"recipients": [ADDR]}}, "write"),
     ("GET", "/v1/messages/1/explanation", {}, "read"),
+    ("GET", "/v1/stats", {}, "read"),
     ("POST", "/v1/events/kumomta", {"content": b"[]"}, "events"),
 ]
 

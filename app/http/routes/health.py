@@ -14,6 +14,7 @@ from app.http.deps import ApiRoute, CheckKey, ServicesDep
 from app.http.responses import JSONBytes
 from app.http.schemas import Health, Readiness, error_responses
 from app.intake import IntakeStore
+from app.rates import refresh_gauges
 
 router = APIRouter(tags=["health"], route_class=ApiRoute)
 
@@ -82,6 +83,7 @@ async def prometheus_metrics(services: ServicesDep, _key: CheckKey) -> Response:
             metrics.INTAKE_MESSAGES.labels("pending").set(pending)
             metrics.INTAKE_MESSAGES.labels("failed").set(failed)
             metrics.INTAKE_OLDEST_PENDING.set(oldest_s)
+            await refresh_gauges(services.db)
         except DB_ERRORS:
             pass
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
