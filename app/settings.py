@@ -153,6 +153,14 @@ class Settings(BaseSettings):
         description="Scope of an unsubscribe that names no stream ('global' blocks every stream)",
     )
 
+    # Support console (served at / by `stoplist serve`)
+    console_idle_minutes: float = Field(
+        default=30, gt=0, description="A console session unused this long is signed out"
+    )
+    console_max_hours: float = Field(
+        default=12, gt=0, description="A console session ends this long after sign-in, used or not"
+    )
+
     @field_validator("smtp_domains", mode="before")
     @classmethod
     def _domains(cls, value: object) -> object:

@@ -117,7 +117,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("app.container",),
     ("app.feedback", "app.bulk", "app.intake"),
     ("app.intake.child", "app.intake.smtp"),
-    ("app.http",),
+    ("app.http", "app.console"),
     ("app.main", "app.cli"),
 ]
 

@@ -21,9 +21,11 @@ from app.suppression.model import (
     check_answer,
     decide,
     invalid_slot,
+    merge_domain_entries,
     normalise_or_422,
     row_to_entry,
     scope_for,
+    with_domain_keys,
 )
 from app.suppression.replica import CacheReplica
 
@@ -49,7 +51,7 @@ class SuppressionLookup(CacheReplica):
         scope = scope_for(stream)
         normalised = [try_normalise(a) if isinstance(a, str) else None for a in addresses]
         valid = [n for n in normalised if n is not None]
-        entries = await self.lookup_entries(valid)
+        entries = merge_domain_entries(valid, await self.lookup_entries(with_domain_keys(valid)))
         now = time.time()
         out: list[dict[str, Any]] = []
         it = iter(entries)
@@ -73,7 +75,9 @@ class SuppressionLookup(CacheReplica):
     async def check_one(self, address: str, stream: str | None) -> dict[str, Any]:
         scope = scope_for(stream)
         norm = normalise_or_422(address)
-        (ent,) = await self.lookup_entries([norm], coalesce=True)
+        (ent,) = merge_domain_entries(
+            [norm], await self.lookup_entries(with_domain_keys([norm]), coalesce=True)
+        )
         hit = decide(ent, scope, time.time())
         metrics.CHECK_ADDRESSES.inc()
         if hit is not None:
@@ -86,8 +90,10 @@ class SuppressionLookup(CacheReplica):
         """Cache first; the database when the cache is cold, stale or down; 503 when both fail."""
         if not self.cache_dirty:
             try:
-                if coalesce and len(addresses) == 1:
-                    result = [await self._coalesced_get(addresses[0])]
+                if coalesce:
+                    result = list(
+                        await asyncio.gather(*(self._coalesced_get(a) for a in addresses))
+                    )
                 else:
                     result = await self.cache.get_many(addresses)
                 self.cache_state = "ok"
@@ -105,8 +111,8 @@ class SuppressionLookup(CacheReplica):
             metrics.CACHE_FALLBACKS.labels("stale").inc()
             self.schedule_rebuild()
         try:
-            if coalesce and len(addresses) == 1:
-                return [await self._coalesced_db_get(addresses[0])]
+            if coalesce:
+                return list(await asyncio.gather(*(self._coalesced_db_get(a) for a in addresses)))
             return await self._entries_from_db_bounded(addresses)
         except DB_ERRORS as exc:
             metrics.CHECK_UNAVAILABLE.inc()

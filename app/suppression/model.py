@@ -54,6 +54,52 @@ class ExpiryInPast(InvalidInput):
     error = "expiry_in_past"
 
 
+# A whole domain is suppressed by a row whose address is "@" + the domain: no address has an empty
+# local part, so the key cannot be a mailbox, and a check looks it up beside the address's own.
+DOMAIN_KEY_PREFIX = "@"
+
+
+def normalise_domain(raw: str) -> str:
+    """A domain as addresses store it (lower-case IDNA); a leading "@" is allowed; 422 if not
+    a domain."""
+    text = raw.strip().removeprefix(DOMAIN_KEY_PREFIX)
+    try:
+        return normalise_address("x@" + text).rpartition("@")[2]
+    except InvalidAddress:
+        raise InvalidDomain(f"domain {raw!r}: not a valid domain") from None
+
+
+def domain_key(domain: str) -> str:
+    """The list key of a whole-domain suppression (``domain`` already normalised)."""
+    return DOMAIN_KEY_PREFIX + domain
+
+
+def with_domain_keys(addresses: Sequence[str]) -> list[str]:
+    """``addresses`` followed by the domain key of each distinct domain among them."""
+    domains = dict.fromkeys(domain_key(domain_of(a)) for a in addresses)
+    return [*addresses, *domains]
+
+
+def merge_domain_entries(
+    addresses: Sequence[str], found: Sequence[Entries | None]
+) -> list[Entries | None]:
+    """Each address's entries joined with its domain's (``found`` in ``with_domain_keys``
+    order)."""
+    n = len(addresses)
+    by_key = dict(zip(with_domain_keys(addresses)[n:], found[n:], strict=True))
+    out: list[Entries | None] = []
+    for address, own in zip(addresses, found[:n], strict=True):
+        dom = by_key[domain_key(domain_of(address))]
+        out.append(own if not dom else (tuple(own or ()) + tuple(dom)))
+    return out
+
+
+def list_key(address: str, *, whole_domain: bool = False) -> str:
+    """The key an address (or, with ``whole_domain``, its domain) is stored under; 422 if
+    invalid."""
+    return domain_key(normalise_domain(address)) if whole_domain else normalise_or_422(address)
+
+
 def parse_since(raw: str | None) -> datetime | None:
     """A ``since`` filter: ISO 8601 (naive = UTC); 422 naming the value otherwise.
 
@@ -125,8 +171,11 @@ class SuppressionFilter:
     stream: str | None = None
     domain: str | None = None
     since: datetime | None = None  # last seen at or after
+    source: str | None = None  # bounce, complaint, unsubscribe, api, cli, import
 
     def __post_init__(self) -> None:
+        if self.source is not None and self.source not in SOURCES:
+            raise InvalidInput(f"source {self.source!r}: one of {', '.join(sorted(SOURCES))}")
         if self.outcome is not None and self.outcome not in SUPPRESSING_OUTCOMES:
             raise InvalidInput(f"outcome {self.outcome!r}: one of {', '.join(STRENGTH)}")
         if self.reason is not None and not REASON_RE.match(self.reason):
@@ -137,11 +186,7 @@ class SuppressionFilter:
             object.__setattr__(self, "since", self.since.replace(tzinfo=UTC))
         if self.domain is not None:
             # The stored form: lower-case IDNA, as normalise_address writes it.
-            try:
-                domain = normalise_address("x@" + self.domain.strip()).rpartition("@")[2]
-            except InvalidAddress:
-                raise InvalidDomain(f"domain {self.domain!r}: not a valid domain") from None
-            object.__setattr__(self, "domain", domain)
+            object.__setattr__(self, "domain", normalise_domain(self.domain))
 
 
 @dataclass(slots=True)
@@ -162,11 +207,12 @@ class SuppressRequest:
     reply_code: int | None = None
     diagnostic: str | None = None
     message_id: int | None = None
+    whole_domain: bool = False  # suppress every address of the domain named by ``address``
 
 
 def validate_request(req: SuppressRequest, now: datetime) -> SuppressRequest:
     """``req`` with its address normalised and ``stream`` set to the scope; 422 if invalid."""
-    address = normalise_or_422(req.address)
+    address = list_key(req.address, whole_domain=req.whole_domain)
     scope = scope_for(req.stream)
     if req.outcome not in SUPPRESSING_OUTCOMES:
         raise InvalidInput(f"outcome {req.outcome!r}: one of {sorted(SUPPRESSING_OUTCOMES)}")
