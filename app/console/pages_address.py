@@ -47,23 +47,25 @@ async def find(
             why = detail.get("why") if isinstance(detail, dict) else str(detail)
             context["error"] = f"Not an address or a domain: {why}"
             return page(request, "find.html", viewer, status_code=422, done="", **context)
-        rows = await _rows(services, key, whole_domain=whole_domain)
-        domain = domain_of(key)
-        domain_rows = [] if whole_domain else await _rows(services, domain, whole_domain=True)
+        if whole_domain:
+            rows = await _rows(services, key)
+        else:
+            rows = await services.suppressions.rows_with_domain(key)
         context.update(
             address=key,
             whole_domain=whole_domain,
-            domain=domain,
+            domain=domain_of(key),
             rows=rows,
-            active=[r for r in rows + domain_rows if r["active"]],
+            active=[r for r in rows if r["active"]],
             history=await services.suppressions.history(key, limit=200, whole_domain=whole_domain),
         )
     return page(request, "find.html", viewer, done=done, **context)
 
 
-async def _rows(services: ServicesDep, key: str, *, whole_domain: bool) -> list[dict[str, Any]]:
+async def _rows(services: ServicesDep, key: str) -> list[dict[str, Any]]:
+    """The entries of a whole domain's own key."""
     try:
-        detail = await services.suppressions.get(key, events=0, whole_domain=whole_domain)
+        detail = await services.suppressions.get(key, events=0, whole_domain=True)
     except NotFound:
         return []
     rows: list[dict[str, Any]] = detail["suppressions"]

@@ -20,12 +20,12 @@ from app.suppression import repository
 from app.suppression.model import (
     check_answer,
     decide,
+    domain_keys,
     invalid_slot,
     merge_domain_entries,
     normalise_or_422,
     row_to_entry,
     scope_for,
-    with_domain_keys,
 )
 from app.suppression.replica import CacheReplica
 
@@ -51,7 +51,9 @@ class SuppressionLookup(CacheReplica):
         scope = scope_for(stream)
         normalised = [try_normalise(a) if isinstance(a, str) else None for a in addresses]
         valid = [n for n in normalised if n is not None]
-        entries = merge_domain_entries(valid, await self.lookup_entries(with_domain_keys(valid)))
+        domains = domain_keys(valid)
+        found = await self.lookup_entries([*valid, *domains])
+        entries = merge_domain_entries(valid, found, domains)
         now = time.time()
         out: list[dict[str, Any]] = []
         it = iter(entries)
@@ -75,9 +77,9 @@ class SuppressionLookup(CacheReplica):
     async def check_one(self, address: str, stream: str | None) -> dict[str, Any]:
         scope = scope_for(stream)
         norm = normalise_or_422(address)
-        (ent,) = merge_domain_entries(
-            [norm], await self.lookup_entries(with_domain_keys([norm]), coalesce=True)
-        )
+        domain = norm[norm.rindex("@") :]
+        own, dom = await self.lookup_entries([norm, domain], coalesce=True)
+        ent = own if not dom else (tuple(own or ()) + tuple(dom))
         hit = decide(ent, scope, time.time())
         metrics.CHECK_ADDRESSES.inc()
         if hit is not None:

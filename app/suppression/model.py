@@ -74,23 +74,33 @@ def domain_key(domain: str) -> str:
     return DOMAIN_KEY_PREFIX + domain
 
 
+def domain_keys(addresses: Sequence[str]) -> list[str]:
+    """The domain key of each distinct domain among ``addresses`` (normalised), in order.
+
+    On the check's hot path: the key is a slice (``"@domain"`` is already in the address)."""
+    return list(dict.fromkeys([a[a.rindex("@") :] for a in addresses]))
+
+
 def with_domain_keys(addresses: Sequence[str]) -> list[str]:
-    """``addresses`` followed by the domain key of each distinct domain among them."""
-    domains = dict.fromkeys(domain_key(domain_of(a)) for a in addresses)
-    return [*addresses, *domains]
+    """``addresses`` followed by their ``domain_keys``: every key a check of them reads."""
+    return [*addresses, *domain_keys(addresses)]
 
 
 def merge_domain_entries(
-    addresses: Sequence[str], found: Sequence[Entries | None]
+    addresses: Sequence[str], found: Sequence[Entries | None], domains: Sequence[str]
 ) -> list[Entries | None]:
-    """Each address's entries joined with its domain's (``found`` in ``with_domain_keys``
-    order)."""
+    """Each address's entries joined with its domain's; ``found`` holds the entries of
+    ``addresses`` then of ``domains`` (their ``domain_keys``). Nearly always no domain has an
+    entry: then this is one pass over the distinct domains."""
     n = len(addresses)
-    by_key = dict(zip(with_domain_keys(addresses)[n:], found[n:], strict=True))
-    out: list[Entries | None] = []
-    for address, own in zip(addresses, found[:n], strict=True):
-        dom = by_key[domain_key(domain_of(address))]
-        out.append(own if not dom else (tuple(own or ()) + tuple(dom)))
+    out = list(found[:n])
+    blocked = {key: entries for key, entries in zip(domains, found[n:], strict=True) if entries}
+    if blocked:
+        for i, address in enumerate(addresses):
+            dom = blocked.get(address[address.rindex("@") :])
+            if dom:
+                own = out[i]
+                out[i] = tuple(own) + tuple(dom) if own else dom
     return out
 
 

@@ -145,6 +145,16 @@ async def rows_of(s: AsyncSession, address: str) -> list[Suppression]:
     return list((await s.scalars(q)).all())
 
 
+async def rows_of_many(s: AsyncSession, keys: Sequence[str]) -> list[Suppression]:
+    """Every row (active or not) of several list keys, by key then scope."""
+    q = (
+        select(Suppression)
+        .where(Suppression.address.in_(list(keys)))
+        .order_by(Suppression.address, Suppression.scope)
+    )
+    return list((await s.scalars(q)).all())
+
+
 async def events_of(s: AsyncSession, address: str, limit: int) -> list[Event]:
     q = select(Event).where(Event.address == address).order_by(Event.id.desc()).limit(limit)
     return list((await s.scalars(q)).all())

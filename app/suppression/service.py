@@ -31,6 +31,7 @@ from app.suppression.model import (
     row_to_dict,
     scope_for,
     validate_request,
+    with_domain_keys,
 )
 from dsn.explain import rule_details
 
@@ -235,7 +236,7 @@ class SuppressionService(SuppressionLookup):
         now = utcnow()
         async with self.db.read() as s:
             rows = await repository.rows_of(s, norm)
-            evs = await repository.events_of(s, norm, events)
+            evs = await repository.events_of(s, norm, events) if events else []
         if not rows and not evs:
             raise NotFound(f"{norm} has never been suppressed")
         return {
@@ -246,6 +247,15 @@ class SuppressionService(SuppressionLookup):
             "suppressions": [row_to_dict(r, now) for r in rows],
             "events": [event_to_dict(e) for e in evs],
         }
+
+    async def rows_with_domain(self, address: str) -> list[dict[str, Any]]:
+        """Every entry (active or not) of ``address`` and of its domain's own entry, in one
+        read: what decides a check of it."""
+        norm = list_key(address)
+        now = utcnow()
+        async with self.db.read() as s:
+            rows = await repository.rows_of_many(s, with_domain_keys([norm]))
+        return [row_to_dict(r, now) for r in rows]
 
     async def history(
         self,
