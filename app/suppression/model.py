@@ -75,10 +75,11 @@ def domain_key(domain: str) -> str:
 
 
 def domain_keys(addresses: Sequence[str]) -> list[str]:
-    """The domain key of each distinct domain among ``addresses`` (normalised), in order.
+    """The domain key of each distinct domain among ``addresses`` (normalised).
 
-    On the check's hot path: the key is a slice (``"@domain"`` is already in the address)."""
-    return list(dict.fromkeys([a[a.rindex("@") :] for a in addresses]))
+    On the batch check's hot path: one ``rpartition`` per address into a set (the fastest of the
+    forms measured), the keys built once per distinct domain."""
+    return [DOMAIN_KEY_PREFIX + d for d in {a.rpartition("@")[2] for a in addresses}]
 
 
 def with_domain_keys(addresses: Sequence[str]) -> list[str]:
