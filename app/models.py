@@ -316,3 +316,18 @@ class RateCount(Base):
     complaint: Mapped[int] = mapped_column(BigInteger, default=0)
     unsubscribe: Mapped[int] = mapped_column(BigInteger, default=0)
     dropped: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class ConsoleSession(Base):
+    """A signed-in support console: the cookie holds a random token, only its SHA-256 is kept.
+
+    The session names the key by its hash, so revoking the key ends every session made with it."""
+
+    __tablename__ = "console_sessions"
+    __table_args__ = (Index("ix_console_sessions_last_seen_at", "last_seen_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256 of the cookie token
+    key_hash: Mapped[str] = mapped_column(String(64))
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)

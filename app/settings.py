@@ -177,6 +177,13 @@ class Settings(BaseSettings):
     postmark_basic_auth: SecretStr | None = Field(
         default=None, description="user:password in the Postmark webhook URL"
     )
+    # Support console (served at / by `stoplist serve`)
+    console_idle_minutes: float = Field(
+        default=30, gt=0, description="A console session unused this long is signed out"
+    )
+    console_max_hours: float = Field(
+        default=12, gt=0, description="A console session ends this long after sign-in, used or not"
+    )
 
     @field_validator("smtp_domains", mode="before")
     @classmethod

@@ -43,6 +43,7 @@ TABLES = (
     "sns_subscriptions",
     "webhook_tokens",
     "rate_counts",
+    "console_sessions",
 )
 
 

@@ -123,7 +123,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("app.container",),
     ("app.feedback", "app.bulk", "app.intake", "app.events"),
     ("app.intake.child", "app.intake.smtp"),
-    ("app.http",),
+    ("app.http", "app.console"),
     ("app.main", "app.cli"),
 ]
 

@@ -110,6 +110,9 @@ def _export_where(flt: ExportFilter, pg: bool) -> tuple[str, dict[str, Any]]:
     if flt.domain:
         where.append("domain = :domain")
         params["domain"] = flt.domain
+    if flt.source:
+        where.append("source = :source")
+        params["source"] = flt.source
     if flt.since:
         where.append("last_seen >= :since")
         params["since"] = flt.since

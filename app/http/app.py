@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from app.console import routes as console
 from app.container import Services
 from app.http.errors import install_error_handlers
 from app.http.middleware import MAX_BODY, BodyLimit
@@ -48,7 +49,9 @@ def build_http_app(
     )
     if services is not None:
         app.state.services = services
-    app.add_middleware(BodyLimit, max_bytes=MAX_BODY, exempt=(bulk.IMPORT_PATH,))
+    app.add_middleware(
+        BodyLimit, max_bytes=MAX_BODY, exempt=(bulk.IMPORT_PATH, console.IMPORT_PATH)
+    )
     install_error_handlers(app)
     app.include_router(check.router)
     app.include_router(bulk.router)  # before suppressions: /export is not an address
@@ -59,4 +62,5 @@ def build_http_app(
     app.include_router(tokens.router)
     app.include_router(events.router)
     app.include_router(stats_routes.router)
+    app.include_router(console.router)  # the support console at /, not in OpenAPI
     return app

@@ -89,13 +89,16 @@ async def reprocess(
     since: datetime | None = None,
     dry_run: bool = False,
     limit: int | None = None,
+    ids: list[int] | None = None,
 ) -> ReprocessReport:
     """Run stored messages through the pipeline again (after a parser or rule change).
 
     Reports the messages whose state, kind or per-recipient decision changes. With ``dry_run``
     nothing is written: the policy is asked what it would do. Messages still pending are left to
     the processor; messages whose raw bytes were purged cannot be reprocessed."""
-    rows = await store.select_for_reprocess(failed_only=failed_only, since=since, limit=limit)
+    rows = await store.select_for_reprocess(
+        failed_only=failed_only, since=since, limit=limit, ids=ids
+    )
     changes: list[ReprocessChange] = []
     for row in rows:
         assert row.raw is not None

@@ -398,9 +398,16 @@ class IntakeStore:
                 return total
 
     async def select_for_reprocess(
-        self, *, failed_only: bool, since: datetime | None, limit: int | None = None
+        self,
+        *,
+        failed_only: bool,
+        since: datetime | None,
+        limit: int | None = None,
+        ids: Sequence[int] | None = None,
     ) -> list[InboundMessage]:
         stmt = select(_T).where(_T.raw.is_not(None), _T.state != PENDING).order_by(_T.id)
+        if ids is not None:
+            stmt = stmt.where(_T.id.in_(list(ids)))
         if failed_only:
             stmt = stmt.where(_T.state == FAILED)
         if since is not None:
@@ -431,3 +438,17 @@ class IntakeStore:
         counts = {str(r[0]): int(r[1]) for r in rows}
         age = (utcnow() - oldest).total_seconds() if oldest is not None else 0.0
         return counts.get(PENDING, 0), counts.get(FAILED, 0), max(age, 0.0)
+
+    async def recent(
+        self, *, limit: int, failed_only: bool = False, before: int | None = None
+    ) -> list[dict[str, Any]]:
+        """The newest stored messages (without their bytes): state, kind, error, size."""
+        cols = (_T.id, _T.received_at, _T.state, _T.kind, _T.error, _T.size, _T.attempts)
+        stmt = select(*cols, _T.raw.is_not(None).label("kept")).order_by(_T.id.desc()).limit(limit)
+        if failed_only:
+            stmt = stmt.where(_T.state == FAILED)
+        if before is not None:
+            stmt = stmt.where(_T.id < before)
+        async with self.db.read() as session:
+            rows = (await session.execute(stmt)).mappings().all()
+        return [dict(r) for r in rows]

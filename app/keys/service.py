@@ -42,7 +42,11 @@ class KeyService:
         """The key's identity, or None. Unknown and revoked keys look the same to the caller."""
         if not KEY_RE.match(presented):
             return None
-        digest = hash_key(presented)
+        return await self.authenticate_digest(hash_key(presented))
+
+    async def authenticate_digest(self, digest: str) -> KeyInfo | None:
+        """Like :meth:`authenticate` for a key known by its hash (a console session keeps only
+        that): None once the key is revoked."""
         hit = self._verified.get(digest)
         now = time.monotonic()
         if hit is not None and hit[1] > now:

@@ -20,7 +20,9 @@ from app.suppression import repository
 from app.suppression.model import (
     check_answer,
     decide,
+    domain_keys,
     invalid_slot,
+    merge_domain_entries,
     normalise_or_422,
     row_to_entry,
     scope_for,
@@ -49,7 +51,9 @@ class SuppressionLookup(CacheReplica):
         scope = scope_for(stream)
         normalised = [try_normalise(a) if isinstance(a, str) else None for a in addresses]
         valid = [n for n in normalised if n is not None]
-        entries = await self.lookup_entries(valid)
+        domains = domain_keys(valid)
+        found = await self.lookup_entries([*valid, *domains])
+        entries = merge_domain_entries(valid, found, domains)
         now = time.time()
         out: list[dict[str, Any]] = []
         it = iter(entries)
@@ -73,7 +77,9 @@ class SuppressionLookup(CacheReplica):
     async def check_one(self, address: str, stream: str | None) -> dict[str, Any]:
         scope = scope_for(stream)
         norm = normalise_or_422(address)
-        (ent,) = await self.lookup_entries([norm], coalesce=True)
+        domain = norm[norm.rindex("@") :]
+        own, dom = await self.lookup_entries([norm, domain], coalesce=True)
+        ent = own if not dom else (tuple(own or ()) + tuple(dom))
         hit = decide(ent, scope, time.time())
         metrics.CHECK_ADDRESSES.inc()
         if hit is not None:
@@ -86,8 +92,10 @@ class SuppressionLookup(CacheReplica):
         """Cache first; the database when the cache is cold, stale or down; 503 when both fail."""
         if not self.cache_dirty:
             try:
-                if coalesce and len(addresses) == 1:
-                    result = [await self._coalesced_get(addresses[0])]
+                if coalesce:
+                    result = list(
+                        await asyncio.gather(*(self._coalesced_get(a) for a in addresses))
+                    )
                 else:
                     result = await self.cache.get_many(addresses)
                 self.cache_state = "ok"
@@ -105,8 +113,8 @@ class SuppressionLookup(CacheReplica):
             metrics.CACHE_FALLBACKS.labels("stale").inc()
             self.schedule_rebuild()
         try:
-            if coalesce and len(addresses) == 1:
-                return [await self._coalesced_db_get(addresses[0])]
+            if coalesce:
+                return list(await asyncio.gather(*(self._coalesced_db_get(a) for a in addresses)))
             return await self._entries_from_db_bounded(addresses)
         except DB_ERRORS as exc:
             metrics.CHECK_UNAVAILABLE.inc()

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, func, select, tuple_
+from sqlalchemy import ColumnElement, String, Table, func, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -145,6 +145,16 @@ async def rows_of(s: AsyncSession, address: str) -> list[Suppression]:
     return list((await s.scalars(q)).all())
 
 
+async def rows_of_many(s: AsyncSession, keys: Sequence[str]) -> list[Suppression]:
+    """Every row (active or not) of several list keys, by key then scope."""
+    q = (
+        select(Suppression)
+        .where(Suppression.address.in_(list(keys)))
+        .order_by(Suppression.address, Suppression.scope)
+    )
+    return list((await s.scalars(q)).all())
+
+
 async def events_of(s: AsyncSession, address: str, limit: int) -> list[Event]:
     q = select(Event).where(Event.address == address).order_by(Event.id.desc()).limit(limit)
     return list((await s.scalars(q)).all())
@@ -161,10 +171,19 @@ async def audit_entries_of(s: AsyncSession, address: str, limit: int) -> list[Au
 
 
 async def list_active(
-    s: AsyncSession, flt: SuppressionFilter, now: datetime, *, cursor: int | None, limit: int
+    s: AsyncSession,
+    flt: SuppressionFilter,
+    now: datetime,
+    *,
+    cursor: int | None,
+    limit: int,
+    newest_first: bool = False,
 ) -> list[Suppression]:
-    """Active rows matching ``flt``, by id after ``cursor``: at most ``limit``."""
+    """Active rows matching ``flt``, by id after ``cursor`` (before it, newest first): at most
+    ``limit``."""
     q = select(Suppression).where(active(now))
+    if flt.source:
+        q = q.where(Suppression.source == flt.source)
     if flt.outcome:
         q = q.where(Suppression.outcome == flt.outcome)
     if flt.reason:
@@ -175,6 +194,10 @@ async def list_active(
         q = q.where(Suppression.domain == flt.domain)
     if flt.since:
         q = q.where(Suppression.last_seen >= flt.since)
+    if newest_first:
+        if cursor:
+            q = q.where(Suppression.id < cursor)
+        return list((await s.scalars(q.order_by(Suppression.id.desc()).limit(limit))).all())
     if cursor:
         q = q.where(Suppression.id > cursor)
     return list((await s.scalars(q.order_by(Suppression.id).limit(limit))).all())
@@ -183,3 +206,28 @@ async def list_active(
 async def count_active_by_outcome(s: AsyncSession, now: datetime) -> dict[str, int]:
     q = select(Suppression.outcome, func.count()).where(active(now)).group_by(Suppression.outcome)
     return {str(o): int(n) for o, n in (await s.execute(q)).all()}
+
+
+async def added_per_day(
+    s: AsyncSession, now: datetime, since: datetime
+) -> list[tuple[str, str, int]]:
+    """(day as YYYY-MM-DD, outcome, count) of the suppressions first seen since ``since`` and
+    active now."""
+    day = func.substr(func.cast(Suppression.first_seen, String), 1, 10)
+    q = (
+        select(day, Suppression.outcome, func.count())
+        .where(active(now), Suppression.first_seen >= since)
+        .group_by(day, Suppression.outcome)
+    )
+    return [(str(d), str(o), int(n)) for d, o, n in (await s.execute(q)).all()]
+
+
+async def top_domains(s: AsyncSession, now: datetime, limit: int) -> list[tuple[str, int]]:
+    q = (
+        select(Suppression.domain, func.count())
+        .where(active(now))
+        .group_by(Suppression.domain)
+        .order_by(func.count().desc(), Suppression.domain)
+        .limit(limit)
+    )
+    return [(str(d), int(n)) for d, n in (await s.execute(q)).all()]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy.exc import DBAPIError
@@ -26,11 +26,12 @@ from app.suppression.model import (
     SuppressResult,
     audit_to_dict,
     event_to_dict,
+    list_key,
     new_row,
-    normalise_or_422,
     row_to_dict,
     scope_for,
     validate_request,
+    with_domain_keys,
 )
 from dsn.explain import rule_details
 
@@ -152,9 +153,11 @@ class SuppressionService(SuppressionLookup):
         reason: str,
         actor: str,
         may_remove_complaints: bool,
+        whole_domain: bool = False,
     ) -> list[dict[str, Any]]:
-        """Remove active suppressions; complaints only with admin scope and force (legal risk)."""
-        norm = normalise_or_422(address)
+        """Remove active suppressions (of the address, or with ``whole_domain`` of its domain's
+        own entry); complaints only with admin scope and force (legal risk)."""
+        norm = list_key(address, whole_domain=whole_domain)
         if not reason or not reason.strip():
             raise InvalidInput("a reason is required to unsuppress")
         if "\x00" in reason:
@@ -226,12 +229,14 @@ class SuppressionService(SuppressionLookup):
             await asyncio.sleep(0.01 * attempt)
             attempt += 1
 
-    async def get(self, address: str, *, events: int = 20) -> dict[str, Any]:
-        norm = normalise_or_422(address)
+    async def get(
+        self, address: str, *, events: int = 20, whole_domain: bool = False
+    ) -> dict[str, Any]:
+        norm = list_key(address, whole_domain=whole_domain)
         now = utcnow()
         async with self.db.read() as s:
             rows = await repository.rows_of(s, norm)
-            evs = await repository.events_of(s, norm, events)
+            evs = await repository.events_of(s, norm, events) if events else []
         if not rows and not evs:
             raise NotFound(f"{norm} has never been suppressed")
         return {
@@ -243,11 +248,25 @@ class SuppressionService(SuppressionLookup):
             "events": [event_to_dict(e) for e in evs],
         }
 
+    async def rows_with_domain(self, address: str) -> list[dict[str, Any]]:
+        """Every entry (active or not) of ``address`` and of its domain's own entry, in one
+        read: what decides a check of it."""
+        norm = list_key(address)
+        now = utcnow()
+        async with self.db.read() as s:
+            rows = await repository.rows_of_many(s, with_domain_keys([norm]))
+        return [row_to_dict(r, now) for r in rows]
+
     async def history(
-        self, address: str, *, limit: int = 100, before: int | None = None
+        self,
+        address: str,
+        *,
+        limit: int = 100,
+        before: int | None = None,
+        whole_domain: bool = False,
     ) -> list[dict[str, Any]]:
-        """Events and audit entries for ``address``, newest first."""
-        norm = normalise_or_422(address)
+        """Events and audit entries for ``address`` (or its domain's own entry), newest first."""
+        norm = list_key(address, whole_domain=whole_domain)
         async with self.db.read() as s:
             evs = await repository.events_of(s, norm, limit)
             aud = await repository.audit_entries_of(s, norm, limit)
@@ -264,11 +283,18 @@ class SuppressionService(SuppressionLookup):
         return items[:limit]
 
     async def list(
-        self, flt: SuppressionFilter, *, cursor: int | None = None, limit: int = 100
+        self,
+        flt: SuppressionFilter,
+        *,
+        cursor: int | None = None,
+        limit: int = 100,
+        newest_first: bool = False,
     ) -> tuple[list[dict[str, Any]], int | None]:
         now = utcnow()
         async with self.db.read() as s:
-            rows = await repository.list_active(s, flt, now, cursor=cursor, limit=limit + 1)
+            rows = await repository.list_active(
+                s, flt, now, cursor=cursor, limit=limit + 1, newest_first=newest_first
+            )
         more = len(rows) > limit
         rows = rows[:limit]
         next_cursor = rows[-1].id if more and rows else None
@@ -278,3 +304,13 @@ class SuppressionService(SuppressionLookup):
         now = utcnow()
         async with self.db.read() as s:
             return await repository.count_active_by_outcome(s, now)
+
+    async def overview(self, *, days: int = 30, domains: int = 10) -> dict[str, Any]:
+        """Counts by outcome, suppressions added per day by outcome over ``days`` (active ones),
+        and the domains with the most active suppressions."""
+        now = utcnow()
+        async with self.db.read() as s:
+            by_outcome = await repository.count_active_by_outcome(s, now)
+            per_day = await repository.added_per_day(s, now, now - timedelta(days=days))
+            top = await repository.top_domains(s, now, domains)
+        return {"by_outcome": by_outcome, "per_day": per_day, "top_domains": top}
