@@ -11,22 +11,12 @@ import asyncio
 from typing import Final
 
 from app.intake.smtp.handler import Reply
+from app.intake.smtp.internals import unread
 
 _DATA_END: Final = b"\r\n.\r\n"
 _DATA_CHUNK: Final = 1 << 16
 # aiosmtpd's reply for a line over RFC 5321 §4.5.3.1.6's limit (RFC 5321 §4.5.3.1.10's text).
 LINE_TOO_LONG: Final = "500 Line too long (see RFC5321 4.5.3.1.6)"
-
-
-def _buffer_of(reader: asyncio.StreamReader) -> bytearray:
-    """The bytes a StreamReader holds unread. asyncio has no public way to push bytes back or
-    drop them; its buffer is this bytearray (aiosmtpd clears it after STARTTLS too)."""
-    buffer = getattr(reader, "_buffer", None)
-    if not isinstance(buffer, bytearray):
-        raise RuntimeError(
-            "asyncio.StreamReader keeps its buffer elsewhere: update app.intake.smtp"
-        )
-    return buffer
 
 
 async def read_data(
@@ -61,7 +51,7 @@ async def read_data(
                 refusal = Reply.TOO_BIG
         if end != -1:
             if len(body) > end + 5:
-                _buffer_of(reader)[:0] = body[end + 5 :]  # the next commands: unread
+                unread(reader, body[end + 5 :])  # the next commands
             if refusal is not None:
                 return None, refusal
             return bytes(body[: end + 2]).replace(b"\r\n.", b"\r\n")[2:], None

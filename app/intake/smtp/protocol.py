@@ -19,11 +19,12 @@ import asyncio
 import logging
 from typing import Any, AnyStr, Final, Protocol
 
-from aiosmtpd.smtp import MISSING, SMTP, syntax
+from aiosmtpd.smtp import MISSING, syntax
 
 from app import metrics
-from app.intake.smtp.data import _buffer_of, read_data
+from app.intake.smtp.data import read_data
 from app.intake.smtp.handler import Reply, SinkHandler, peer_host
+from app.intake.smtp.internals import AiosmtpdSession, drop_unread
 from app.settings import Settings
 
 log = logging.getLogger("app.smtp")
@@ -56,7 +57,7 @@ class SessionGate(Protocol):
     def forget(self, proto: SinkSMTP) -> None: ...
 
 
-class SinkSMTP(SMTP):
+class SinkSMTP(AiosmtpdSession):
     """aiosmtpd's protocol plus a connection gate, time limits, an abuse budget and enhanced
     replies (see the module docstring)."""
 
@@ -76,7 +77,7 @@ class SinkSMTP(SMTP):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Called again after STARTTLS with the TLS transport: only the first call is a new peer.
-        if self._original_transport is None and not self._admitted:
+        if self.first_transport and not self._admitted:
             refusal = self._sink.admit(transport.get_extra_info("peername"))
             if refusal is not None:
                 self._refused = True
@@ -114,7 +115,7 @@ class SinkSMTP(SMTP):
 
     # -- time limits
 
-    def _timeout_cb(self) -> None:
+    def on_command_timeout(self) -> None:
         # aiosmtpd's per-command timer: restarted when a command line is complete, so bytes
         # trickling in do not extend it.
         log.info("smtp: %s timed out", peer_host(self.session.peer if self.session else None))
@@ -146,15 +147,14 @@ class SinkSMTP(SMTP):
                 transport.write(reply.encode("ascii") + b"\r\n")
             transport.close()
         # Commands the client pipelined behind this point are dropped unread.
-        _buffer_of(self._reader).clear()
-        if self._handler_coroutine is not None:
-            self._handler_coroutine.cancel()
+        drop_unread(self.reader)
+        self.cancel_session()
 
     @syntax("STARTTLS", when="tls_context")
     async def smtp_STARTTLS(self, arg: str) -> None:
         # aiosmtpd would start TLS again inside TLS; RFC 3207 §4.2 forbids the client that, and
         # the EHLO after the handshake no longer offers it.
-        if self._tls_protocol is not None:
+        if self.tls_active:
             await self.push(Reply.TLS_ACTIVE)
             return
         await super().smtp_STARTTLS(arg)
@@ -175,24 +175,24 @@ class SinkSMTP(SMTP):
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         content, refusal = await read_data(
-            self._reader, self.data_size_limit, self.line_length_limit
+            self.reader, self.data_size_limit, self.line_length_limit
         )
         if content is None:
-            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            self.reset_after_data()
             if refusal is not None:
                 await self.push(refusal)
             return
         self.envelope.content = self.envelope.original_content = content
-        status = await self._call_handler_hook("DATA")
-        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        status = await self.call_handler_hook("DATA")
+        self.reset_after_data()
         await self.push("250 OK" if status is MISSING else status)
 
-    async def _call_handler_hook(self, command: str, *args: Any) -> Any:
+    async def call_handler_hook(self, command: str, *args: Any) -> Any:
         if command != "DATA":
-            return await super()._call_handler_hook(command, *args)
+            return await super().call_handler_hook(command, *args)
         self._storing = True
         try:
-            return await super()._call_handler_hook(command, *args)
+            return await super().call_handler_hook(command, *args)
         finally:
             self._storing = False
 

@@ -16,6 +16,7 @@ from typing import Any
 from app.container import Services
 from app.intake import Intake
 from app.intake.child import open_intake
+from app.intake.smtp import internals
 from app.intake.smtp.handler import Reply, SinkHandler, peer_host
 from app.intake.smtp.protocol import SinkSMTP
 from app.settings import Settings
@@ -82,6 +83,9 @@ class SmtpSink:
         # included (personal data), and a normal QUIT as a lost connection: warnings only.
         logging.getLogger("mail.log").setLevel(logging.WARNING)
         loop = asyncio.get_running_loop()
+        changed = internals.problems(loop)
+        if changed:
+            raise RuntimeError("the SMTP sink cannot run on these libraries: " + "; ".join(changed))
         self._server = await loop.create_server(
             self._protocol, host=self.settings.smtp_host, port=self.settings.smtp_port
         )
