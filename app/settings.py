@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.logs import LogFormat
 from app.signing import parse_signing_keys
 from app.streams import GLOBAL_SCOPE, STREAM_RE
 
@@ -151,6 +152,10 @@ class Settings(BaseSettings):
     unsubscribe_default_stream: str = Field(
         default="marketing",
         description="Scope of an unsubscribe that names no stream ('global' blocks every stream)",
+    )
+
+    log_format: LogFormat = Field(
+        default="text", description="Log lines as text, or as one JSON object each (app.logs)"
     )
 
     @field_validator("smtp_domains", mode="before")

@@ -34,17 +34,14 @@ def serve(
     log_level: Annotated[LogLevel, typer.Option(case_sensitive=False)] = LogLevel.INFO,
 ) -> None:
     """Run the HTTP API (and, when configured, the SMTP sink) in one process."""
-    import logging
-
     import uvicorn
 
     from app.db import run_migrations
+    from app.logs import UVICORN_LOG_CONFIG, configure_logging
     from app.main import create_app
 
     settings = settings_or_exit()
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(log_level.value, settings.log_format)
     if migrate:
         run_migrations(settings)
     uvicorn.run(
@@ -52,6 +49,7 @@ def serve(
         host=host or settings.http_host,
         port=port or settings.http_port,
         log_level=log_level.value,
+        log_config=UVICORN_LOG_CONFIG,
         access_log=False,
         proxy_headers=True,
     )
@@ -71,16 +69,14 @@ def smtp(
     migrate: Annotated[bool, typer.Option(help="Apply migrations first")] = True,
 ) -> None:
     """Run the SMTP sink and the intake processing alone (no HTTP API)."""
-    import logging
     import signal
 
     from app.db import run_migrations
     from app.intake.smtp import start_sink
+    from app.logs import configure_logging
 
     settings = settings_or_exit()
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(log_level.value, settings.log_format)
     if migrate:
         run_migrations(settings)
 

@@ -39,6 +39,7 @@ from app.container import Services, build_services, housekeeping
 from app.db import DB_ERRORS
 from app.intake import Intake, IntakeStore
 from app.intake.parse_pool import PROCESSING_NICE, ParsingPool
+from app.logs import configure_logging
 from app.settings import Settings
 
 log = logging.getLogger("app.intake_process")
@@ -176,7 +177,7 @@ def child_main(settings: Settings, wake: Connection, log_level: int) -> None:
     # acknowledgement (the service's own process) come first. Its parse workers inherit this.
     os.nice(PROCESSING_NICE)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(log_level, settings.log_format)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency of the server
@@ -254,7 +255,7 @@ async def release_claims(store: IntakeStore, *, timeout_s: float) -> int:
         log.warning("intake: could not release claims on the way out (%s); they expire", exc)
         return 0
     if released:
-        log.warning("intake: released %d claimed messages on the way out", released)
+        log.info("intake: released %d claimed messages on the way out", released)
     return released
 
 
