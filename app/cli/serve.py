@@ -27,11 +27,17 @@ class LogLevel(StrEnum):
     DEBUG = "debug"
 
 
+LogLevelOpt = Annotated[
+    LogLevel,
+    typer.Option(case_sensitive=False, help="Lowest level logged (format: STOPLIST_LOG_FORMAT)"),
+]
+
+
 def serve(
     host: Annotated[str | None, typer.Option(help="Default STOPLIST_HTTP_HOST")] = None,
     port: Annotated[int | None, typer.Option(help="Default STOPLIST_HTTP_PORT")] = None,
     migrate: Annotated[bool, typer.Option(help="Apply migrations first")] = True,
-    log_level: Annotated[LogLevel, typer.Option(case_sensitive=False)] = LogLevel.INFO,
+    log_level: LogLevelOpt = LogLevel.INFO,
 ) -> None:
     """Run the HTTP API (and, when configured, the SMTP sink) in one process."""
     import uvicorn
@@ -65,7 +71,7 @@ def migrate_cmd() -> None:
 
 
 def smtp(
-    log_level: Annotated[LogLevel, typer.Option(case_sensitive=False)] = LogLevel.INFO,
+    log_level: LogLevelOpt = LogLevel.INFO,
     migrate: Annotated[bool, typer.Option(help="Apply migrations first")] = True,
 ) -> None:
     """Run the SMTP sink and the intake processing alone (no HTTP API)."""
