@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 from aiosmtpd.smtp import SMTP
-from redis.asyncio.connection import ConnectionPool
+from redis.asyncio.connection import Connection, ConnectionPool
 
 from app.cache import resp
 from app.intake.parse_pool import worker_processes
@@ -102,3 +102,25 @@ def test_a_process_pools_workers_can_be_reached() -> None:
         (worker,) = worker_processes(executor)
         assert isinstance(worker, multiprocessing.process.BaseProcess)
         assert worker.is_alive()
+
+
+async def test_the_sink_refuses_to_start_on_a_changed_aiosmtpd(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from app.intake.smtp import SmtpSink
+    from app.settings import Settings
+
+    monkeypatch.delattr(SMTP, "_set_post_data_state")
+    sink = SmtpSink(Settings(smtp_port=0), intake=None)  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="_set_post_data_state"):
+        await sink.start()
+
+
+def test_the_redis_cache_refuses_a_changed_redis_py(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.cache import RedisCache
+
+    async def send_packed_command(self: Connection, command: bytes) -> None: ...
+
+    monkeypatch.setattr(Connection, "send_packed_command", send_packed_command)
+    with pytest.raises(RuntimeError, match=r"send_packed_command lost \['check_health'\]"):
+        RedisCache("redis://127.0.0.1:6379/15")
