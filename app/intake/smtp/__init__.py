@@ -2,8 +2,9 @@
 on the service's own event loop, never as a relay.
 
 ``handler`` (aiosmtpd hooks: recipients, store before 250), ``data`` (the DATA reader),
-``protocol`` (aiosmtpd's protocol with time limits, an abuse budget, STARTTLS rules) and
-``server`` (the listening socket, connection gate, ``start_sink``). May import ``app.intake``,
+``protocol`` (aiosmtpd's protocol with time limits, an abuse budget, STARTTLS rules), ``server``
+(the listening socket, connection gate, ``start_sink``) and ``internals`` (the private parts of
+asyncio and aiosmtpd the others use, checked at start). May import ``app.intake``,
 ``app.intake.child``, the container and everything below them.
 """
 
