@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.logs import LogFormat
 from app.signing import parse_signing_keys
 from app.streams import GLOBAL_SCOPE, STREAM_RE
 
@@ -183,6 +184,9 @@ class Settings(BaseSettings):
     )
     console_max_hours: float = Field(
         default=12, gt=0, description="A console session ends this long after sign-in, used or not"
+    )
+    log_format: LogFormat = Field(
+        default="text", description="Log lines as text, or as one JSON object each (app.logs)"
     )
 
     @field_validator("smtp_domains", mode="before")

@@ -397,7 +397,7 @@ def _example_input(rule: Rule, example: Example) -> dict[str, Any]:
 
 
 def check_rules(rules: RuleSet | None = None) -> list[str]:
-    """Problems in a rule set (empty means fine): the checks CI and ``rules check`` run."""
+    """Problems in a rule set (empty means fine): the checks CI and ``rules validate`` run."""
     ruleset = rules if rules is not None else default_rules()
     problems: list[str] = []
     seen: set[str] = set()

@@ -1,5 +1,7 @@
-"""Delivery events from ESP webhooks and MTA logs, the records that could not be read, SNS
-subscription confirmations waiting for an operator, and one-time webhook tokens (replay guard).
+"""Delivery events from ESP webhooks and MTA logs, and what comes with them.
+
+Also the records that could not be read, SNS subscription confirmations waiting for an operator,
+and one-time webhook tokens (replay guard).
 
 Revision ID: 0003
 Revises: 0002

@@ -1,7 +1,7 @@
 """Support console sessions: a random cookie token (stored hashed) exchanged for an API key.
 
 Revision ID: 0006
-Revises: 0002
+Revises: 0004
 Create Date: 2026-12-06 02:30:00.000000
 """
 

@@ -17,6 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from app.cache import resp
 from app.cache.model import (
     CACHE_FORMAT,
     TOMBSTONE_TTL_MS,
@@ -28,6 +29,7 @@ from app.cache.model import (
     encode,
     expiry_ms,
 )
+from app.cache.resp import exchange
 
 log = logging.getLogger("app.cache")
 
@@ -111,6 +113,9 @@ class RedisCache:
     kind = "redis"
 
     def __init__(self, url: str, *, prefix: str = "stoplist:", timeout_s: float = 0.5) -> None:
+        changed = resp.problems()
+        if changed:
+            raise RuntimeError("the Redis cache cannot run on this redis-py: " + "; ".join(changed))
         self._client = aioredis.Redis.from_url(
             url,
             socket_timeout=timeout_s,
@@ -176,7 +181,8 @@ class RedisCache:
         """MGET of the ready marker and every address, in one round trip.
 
         redis-py's generic command packing costs ~1.5 µs a key; the pre-send batch check sends
-        thousands, so the RESP request is built here directly (same bytes on the wire).
+        thousands, so the RESP request is built here (same bytes on the wire) and sent by
+        :func:`app.cache.resp.exchange`.
         """
         prefix = self._key_prefix_bytes
         parts = [
@@ -186,17 +192,7 @@ class RedisCache:
         for address in addresses:
             key = prefix + address.encode()
             parts.append(b"$%d\r\n%b\r\n" % (len(key), key))
-        pool = self._client.connection_pool
-        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
-        try:
-            await conn.send_packed_command(b"".join(parts), check_health=False)
-            values = await conn.read_response()
-        except BaseException:
-            # a half-read reply must not reach the next user of this connection
-            await conn.disconnect()
-            raise
-        finally:
-            await pool.release(conn)
+        (values,) = await exchange(self._client, b"".join(parts), 1)
         return cast(list[bytes | None], values)
 
     async def put(self, address: str, version: int, entries: Sequence[CachedEntry]) -> None:
@@ -263,20 +259,11 @@ class RedisCache:
         self._answered()
 
     async def _send(self, packed: bytes, replies: int) -> None:
-        pool = self._client.connection_pool
-        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
-        try:
-            await conn.send_packed_command(packed, check_health=False)
-            errors = []
-            for _ in range(replies):
-                reply = await conn.read_response(disable_decoding=True)
-                if isinstance(reply, Exception):
-                    errors.append(reply)
-        except BaseException:
-            await conn.disconnect()  # never hand a half-read connection to the next user
-            raise
-        finally:
-            await pool.release(conn)
+        errors = [
+            r
+            for r in await exchange(self._client, packed, replies, raw=True)
+            if isinstance(r, Exception)
+        ]
         if errors:
             raise errors[0]
 

@@ -44,23 +44,13 @@ def import_cmd(
 
     Never weakens an existing entry unless --overwrite; the same file twice changes nothing.
     Exits 1 when any row was invalid."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-
     from app import bulk
 
     if not file.is_file():
         err.print(f"[red]no such file:[/red] {file}")
         raise typer.Exit(2)
     size = file.stat().st_size
-    progress = Progress(
-        TextColumn("importing"),
-        BarColumn(),
-        DownloadColumn(),
-        TextColumn("{task.fields[rows]:>12,} rows  {task.fields[rate]:>9,} rows/s"),
-        TimeRemainingColumn(),
-        console=err,
-        disable=not err.is_terminal,
-    )
+    progress = _import_progress()
     task = progress.add_task("import", total=size, rows=0, rate=0)
     started = time.perf_counter()
     read = [0]
@@ -94,27 +84,45 @@ def import_cmd(
     with _fast_event_loop(), progress:
         summary = run(go)
         progress.update(task, completed=size)
-    result = summary.as_dict()
     if as_json:
-        dump(result)
+        dump(summary.as_dict())
     else:
-        state = (
-            "dry run, nothing written"
-            if dry_run
-            else ("committed" if summary.committed else "[red]nothing written[/red]")
-        )
-        out.print(
-            f"{summary.rows:,} rows ({summary.format}): {summary.inserted:,} inserted, "
-            f"{summary.updated:,} updated, {summary.unchanged:,} unchanged, "
-            f"{summary.skipped:,} skipped (expired), {summary.invalid:,} invalid; "
-            f"{state} in {summary.duration_s:.1f}s"
-        )
-        for e in summary.errors[:20]:
-            out.print(f"  line {e['line']}: {e['reason']} ({e['value']!r})")
-        if summary.invalid > 20:
-            out.print(f"  … and {summary.invalid - 20:,} more")
+        _print_import_summary(summary, dry_run=dry_run)
     if summary.invalid:
         raise typer.Exit(1)
+
+
+def _import_progress() -> Any:
+    """A progress bar on standard error (off when it is not a terminal)."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("importing"),
+        BarColumn(),
+        DownloadColumn(),
+        TextColumn("{task.fields[rows]:>12,} rows  {task.fields[rate]:>9,} rows/s"),
+        TimeRemainingColumn(),
+        console=err,
+        disable=not err.is_terminal,
+    )
+
+
+def _print_import_summary(summary: Any, *, dry_run: bool) -> None:
+    state = (
+        "dry run, nothing written"
+        if dry_run
+        else ("committed" if summary.committed else "[red]nothing written[/red]")
+    )
+    out.print(
+        f"{summary.rows:,} rows ({summary.format}): {summary.inserted:,} inserted, "
+        f"{summary.updated:,} updated, {summary.unchanged:,} unchanged, "
+        f"{summary.skipped:,} skipped (expired), {summary.invalid:,} invalid; "
+        f"{state} in {summary.duration_s:.1f}s"
+    )
+    for e in summary.errors[:20]:
+        out.print(f"  line {e['line']}: {e['reason']} ({e['value']!r})")
+    if summary.invalid > 20:
+        out.print(f"  … and {summary.invalid - 20:,} more")
 
 
 @contextmanager
@@ -150,8 +158,6 @@ def export_cmd(
     ] = False,
 ) -> None:
     """Export active suppressions as CSV (the format `stoplist import` reads)."""
-    import gzip
-
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
     from app import bulk
@@ -176,13 +182,7 @@ def export_cmd(
             hashed=hashed,
         )
         stats = bulk.ExportStats()
-        target: Any
-        if out_file is None:
-            target = sys.stdout.buffer
-        elif out_file.suffix == ".gz":
-            target = gzip.open(out_file, "wb")  # noqa: SIM115 - closed below
-        else:
-            target = out_file.open("wb")
+        target = _export_target(out_file)
         lines = 0
         try:
             async for data in bulk.export_csv(s.suppressions, flt, stats):
@@ -204,3 +204,14 @@ def export_cmd(
 
 
 # ------------------------------------------------------------------------------------- parsing
+
+
+def _export_target(out_file: Path | None) -> Any:
+    """Where the export goes: standard output, a gzip file (``.gz``) or a plain file."""
+    import gzip
+
+    if out_file is None:
+        return sys.stdout.buffer
+    if out_file.suffix == ".gz":
+        return gzip.open(out_file, "wb")
+    return out_file.open("wb")

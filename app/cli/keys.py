@@ -17,7 +17,7 @@ from app.cli.common import (
 )
 from app.container import Services
 
-keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys.", no_args_is_help=True, rich_markup_mode=None)
 
 
 @keys_app.command("create")

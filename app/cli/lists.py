@@ -16,7 +16,7 @@ from app.cli.common import (
 )
 from app.container import Services
 
-cache_app = typer.Typer(help="The suppression cache.", no_args_is_help=True)
+cache_app = typer.Typer(help="The suppression cache.", no_args_is_help=True, rich_markup_mode=None)
 
 
 def check(
@@ -48,7 +48,7 @@ def check(
 
 
 def suppress(
-    address: str,
+    address: Annotated[str, typer.Argument(help="The address to suppress")],
     reason: Annotated[str, typer.Option(help="snake_case reason")] = "manual",
     outcome: Annotated[str, typer.Option(help="manual|hard|soft|complaint|unsubscribe")] = "manual",
     stream: Annotated[str | None, typer.Option(help="Only this stream (default global)")] = None,
@@ -86,7 +86,7 @@ def suppress(
 
 
 def unsuppress(
-    address: str,
+    address: Annotated[str, typer.Argument(help="The address to remove from the list")],
     reason: Annotated[str, typer.Option(help="Why (kept in the audit log)")],
     stream: Annotated[str | None, typer.Option(help="Only this scope; default all")] = None,
     force: Annotated[bool, typer.Option(help="Also remove complaint suppressions")] = False,

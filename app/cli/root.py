@@ -19,6 +19,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help pages: the rich ones print a <bool> type beside every flag.
+    rich_markup_mode=None,
 )
 app.add_typer(keys_app, name="keys")
 app.add_typer(cache_app, name="cache")

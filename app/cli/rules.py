@@ -1,4 +1,4 @@
-"""``stoplist classify`` (one SMTP reply) and ``rules check`` (the rule files)."""
+"""``stoplist classify`` (one SMTP reply) and ``rules validate`` (the rule files)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from app.cli.common import (
     out,
 )
 
-rules_app = typer.Typer(help="Classification rules.", no_args_is_help=True)
+rules_app = typer.Typer(help="Classification rules.", no_args_is_help=True, rich_markup_mode=None)
 
 
 def classify(
@@ -35,8 +35,9 @@ def classify(
 _SAMPLES_DIR = Path(__file__).resolve().parents[2] / "samples"
 
 
-@rules_app.command("check")
-def rules_check(
+@rules_app.command("validate")
+@rules_app.command("check", hidden=True)  # its former name, beside the address `check`
+def rules_validate(
     samples: Annotated[
         Path | None,
         typer.Option(help="Golden samples to replay (default: the project's samples/)."),

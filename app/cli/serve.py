@@ -27,24 +27,27 @@ class LogLevel(StrEnum):
     DEBUG = "debug"
 
 
+LogLevelOpt = Annotated[
+    LogLevel,
+    typer.Option(case_sensitive=False, help="Lowest level logged (format: STOPLIST_LOG_FORMAT)"),
+]
+
+
 def serve(
     host: Annotated[str | None, typer.Option(help="Default STOPLIST_HTTP_HOST")] = None,
     port: Annotated[int | None, typer.Option(help="Default STOPLIST_HTTP_PORT")] = None,
     migrate: Annotated[bool, typer.Option(help="Apply migrations first")] = True,
-    log_level: Annotated[LogLevel, typer.Option(case_sensitive=False)] = LogLevel.INFO,
+    log_level: LogLevelOpt = LogLevel.INFO,
 ) -> None:
     """Run the HTTP API (and, when configured, the SMTP sink) in one process."""
-    import logging
-
     import uvicorn
 
     from app.db import run_migrations
+    from app.logs import UVICORN_LOG_CONFIG, configure_logging
     from app.main import create_app
 
     settings = settings_or_exit()
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(log_level.value, settings.log_format)
     if migrate:
         run_migrations(settings)
     uvicorn.run(
@@ -52,6 +55,7 @@ def serve(
         host=host or settings.http_host,
         port=port or settings.http_port,
         log_level=log_level.value,
+        log_config=UVICORN_LOG_CONFIG,
         access_log=False,
         proxy_headers=True,
     )
@@ -67,20 +71,18 @@ def migrate_cmd() -> None:
 
 
 def smtp(
-    log_level: Annotated[LogLevel, typer.Option(case_sensitive=False)] = LogLevel.INFO,
+    log_level: LogLevelOpt = LogLevel.INFO,
     migrate: Annotated[bool, typer.Option(help="Apply migrations first")] = True,
 ) -> None:
     """Run the SMTP sink and the intake processing alone (no HTTP API)."""
-    import logging
     import signal
 
     from app.db import run_migrations
     from app.intake.smtp import start_sink
+    from app.logs import configure_logging
 
     settings = settings_or_exit()
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(log_level.value, settings.log_format)
     if migrate:
         run_migrations(settings)
 

@@ -17,7 +17,9 @@ from app.cli.common import (
 )
 
 token_app = typer.Typer(
-    help="Signed return paths, references and unsubscribe links.", no_args_is_help=True
+    help="Signed return paths, references and unsubscribe links.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 

@@ -2,21 +2,11 @@
 
 An ``events.Event`` becomes the one-recipient ``MessageAnalysis`` a bounce or feedback-loop
 message about the same recipient would have produced, and ``app.feedback.planner.plan_message``
-decides, so the soft window, "policy never suppresses", global complaints and per-stream
-unsubscribes are stated once, there:
+decides (the soft window, "policy never suppresses", global complaints and per-stream
+unsubscribes are stated once, there); :func:`plan_event` says what each kind becomes.
 
-    =====================  ===================================================================
-    bounce, expired        a failed recipient: hard suppresses, soft counts towards the window,
-                           policy is recorded (expired is never hard: events/classify.py)
-    deferred               a delayed recipient: a ``delay`` event, never a bounce
-    complaint              a complaint of the event's feedback type (``abuse`` when none)
-    unsubscribe            an ``opt-out`` complaint: the event's stream, else the default one
-    delivered, dropped     nothing (a drop is the ESP's own list: nothing new about anyone)
-    =====================  ===================================================================
-
-A webhook request is authenticated as a whole (a signature or an API key) and a log is read by
-the operator, so the planner runs without signed-reference requirements: those protect the SMTP
-sink from forged bounce mail, which events are not. Pure: no I/O.
+Pure: no I/O. Webhooks are authenticated as a whole and logs are read by the operator, so the
+planner runs without the signed-reference requirements that guard the SMTP sink.
 """
 
 from __future__ import annotations
@@ -46,7 +36,17 @@ def event_settings(settings: Settings) -> Settings:
 
 def plan_event(event: Event, settings: Settings) -> Plan | None:
     """The plan for one event (``settings`` from :func:`event_settings`), or None when the event
-    says nothing about the recipient's list entry."""
+    says nothing about the recipient's list entry:
+
+    =====================  ===================================================================
+    bounce, expired        a failed recipient: hard suppresses, soft counts towards the window,
+                           policy is recorded (expired is never hard: events/classify.py)
+    deferred               a delayed recipient: a ``delay`` event, never a bounce
+    complaint              a complaint of the event's feedback type (``abuse`` when none)
+    unsubscribe            an ``opt-out`` complaint: the event's stream, else the default one
+    delivered, dropped     nothing (a drop is the ESP's own list: nothing new about anyone)
+    =====================  ===================================================================
+    """
     if event.recipient is None or event.kind in _NO_POLICY:
         return None
     plan = plan_message(_analysis(event), _NO_ENVELOPE, settings, None)

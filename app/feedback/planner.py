@@ -2,40 +2,9 @@
 
 ``plan_message(analysis, envelope, settings, signer)`` returns a :class:`Plan` (the steps to
 write); ``app.feedback.applier`` carries it out. Nothing here reads the database, so the policy
-below is testable with settings and a signer alone.
-
-Who the message is about
-    A bounce comes back to the envelope sender we used; when that is one of our signed return
-    paths, or the returned original carries a valid ``X-Stoplist-Ref``, the recipient and stream
-    come from the signed reference, not from the report's text (``verified``). A reference that is
-    present but does not verify (forged, tampered, expired, unknown key) means the report is
-    recorded and never applied, whatever the settings say; with ``require_signed_bounces`` /
-    ``require_signed_reports`` an unsigned report is recorded and never applied either. A value
-    that is not one of our references at all (malformed) counts as absent. Without signing keys
-    no reference can be checked: reports are applied as parsed.
-
-What happens (one row per recipient; duplicate results for one recipient keep the strongest):
-
-    =========================  =============================================================
-    bounce, outcome ``hard``   global permanent suppression (event ``bounce``)
-    bounce, outcome ``soft``   event ``bounce``; at ``soft_bounce_threshold`` soft bounces
-                               within ``soft_bounce_window_h``, a global suppression that
-                               expires after ``soft_suppression_days`` (event ``soft_threshold``)
-    bounce, outcome ``policy`` event ``policy_block`` (about the sender, never suppresses)
-    action ``delayed``         event ``delay``; never counted as a bounce
-    complaint (abuse, fraud,   global permanent ``complaint`` suppression
-    virus, other)
-    complaint ``opt-out``      ``unsubscribe`` in the report's stream; without a stream, in
-                               ``unsubscribe_default_stream`` (``marketing`` unless configured:
-                               an opt-out must not silently stop password resets)
-    complaint ``not-spam``     event ``not_spam``
-    complaint ``auth-failure`` event ``auth_failure`` (RFC 6591: about our authentication)
-    auto-reply, delivery       nothing
-    report, unknown
-    =========================  =============================================================
-
-Mail to the ``mailto:`` unsubscribe address (``unsubscribe+<signed>@<unsubscribe domain>``) is an
-unsubscribe, whatever its content (``_plan_mailto``).
+is testable with settings and a signer alone. Who a message is about (a signed reference wins over
+the report's text; a reference that fails to verify is recorded, never applied) and what each
+outcome does: docs/architecture.md ("What a parsed message does").
 """
 
 from __future__ import annotations

@@ -1,26 +1,11 @@
 """Intake processing in a process of its own (``STOPLIST_INTAKE_PROCESS=separate``, PostgreSQL).
 
-The service's process then only runs the SMTP dialogue and the group commits (and the HTTP API);
-one child process, started with ``spawn``, runs the processing loop (claim -> parse -> apply ->
-finish) with its own engine, cache client and parse workers. Nothing is handed over in memory:
-the child takes the stored rows from ``inbound_messages`` with the sweep (``FOR UPDATE SKIP
-LOCKED``), so whatever the sink committed is processed even if the child was down meanwhile.
-
-* **Wake-up.** After each commit that stored something new the sink writes a byte to a pipe; the
-  child sweeps when it reads one (several commits during a sweep make one more sweep). The
-  ``intake_sweep_interval_s`` timer stays the backstop.
-* **Life cycle.** The child stops when the pipe reaches end of file: when the service closes the
-  intake, and also when the service process dies, however it dies. It ignores Ctrl-C (the
-  terminal sends it to the whole process group; the parent decides). A child that exits is
-  started again (after 1 s, doubling up to 30 s while it keeps dying young); its unfinished claims
-  are retried after ``intake_claim_timeout_s``, like those of a crashed replica. The child leads
-  a process group of its own: the parse workers a killed child leaves behind are killed with it.
-* **Claims on the way out.** A child that stops (the pipe closed: a restart, a deploy, or the
-  service killed with ``kill -9``, which the child outlives in its own process group) releases
-  the claims it still holds once its processing has stopped, so the next processor takes those
-  rows at its next sweep instead of after ``intake_claim_timeout_s`` (300 s by default). Stopping
-  is bounded (``_CHILD_STOP_TIMEOUT_S``): past it the child kills its own process group, so it
-  never outlives a dead service (``bench/crash_consistency.py`` checks both).
+The service's process then only runs the SMTP dialogue, the group commits and the HTTP API; one
+child process (``spawn``) runs the processing loop with its own engine, cache client and parse
+workers, taking the stored rows with the sweep, so nothing is handed over in memory. The sink wakes
+it through a pipe; it stops when the pipe closes (also when the service dies), releases its claims
+on the way out, and is restarted when it dies. In detail: docs/architecture.md ("The intake
+pipeline").
 """
 
 from __future__ import annotations
@@ -39,6 +24,7 @@ from app.container import Services, build_services, housekeeping
 from app.db import DB_ERRORS
 from app.intake import Intake, IntakeStore
 from app.intake.parse_pool import PROCESSING_NICE, ParsingPool
+from app.logs import configure_logging
 from app.settings import Settings
 
 log = logging.getLogger("app.intake_process")
@@ -176,7 +162,7 @@ def child_main(settings: Settings, wake: Connection, log_level: int) -> None:
     # acknowledgement (the service's own process) come first. Its parse workers inherit this.
     os.nice(PROCESSING_NICE)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(log_level, settings.log_format)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency of the server
@@ -254,7 +240,7 @@ async def release_claims(store: IntakeStore, *, timeout_s: float) -> int:
         log.warning("intake: could not release claims on the way out (%s); they expire", exc)
         return 0
     if released:
-        log.warning("intake: released %d claimed messages on the way out", released)
+        log.info("intake: released %d claimed messages on the way out", released)
     return released
 
 

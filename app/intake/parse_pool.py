@@ -197,6 +197,16 @@ def inline_parse(
     return ParseOutcome(analysis=analysis, seconds=time.perf_counter() - started)
 
 
+def worker_processes(executor: ProcessPoolExecutor) -> list[multiprocessing.process.BaseProcess]:
+    """The executor's live worker processes. ProcessPoolExecutor has no public way to stop a busy
+    worker; its private ``_processes`` (a dict by pid, CPython 3.11+) is read here only, and
+    tests/app/test_library_internals.py checks it on a real pool."""
+    processes = getattr(executor, "_processes", None)
+    if not isinstance(processes, dict):
+        raise RuntimeError("ProcessPoolExecutor keeps its workers elsewhere: see worker_processes")
+    return list(processes.values())
+
+
 class ParsingPool:
     """A process pool for ``analyse_message`` with the bounds described in the module docstring."""
 
@@ -378,8 +388,7 @@ class ParsingPool:
         self.restarts += 1
         self._executor = self._new_executor()
         if kill:
-            # ProcessPoolExecutor has no public way to stop a busy worker.
-            for proc in list(old._processes.values()):
+            for proc in worker_processes(old):
                 with contextlib.suppress(Exception):
                     proc.kill()
         old.shutdown(wait=False, cancel_futures=True)
@@ -387,7 +396,7 @@ class ParsingPool:
     def close(self) -> None:
         if self._executor is not None:
             executor, self._executor = self._executor, None
-            for proc in list(executor._processes.values()):
+            for proc in worker_processes(executor):
                 with contextlib.suppress(Exception):
                     proc.terminate()
             executor.shutdown(wait=True, cancel_futures=True)

@@ -1,4 +1,4 @@
-"""``stoplist rules check``: rule validation plus the golden replay of ``samples/``."""
+"""``stoplist rules validate``: rule validation plus the golden replay of ``samples/``."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def _copy_sample(tmp_path: Path) -> Path:
 
 def test_the_shipped_samples_replay_unchanged() -> None:
     assert replay(SAMPLES) == []
-    result = runner.invoke(app, ["rules", "check"])
+    result = runner.invoke(app, ["rules", "validate"])
     assert result.exit_code == 0, result.output
     assert "golden samples unchanged" in result.output
 
@@ -45,11 +45,11 @@ def test_a_changed_golden_outcome_fails_the_check(tmp_path: Path) -> None:
         "soft",
         "hard",
     )
-    result = runner.invoke(app, ["rules", "check", "--samples", str(tmp_path / "samples")])
+    result = runner.invoke(app, ["rules", "validate", "--samples", str(tmp_path / "samples")])
     assert result.exit_code == 1
     assert "results[0].outcome" in result.output
     skipped = runner.invoke(
-        app, ["rules", "check", "--samples", str(tmp_path / "samples"), "--no-replay"]
+        app, ["rules", "validate", "--samples", str(tmp_path / "samples"), "--no-replay"]
     )
     assert skipped.exit_code == 0, skipped.output
 
