@@ -47,7 +47,7 @@ def build_http_app(
     )
     if services is not None:
         app.state.services = services
-    app.add_middleware(BodyLimit, max_bytes=MAX_BODY, exempt=(bulk.IMPORT_PATH,))
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY, exempt=(bulk.IMPORT_PATH, events.EVENTS_PATH))
     install_error_handlers(app)
     app.include_router(check.router)
     app.include_router(bulk.router)  # before suppressions: /export is not an address
