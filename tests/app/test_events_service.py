@@ -20,6 +20,7 @@ from sqlalchemy import func, select, update
 
 from app.container import Services, housekeeping
 from app.events.retention import Pruned, prune_events
+from app.main import create_app
 from app.models import DeliveryEvent, DeliveryEventError, utcnow
 from app.settings import Settings
 from tests.app.events_support import MAILGUN_KEY, Hooks, make_hooks, samples, sendgrid_headers
@@ -246,3 +247,16 @@ async def test_housekeeping_runs_its_jobs(hooks: Hooks) -> None:
     keeper.cancel()
     await asyncio.gather(keeper, return_exceptions=True)
     assert ran == [1]
+
+
+async def test_the_service_prunes_old_events(hooks: Hooks) -> None:
+    """``stoplist serve``'s lifespan runs the retention in its housekeeping."""
+    assert (await hooks.send("sendgrid", _sendgrid_body())).status_code == 200
+    await _age(hooks, DeliveryEvent, 8)
+    app = create_app(hooks.env.services.settings, services=hooks.env.services)
+    async with app.router.lifespan_context(app):
+        for _ in range(100):  # the first round runs after a second
+            if await hooks.stored() == 0:
+                break
+            await asyncio.sleep(0.1)
+    assert await hooks.stored() == 0
