@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -94,19 +96,59 @@ async def start_services(services: Services) -> None:
         sup.cache_state = "unavailable"
 
 
-async def housekeeping(services: Services, interval_s: float = 1.0) -> None:
+# A periodic job of housekeeping: (every so many seconds, what to run); given by the layers
+# above, which this module may not import (the delivery events' retention, for one).
+PeriodicJob = tuple[float, Callable[[Services], Awaitable[object]]]
+
+
+async def housekeeping(
+    services: Services, interval_s: float = 1.0, jobs: Sequence[PeriodicJob] = ()
+) -> None:
     """Rebuild a stale replica once the cache is reachable again; in embedded mode, pick up
-    writes made by other processes (CLI, imports) every second."""
+    writes made by other processes (CLI, imports) every second. ``jobs`` run when due (first on
+    the first round), each in a task of its own so a long one never delays the cache upkeep."""
     sup = services.suppressions
-    while True:
-        await asyncio.sleep(interval_s)
-        try:
-            if sup.cache_dirty:
-                sup.schedule_rebuild()
-                await sup.wait_rebuild()
-            elif services.cache.kind == "memory":
-                await sup.sync_from_database()
-        except DB_ERRORS as exc:
-            log.warning("housekeeping: database unreachable: %s", exc)
-        except Exception:
-            log.exception("housekeeping failed")
+    due = [0.0] * len(jobs)
+    running: dict[int, asyncio.Task[None]] = {}
+    try:
+        while True:
+            await asyncio.sleep(interval_s)
+            _start_due(services, jobs, due, running)
+            try:
+                if sup.cache_dirty:
+                    sup.schedule_rebuild()
+                    await sup.wait_rebuild()
+                elif services.cache.kind == "memory":
+                    await sup.sync_from_database()
+            except DB_ERRORS as exc:
+                log.warning("housekeeping: database unreachable: %s", exc)
+            except Exception:
+                log.exception("housekeeping failed")
+    finally:
+        for task in running.values():
+            task.cancel()
+
+
+def _start_due(
+    services: Services,
+    jobs: Sequence[PeriodicJob],
+    due: list[float],
+    running: dict[int, asyncio.Task[None]],
+) -> None:
+    now = time.monotonic()
+    for index, (every_s, job) in enumerate(jobs):
+        task = running.get(index)
+        if now < due[index] or (task is not None and not task.done()):
+            continue
+        due[index] = now + every_s
+        running[index] = asyncio.create_task(_run_job(services, job))
+
+
+async def _run_job(services: Services, job: Callable[[Services], Awaitable[object]]) -> None:
+    name = getattr(job, "__qualname__", repr(job))
+    try:
+        await job(services)
+    except DB_ERRORS as exc:
+        log.warning("housekeeping job %s: database unreachable: %s", name, exc)
+    except Exception:
+        log.exception("housekeeping job %s failed", name)

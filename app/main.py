@@ -13,6 +13,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.container import Services, build_services, housekeeping, start_services
+from app.events.retention import PRUNE_INTERVAL_S as EVENT_PRUNE_INTERVAL_S
+from app.events.retention import prune_events
 from app.http.app import build_http_app
 from app.intake.smtp import start_sink
 from app.rates.jobs import retention_job
@@ -33,7 +35,9 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         # Start-up objects live for the whole process: keep them out of the cyclic GC's scans
         # so its pauses do not land on the pre-send check's tail latency.
         gc.freeze()
-        keeper = asyncio.create_task(housekeeping(svc))
+        keeper = asyncio.create_task(
+            housekeeping(svc, jobs=[(EVENT_PRUNE_INTERVAL_S, prune_events)])
+        )
         rates_keeper = asyncio.create_task(retention_job(svc.db, svc.settings))
         sink = None
         if svc.settings.sink_enabled:

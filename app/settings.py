@@ -188,6 +188,24 @@ class Settings(BaseSettings):
     log_format: LogFormat = Field(
         default="text", description="Log lines as text, or as one JSON object each (app.logs)"
     )
+    events_timestamp_tolerance_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="SendGrid and Mailgun signatures whose timestamp is further from now are "
+        "refused (replay protection, like Stripe's and Standard Webhooks' tolerance)",
+    )
+    events_max_body_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1024, description="Largest body POST /v1/events/* takes (413)"
+    )
+    event_retention_days: float = Field(
+        default=7.0,
+        ge=0,
+        description="Delivery events received longer ago are pruned (0 = keep); must exceed the "
+        "senders' retry horizon, since a replay older than this is recorded again",
+    )
+    event_error_retention_days: float = Field(
+        default=30.0, ge=0, description="Unreadable event records are kept this long (0 = keep)"
+    )
 
     @field_validator("smtp_domains", mode="before")
     @classmethod

@@ -1,4 +1,5 @@
-"""Why the analysis said what it said about one message (``stoplist explain FILE``).
+"""Why the analysis said what it said about one message (``stoplist explain FILE``), and about
+one stored delivery event of an MTA log or ESP webhook (``stoplist events explain ID``).
 
 The explanation is rebuilt beside the analysis rather than recorded inside it, so the hot path
 pays nothing for it: the parsers are asked again in their written order (which declined, which
@@ -9,7 +10,9 @@ is looked up by the id the classification stored, with its file, matchers, sourc
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Final
 
 from classifiers import Rule, default_rules
@@ -21,7 +24,14 @@ from dsn.mail import Mail, normalise_line_endings, read_mail
 from dsn.model import DEFAULT_OPTIONS, AnalysisOptions, MessageAnalysis, RecipientResult
 from dsn.mta import PARSERS
 
-__all__ = ["MessageExplanation", "RecipientExplanation", "explain_message", "rule_details"]
+__all__ = [
+    "MessageExplanation",
+    "RecipientExplanation",
+    "explain_delivery_event",
+    "explain_message",
+    "render_event_text",
+    "rule_details",
+]
 
 _EVIDENCE_MAX: Final = 8
 _EXAMPLES_SHOWN: Final = 3
@@ -36,6 +46,37 @@ _WHY_KIND: Final = {
     "delay": "delivery is still being tried: recorded, nothing suppressed yet",
     "bounce": "a bounce",
 }
+
+
+# What a delivery event's kind lets it decide (events/classify.py limits the outcome by kind).
+_WHY_EVENT_KIND: Final = {
+    "bounce": "a failed delivery: classified by its reply like a bounce message",
+    "expired": "the sender gave up retrying: classified by the last reply, never by the expiry",
+    "deferred": "a retried failure: never hard, whatever its reply says (it does not prove the "
+    "address is gone)",
+    "complaint": "a complaint: suppresses globally (not-spam reports change nothing)",
+    "unsubscribe": "an unsubscribe: applies to its stream",
+    "delivered": "a delivery: changes nothing on the list",
+    "dropped": "the sender did not send (its own suppression list or an operator's purge): "
+    "nothing new about the recipient",
+}
+_EVENT_FIELDS: Final = (
+    "id",
+    "dedupe_id",
+    "source",
+    "kind",
+    "recipient",
+    "sender",
+    "time",
+    "received_at",
+    "location",
+    "stream",
+    "ip",
+    "pool",
+    "vmta",
+    "job_id",
+    "message_id",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +191,84 @@ def rule_details(rule_id: str | None, diagnostic: str | None = None) -> dict[str
         "note": rule.note,
         "examples": examples[:_EXAMPLES_SHOWN],
     }
+
+
+def explain_delivery_event(
+    event: Mapping[str, Any], vendor_meaning: tuple[str, str] | None = None
+) -> dict[str, Any]:
+    """Why a stored delivery event (a ``delivery_events`` row as column -> value) decided what it
+    did: the vendor's category beside what it means to us (``vendor_meaning``: outcome, reason,
+    from events/classify.py), our rule with its source and examples, and where they disagree."""
+    outcome, reason, rule_id = event.get("outcome"), event.get("reason"), event.get("rule_id")
+    diagnostic = event.get("diagnostic")
+    category = event.get("vendor_category")
+    vendor_outcome = vendor_meaning[0] if vendor_meaning else event.get("vendor_outcome")
+    disagreement = None
+    if event.get("disagrees"):
+        disagreement = (
+            f"{event.get('source')} files it as {category!r}, which means {vendor_outcome} to us; "
+            f"our rule {rule_id} says {outcome} / {reason}, and ours decides"
+        )
+    recipient = event.get("recipient")
+    provider = detect_provider(
+        remote_mta=event.get("remote_mta"),
+        recipient_domain=domain_of(recipient) if recipient else None,
+    )
+    return {
+        "event": {name: _plain(event.get(name)) for name in _EVENT_FIELDS},
+        "why": _WHY_EVENT_KIND.get(str(event.get("kind")), str(event.get("kind"))),
+        "vendor": {
+            "category": category,
+            "outcome": vendor_outcome,
+            "reason": vendor_meaning[1] if vendor_meaning else None,
+        },
+        "decision": {"outcome": outcome, "reason": reason, "rule_id": rule_id},
+        "disagreement": disagreement,
+        "signals": {
+            "reply_code": event.get("reply_code"),
+            "status": event.get("status"),
+            "remote_mta": event.get("remote_mta"),
+            "provider": provider,
+            "feedback_type": event.get("feedback_type"),
+            "diagnostic": diagnostic,
+        },
+        "rule": rule_details(rule_id, diagnostic),
+    }
+
+
+def render_event_text(obj: dict[str, Any]) -> str:
+    """A delivery event's explanation as a person reads it."""
+    event, decision, vendor = obj["event"], obj["decision"], obj["vendor"]
+    out = [
+        f"delivery event {event['id']} ({event['dedupe_id']}): {event['source']} {event['kind']}"
+        f" — {obj['why']}",
+        f"read at: {event['location']} (received {event['received_at']})",
+        f"recipient {event['recipient'] or '-'}: {decision['outcome']} / {decision['reason']}",
+    ]
+    where = {k: event[k] for k in ("stream", "ip", "pool", "vmta", "job_id") if event.get(k)}
+    if where:
+        out.append("  sent: " + ", ".join(f"{k}={v}" for k, v in where.items()))
+    if vendor["category"]:
+        meaning = "/".join(v for v in (vendor["outcome"], vendor["reason"]) if v) or "nothing"
+        out.append(f"  vendor category: {vendor['category']} (to us: {meaning})")
+    if obj["disagreement"]:
+        out.append(f"  disagreement: {obj['disagreement']}")
+    signals = obj["signals"]
+    named = [
+        f"{k}={signals[k]}"
+        for k in ("reply_code", "status", "remote_mta", "provider", "feedback_type")
+        if signals.get(k) is not None
+    ]
+    if named:
+        out.append("  signals: " + ", ".join(named))
+    if signals["diagnostic"]:
+        out.append(f"  diagnostic: {signals['diagnostic'][:300]}")
+    out.extend(_rule_lines(obj["rule"], decision["rule_id"]))
+    return "\n".join(out) + "\n"
+
+
+def _plain(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
 
 
 def _special_rule(rule_id: str) -> str:

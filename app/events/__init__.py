@@ -8,11 +8,12 @@ the CLI.
 """
 
 from app.events.policy import event_settings, plan_event
-from app.events.store import EventStore, PendingSubscription, RecordResult
+from app.events.store import EventStore, KeptError, PendingSubscription, RecordResult
 from app.events.webhooks import Receipt, WebhookIntake, WebhookSource
 
 __all__ = [
     "EventStore",
+    "KeptError",
     "PendingSubscription",
     "Receipt",
     "RecordResult",

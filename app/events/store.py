@@ -14,6 +14,7 @@ of ``app.rates``), belongs in :func:`_after_insert`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -40,9 +41,10 @@ from app.models import (
     utcnow,
 )
 from app.rates import record_events
-from events import Batch, Event, EventError
+from dsn.explain import explain_delivery_event
+from events import Batch, Event, EventError, Source, vendor_meaning
 
-__all__ = ["EventStore", "PendingSubscription", "RecordResult"]
+__all__ = ["EventStore", "KeptError", "PendingSubscription", "RecordResult"]
 
 log = logging.getLogger("app.events")
 
@@ -76,6 +78,28 @@ class PendingSubscription:
     topic_arn: str
     subscribe_url: str
     confirmed_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class KeptError:
+    """A record that could not be read, as kept: where it was and why it was refused."""
+
+    id: int
+    received_at: datetime
+    source: str
+    location: str
+    reason: str
+    excerpt: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "received_at": self.received_at.isoformat(),
+            "source": self.source,
+            "location": self.location,
+            "reason": self.reason,
+            "excerpt": self.excerpt,
+        }
 
 
 class EventStore:
@@ -147,6 +171,43 @@ class EventStore:
             )
             for r in rows
         ]
+
+    async def kept_errors(
+        self, *, source: str | None = None, since: datetime | None = None, limit: int = 100
+    ) -> list[KeptError]:
+        """Unreadable records kept, newest first (``source`` and ``since`` narrow them)."""
+        q = select(DeliveryEventError).order_by(DeliveryEventError.id.desc()).limit(limit)
+        if source is not None:
+            q = q.where(DeliveryEventError.source == source)
+        if since is not None:
+            q = q.where(DeliveryEventError.received_at >= since)
+        async with self.services.db.read() as s:
+            rows = (await s.execute(q)).scalars().all()
+        return [
+            KeptError(r.id, r.received_at, r.source, r.location, r.reason, r.excerpt) for r in rows
+        ]
+
+    async def stored_event(self, ref: str) -> dict[str, Any] | None:
+        """The stored delivery event ``ref`` names (its row id, or its ``dedupe_id`` as a history
+        event's ``delivery_event`` shows it), as column -> value; None when there is none."""
+        where = _EVENTS.c.dedupe_id == ref
+        if ref.isascii() and ref.isdigit() and int(ref) < 2**63:
+            where = where | (_EVENTS.c.id == int(ref))
+        async with self.services.db.read() as s:
+            row = (await s.execute(select(_EVENTS).where(where).limit(1))).mappings().first()
+        return dict(row) if row is not None else None
+
+    async def explanation(self, ref: str) -> dict[str, Any] | None:
+        """``dsn.explain.explain_delivery_event`` for the stored event ``ref`` names (None: no
+        such event), with what its vendor category means to us read from today's table."""
+        row = await self.stored_event(ref)
+        if row is None:
+            return None
+        meaning = None
+        with contextlib.suppress(ValueError):
+            found = vendor_meaning(Source(row["source"]), row["vendor_category"])
+            meaning = (found[0].value, found[1].value) if found else None
+        return explain_delivery_event(row, meaning)
 
     async def mark_confirmed(self, subscription_id: int) -> None:
         async with self.services.db.write() as s:

@@ -5,14 +5,15 @@ Each sender proves itself its own way (events/signatures.py does the cryptograph
 - ``ses``: the SNS signature, and the topic must be one of ``STOPLIST_SES_TOPIC_ARNS`` (anyone can
   make SNS sign messages from a topic of their own); the certificate is fetched only from an SNS
   host, once per URL;
-- ``sendgrid``: the signed Event Webhook's ECDSA signature (``STOPLIST_SENDGRID_PUBLIC_KEY``);
-- ``mailgun``: the HMAC of timestamp + token (``STOPLIST_MAILGUN_SIGNING_KEY``), a five-minute
-  window, and a token seen before is refused (claimed in the transaction that records the events);
+- ``sendgrid``: the signed Event Webhook's ECDSA signature (``STOPLIST_SENDGRID_PUBLIC_KEY``)
+  over a timestamp within ``STOPLIST_EVENTS_TIMESTAMP_TOLERANCE_S`` of now;
+- ``mailgun``: the HMAC of timestamp + token (``STOPLIST_MAILGUN_SIGNING_KEY``), the same
+  tolerance; a token seen before is refused (claimed in the recording transaction);
 - ``postmark``: HTTP Basic credentials in the webhook URL (``STOPLIST_POSTMARK_BASIC_AUTH``);
 - ``kumomta``: an API key only.
 
-Any of them may instead send ``Authorization: Bearer <key>`` with the ``events`` scope (checked
-by the caller, which passes ``keyed=True``). A request that fails its check records nothing.
+Or a Bearer key with the ``events`` scope (the caller passes ``keyed=True``). A request that
+fails its check records nothing.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from app.errors import Unauthorized, Unavailable
 from app.events.store import EventStore, RecordResult
 from events import WEBHOOK_PARSERS, Batch, EventError
 from events.signatures import (
-    MAILGUN_MAX_AGE,
     CertificateCache,
     SignatureError,
     check_basic_auth,
@@ -150,9 +150,12 @@ class WebhookIntake:
                     body,
                     headers.get(SENDGRID_SIGNATURE),
                     headers.get(SENDGRID_TIMESTAMP),
+                    max_age=settings.events_timestamp_tolerance_s,
                 )
             elif source == WebhookSource.MAILGUN:
-                return _check_mailgun(body, settings.mailgun_signing_key)
+                return _check_mailgun(
+                    body, settings.mailgun_signing_key, settings.events_timestamp_tolerance_s
+                )
             elif source == WebhookSource.POSTMARK:
                 _check_postmark(headers.get("authorization"), settings.postmark_basic_auth)
             else:
@@ -179,7 +182,9 @@ class WebhookIntake:
             raise Unavailable(f"the SNS signing certificate could not be fetched: {exc}") from None
 
 
-def _check_mailgun(body: bytes, key: Any) -> tuple[str, str, timedelta]:
+def _check_mailgun(body: bytes, key: Any, tolerance_s: float) -> tuple[str, str, timedelta]:
+    """The signed token to claim; a timestamp further than ``tolerance_s`` from now is refused,
+    and the token is remembered for that long (twice it, so a skewed clock cannot slip past)."""
     if key is None:
         raise SignatureError("STOPLIST_MAILGUN_SIGNING_KEY is not set")
     signature = _json_object(body).get("signature")
@@ -188,9 +193,9 @@ def _check_mailgun(body: bytes, key: Any) -> tuple[str, str, timedelta]:
     timestamp, token, digest = (
         _text(signature.get(k)) for k in ("timestamp", "token", "signature")
     )
-    verify_mailgun(key.get_secret_value(), timestamp, token, digest)
+    verify_mailgun(key.get_secret_value(), timestamp, token, digest, max_age=tolerance_s)
     assert token is not None
-    return ("mailgun", token, timedelta(seconds=MAILGUN_MAX_AGE))
+    return ("mailgun", token, timedelta(seconds=tolerance_s))
 
 
 def _check_postmark(authorization: str | None, credentials: Any) -> None:

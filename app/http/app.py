@@ -50,7 +50,9 @@ def build_http_app(
     if services is not None:
         app.state.services = services
     app.add_middleware(
-        BodyLimit, max_bytes=MAX_BODY, exempt=(bulk.IMPORT_PATH, console.IMPORT_PATH)
+        BodyLimit,
+        max_bytes=MAX_BODY,
+        exempt=(bulk.IMPORT_PATH, console.IMPORT_PATH, events.EVENTS_PATH),
     )
     install_error_handlers(app)
     app.include_router(check.router)

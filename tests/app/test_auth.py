@@ -38,6 +38,8 @@ ROUTES: list[tuple[str, str, dict[str, object], str]] = [
     ("GET", "/v1/messages/1/explanation", {}, "read"),
     ("GET", "/v1/stats", {}, "read"),
     ("POST", "/v1/events/kumomta", {"content": b"[]"}, "events"),
+    ("GET", "/v1/events/errors", {}, "read"),
+    ("GET", "/v1/events/delivery/1/explanation", {}, "read"),
 ]
 
 
@@ -55,7 +57,8 @@ def test_every_api_route_is_in_the_matrix() -> None:
             m,
             p.replace(ADDR, "{address}")
             .replace("/messages/1/", "/messages/{message_id}/")
-            .replace("/events/kumomta", "/events/{source}"),
+            .replace("/events/kumomta", "/events/{source}")
+            .replace("/delivery/1/", "/delivery/{ref}/"),
         )
         for m, p, _, _ in ROUTES
     }
