@@ -10,6 +10,7 @@ from app.cli.keys import keys_app
 from app.cli.lists import cache_app
 from app.cli.rules import rules_app
 from app.cli.tokens import token_app
+from app.cli.webhooks import deliver, webhooks_app
 
 app = typer.Typer(
     name="stoplist",
@@ -22,6 +23,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(cache_app, name="cache")
 app.add_typer(rules_app, name="rules")
 app.add_typer(token_app, name="token")
+app.add_typer(webhooks_app, name="webhooks")
 app.command()(serve.serve)
 app.command("migrate")(serve.migrate_cmd)
 app.command()(serve.smtp)
@@ -35,6 +37,7 @@ app.command("export")(bulk.export_cmd)
 app.command()(intake.parse)
 app.command()(intake.explain)
 app.command()(rules.classify)
+app.command()(deliver)
 
 
 def main() -> None:

@@ -36,6 +36,14 @@ ROUTES: list[tuple[str, str, dict[str, object], str]] = [
     ("GET", "/v1/suppressions/export", {}, "read"),
     ("POST", "/v1/tokens", {"json": {"recipients": [ADDR]}}, "write"),
     ("GET", "/v1/messages/1/explanation", {}, "read"),
+    ("POST", "/v1/webhooks", {"json": {"url": "https://10.0.0.1/"}}, "admin"),
+    ("GET", "/v1/webhooks", {}, "admin"),
+    ("GET", "/v1/webhooks/999", {}, "admin"),
+    ("PATCH", "/v1/webhooks/999", {"json": {}}, "admin"),
+    ("DELETE", "/v1/webhooks/999", {}, "admin"),
+    ("POST", "/v1/webhooks/999/test", {}, "admin"),
+    ("POST", "/v1/webhooks/999/replay", {"params": {"since": "2026-01-01"}}, "admin"),
+    ("GET", "/v1/feed", {}, "read"),
 ]
 
 
@@ -49,7 +57,12 @@ def test_every_api_route_is_in_the_matrix() -> None:
     # The signed token is the authority for one-click unsubscribes (RFC 8058): no API key.
     public |= {("GET", "/v1/unsubscribe/{token}"), ("POST", "/v1/unsubscribe/{token}")}
     covered = {
-        (m, p.replace(ADDR, "{address}").replace("/messages/1/", "/messages/{message_id}/"))
+        (
+            m,
+            p.replace(ADDR, "{address}")
+            .replace("/messages/1/", "/messages/{message_id}/")
+            .replace("/webhooks/999", "/webhooks/{sub_id}"),
+        )
         for m, p, _, _ in ROUTES
     }
     assert paths - public == covered
