@@ -70,6 +70,9 @@ def split_url(url: str) -> tuple[str, str, int, str]:
     """(scheme, host, port, path) of a webhook URL; 422 naming the problem."""
     if len(url) > 2000:
         raise TargetRefused("the URL is longer than 2000 characters")
+    if not url.isprintable() or " " in url:
+        # Would split the request line or inject a header.
+        raise TargetRefused("the URL holds spaces or control characters")
     try:
         parts = urlsplit(url)
         port = parts.port

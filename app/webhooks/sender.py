@@ -1,6 +1,6 @@
-"""One signed webhook request: resolve and judge the target (``guard``), connect to the address
-that was judged (the Host header and the TLS server name stay the URL's host), short timeouts,
-no redirects followed, at most ``MAX_RESPONSE_BYTES`` of the answer read."""
+"""One signed webhook request: resolve and judge the target (``guard``), then POST over
+``http11`` to the address that was judged (the Host header and the TLS server name stay the URL's
+host): short timeouts, no redirects followed, at most 64 KiB of the answer read."""
 
 from __future__ import annotations
 
@@ -11,12 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import httpx
-
 from app.webhooks.guard import Network, TargetRefused, check_target
+from app.webhooks.http11 import Http11Pool, HttpError
 from app.webhooks.signing import sign
 
-MAX_RESPONSE_BYTES = 64 * 1024
 USER_AGENT = "Stoplist-Webhooks/1"
 
 
@@ -49,17 +47,16 @@ def retry_after(value: str | None, now: float) -> float | None:
 class Sender:
     """Signs and posts events; one connection pool per process."""
 
-    def __init__(self, *, timeout_s: float, allowed: Sequence[Network]) -> None:
+    def __init__(
+        self, *, timeout_s: float, allowed: Sequence[Network], concurrency: int = 64
+    ) -> None:
         self.allowed = tuple(allowed)
-        self.client = httpx.AsyncClient(
-            follow_redirects=False,
-            timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 3.0)),
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
-            trust_env=False,  # never through a proxy the environment names
+        self.pool = Http11Pool(
+            timeout_s=timeout_s, connect_timeout_s=min(timeout_s, 3.0), max_idle=concurrency
         )
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.pool.close()
 
     async def post(
         self, url: str, msg_id: str, body: bytes, secrets: Sequence[str], *, at: float | None = None
@@ -78,33 +75,14 @@ class Sender:
             "webhook-timestamp": str(timestamp),
             "webhook-signature": sign(secrets, msg_id, timestamp, body),
         }
-        extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+        tls_name = target.host if target.scheme == "https" else None
         try:
-            request = self.client.build_request(
-                "POST",
-                target.url_for(target.addresses[0]),
-                content=body,
-                headers=headers,
-                extensions=extensions,
+            status, answer = await self.pool.post(
+                target.addresses[0], target.port, tls_name, headers, target.path, body
             )
-            response = await self.client.send(request, stream=True)
-            try:
-                await _read_capped(response)
-            finally:
-                await response.aclose()
-        except httpx.HTTPError as exc:
-            return Attempt(False, error=f"{type(exc).__name__}: {exc}"[:500])
-        status = response.status_code
+        except HttpError as exc:
+            return Attempt(False, error=str(exc)[:500])
         if 200 <= status < 300:
             return Attempt(True, status)
-        wait = retry_after(response.headers.get("retry-after"), datetime.now(UTC).timestamp())
+        wait = retry_after(answer.get("retry-after"), datetime.now(UTC).timestamp())
         return Attempt(False, status, f"HTTP {status}", wait)
-
-
-async def _read_capped(response: httpx.Response) -> None:
-    """Read at most ``MAX_RESPONSE_BYTES`` of the answer (its content plays no part)."""
-    read = 0
-    async for chunk in response.aiter_raw():
-        read += len(chunk)
-        if read >= MAX_RESPONSE_BYTES:
-            break

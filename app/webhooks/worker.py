@@ -58,7 +58,11 @@ class DeliveryWorker:
         self.db = db
         self.service = service
         self.settings = service.settings
-        self.sender = Sender(timeout_s=self.settings.webhook_timeout_s, allowed=service.allowed)
+        self.sender = Sender(
+            timeout_s=self.settings.webhook_timeout_s,
+            allowed=service.allowed,
+            concurrency=self.settings.webhook_concurrency,
+        )
         self.idle_s = idle_s
         self._last_stats = 0.0
         self._last_purge = 0.0

@@ -6,6 +6,7 @@ On SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -22,6 +23,7 @@ from app.models import OutboxEvent, WebhookDelivery, utcnow
 from app.settings import Settings
 from app.suppression import SuppressRequest
 from app.webhooks.guard import TargetRefused, judge, parse_networks
+from app.webhooks.sender import Sender
 from app.webhooks.service import WebhookService
 from app.webhooks.worker import DeliveryWorker
 from tests.app.test_smtp import HARD_BOUNCE, send, start_sink
@@ -380,3 +382,67 @@ def test_guard_judges_every_address() -> None:
         judge("https", "hooks.example.com", ["93.184.216.34", "10.0.0.1"], ())
     with pytest.raises(TargetRefused):  # http only inside an allowed network
         judge("http", "hooks.example.com", ["93.184.216.34"], ())
+
+
+async def test_redirects_are_not_followed(receiver: Receiver) -> None:
+    other = await Receiver().start()
+    sender = Sender(timeout_s=2, allowed=parse_networks(LOOPBACK))
+    try:
+        receiver.answers = [(302, {"Location": other.url})]
+        attempt = await sender.post(receiver.url, "msg_1", b"{}", ["whsec_" + "A" * 32])
+    finally:
+        await sender.close()
+        await other.stop()
+    assert (attempt.ok, attempt.status) == (False, 302)
+    assert other.requests == []
+
+
+async def test_a_silent_endpoint_times_out() -> None:
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        await asyncio.sleep(5)
+        writer.close()
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    sender = Sender(timeout_s=0.3, allowed=parse_networks(LOOPBACK))
+    started = time.monotonic()
+    try:
+        attempt = await sender.post(f"http://127.0.0.1:{port}/", "m", b"{}", ["whsec_AAAA"])
+    finally:
+        await sender.close()
+        server.close()
+    assert not attempt.ok and "timed out" in (attempt.error or "")
+    assert time.monotonic() - started < 3
+
+
+async def test_a_huge_answer_is_cut_short_and_204_keeps_the_connection() -> None:
+    connections = 0
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                body = await reader.readexactly(length)
+                if body == b"big":
+                    writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                    writer.write(b"10000\r\n" + b"x" * 0x10000 + b"\r\n" * 50)
+                else:
+                    writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+    sender = Sender(timeout_s=2, allowed=parse_networks(LOOPBACK))
+    try:
+        for body in (b"small", b"small", b"big", b"small"):
+            attempt = await sender.post(url, "m", body, ["whsec_AAAA"])
+            assert attempt.ok, attempt
+    finally:
+        await sender.close()
+        server.close()
+    assert connections == 2  # the 204s share one; the cut-short answer costs its connection
