@@ -19,6 +19,8 @@ from app.http.app import build_http_app
 from app.intake.smtp import start_sink
 from app.rates.jobs import retention_job
 from app.settings import Settings, get_settings
+from app.webhooks.service import WebhookService
+from app.webhooks.worker import DeliveryWorker
 
 log = logging.getLogger("stoplist")
 
@@ -42,9 +44,15 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         sink = None
         if svc.settings.sink_enabled:
             sink = await start_sink(svc)
+        deliverer = None
+        if svc.settings.webhook_enabled:
+            deliverer = DeliveryWorker(svc.db, WebhookService(svc.db, svc.settings))
+            deliverer.start()
         try:
             yield
         finally:
+            if deliverer is not None:
+                await deliverer.stop()
             if sink is not None:
                 await sink.close()
             keeper.cancel()

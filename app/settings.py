@@ -5,6 +5,7 @@ A bad value fails at start with a message naming the variable (see :func:`load_s
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 from functools import lru_cache
 from pathlib import Path
@@ -16,6 +17,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from app.logs import LogFormat
 from app.signing import parse_signing_keys
 from app.streams import GLOBAL_SCOPE, STREAM_RE
+
+# Delay before each webhook attempt after the first: ~23.7 h in all (docs/webhooks.md).
+DEFAULT_RETRY_DELAYS_S: tuple[float, ...] = (5, 30, 120, 600, 1800, 3600, 7200, 14400, 28800, 28800)
 
 
 class SettingsError(RuntimeError):
@@ -163,6 +167,59 @@ class Settings(BaseSettings):
         default="marketing",
         description="Scope of an unsubscribe that names no stream ('global' blocks every stream)",
     )
+    webhook_enabled: bool = Field(
+        default=True, description="Run the outbound webhook delivery worker in `serve`"
+    )
+    webhook_allowed_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="CIDRs webhook targets may resolve into although private (http allowed there)",
+    )
+    webhook_secret_key: SecretStr | None = Field(
+        default=None, description="base64 of 32 bytes: encrypts webhook signing secrets at rest"
+    )
+    webhook_timeout_s: float = Field(
+        default=5.0, gt=0, le=60, description="Connect and read timeout of one webhook request"
+    )
+    webhook_retry_delays_s: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_RETRY_DELAYS_S),
+        description="Delay before each attempt after the first (±20 % jitter); then dead",
+    )
+    webhook_disable_after_h: float = Field(
+        default=24.0, gt=0, description="An endpoint failing every attempt this long is disabled"
+    )
+    webhook_concurrency: int = Field(default=64, ge=1, le=1000, description="Requests in flight")
+    webhook_retention_days: float = Field(
+        default=7.0, gt=0, description="Sent deliveries and fed events are kept this long"
+    )
+
+    @field_validator("webhook_allowed_networks", mode="before")
+    @classmethod
+    def _webhook_networks(cls, value: object) -> object:
+        value = _split_csv(value)
+        if isinstance(value, list):
+            for net in value:
+                ipaddress.ip_network(str(net), strict=False)  # ValueError names the bad one
+        return value
+
+    @field_validator("webhook_retry_delays_s", mode="before")
+    @classmethod
+    def _retry_delays(cls, value: object) -> object:
+        value = _split_csv(value)
+        if isinstance(value, list) and not value:
+            raise ValueError("at least one delay")
+        return value
+
+    @field_validator("webhook_secret_key")
+    @classmethod
+    def _webhook_secret_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                raw = base64.b64decode(value.get_secret_value(), validate=True)
+            except ValueError:
+                raise ValueError("not base64") from None
+            if len(raw) != 32:
+                raise ValueError("must be 32 bytes (openssl rand -base64 32)")
+        return value
 
     # Delivery-event webhooks (POST /v1/events/{source}); see docs/events.md
     ses_topic_arns: Annotated[list[str], NoDecode] = Field(

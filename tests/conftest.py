@@ -45,6 +45,7 @@ TABLES = (
     "rate_counts",
     "console_sessions",
 )
+TABLES += ("webhook_deliveries", "webhook_subscriptions", "outbox")
 
 
 def _unavailable(what: str, exc: BaseException) -> None:

@@ -111,13 +111,14 @@ def test_app_has_no_import_cycles() -> None:
 LAYERS: list[tuple[str, ...]] = [
     ("app", "app.streams", "app.errors", "app.metrics", "app.addresses", "app.logs"),
     ("app.signing", "app.settings"),
-    ("app.models", "app.db", "app.cache", "app.migrations"),
+    ("app.models", "app.db", "app.cache", "app.migrations", "app.webhooks.outbox"),
     (
         "app.suppression",
         "app.keys",
         "app.intake.parse_pool",
         "app.feedback.planner",
         "app.rates",
+        "app.webhooks",
     ),
     # The composition root's Services is still the bag the flows below take (docs/architecture.md).
     ("app.container",),

@@ -26,6 +26,7 @@ from app.cache import CacheUnavailable
 from app.db import DB_ERRORS, Database
 from app.models import AuditEntry, utcnow
 from app.suppression import SuppressionService
+from app.webhooks import outbox as webhooks_outbox
 
 log = logging.getLogger(__name__)
 
@@ -300,11 +301,18 @@ async def _audit(
         first_errors=summary.errors[:5],
         error=error,
     )
+    now = utcnow()
     try:
         async with db.write() as s:
+            if summary.committed:
+                # One summary event per import (not one per row), with its audit entry.
+                finished = {k: v for k, v in detail.items() if k != "first_errors"}
+                await webhooks_outbox.write(
+                    s, [webhooks_outbox.import_finished(now, {**finished, "actor": actor})]
+                )
             s.add(
                 AuditEntry(
-                    created_at=utcnow(),
+                    created_at=now,
                     actor=actor,
                     action="import",
                     address=None,

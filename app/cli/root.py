@@ -12,6 +12,7 @@ from app.cli.lists import cache_app
 from app.cli.rates import rates_app
 from app.cli.rules import rules_app
 from app.cli.tokens import token_app
+from app.cli.webhooks import deliver, webhooks_app
 
 app = typer.Typer(
     name="stoplist",
@@ -27,6 +28,7 @@ app.add_typer(cache_app, name="cache")
 app.add_typer(rules_app, name="rules")
 app.add_typer(token_app, name="token")
 app.add_typer(events_app, name="events")
+app.add_typer(webhooks_app, name="webhooks")
 app.command()(serve.serve)
 app.command("migrate")(serve.migrate_cmd)
 app.command()(serve.smtp)
@@ -41,6 +43,7 @@ app.command()(intake.parse)
 app.command()(intake.explain)
 app.command()(rules.classify)
 app.add_typer(rates_app, name="rates")
+app.command()(deliver)
 
 
 def main() -> None:

@@ -28,6 +28,7 @@ from app.settings import Settings
 from app.streams import GLOBAL_SCOPE
 from app.suppression import SuppressRequest, SuppressResult
 from app.suppression.repository import EVENTS_TABLE
+from app.webhooks import outbox as webhooks_outbox
 from dsn.model import MessageAnalysis
 
 __all__ = [
@@ -249,7 +250,11 @@ async def write_plans(
     requests = [_request(step, mid) for mid, step in d.suppress]
     written: list[SuppressResult] = []
     if d.events:
-        await s.execute(EVENTS_TABLE.insert(), [_event_row(st, m, now) for m, st in d.events])
+        rows = [_event_row(st, m, now) for m, st in d.events]
+        await s.execute(EVENTS_TABLE.insert(), rows)
+        await webhooks_outbox.write(
+            s, [out for r in rows for out in webhooks_outbox.for_history(r, None)]
+        )
     if d.soft:
         since = now - timedelta(hours=settings.soft_bounce_window_h)
         counts = await _soft_counts(s, sorted(d.soft), since)

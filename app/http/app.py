@@ -23,6 +23,7 @@ from app.http.routes import (
     suppressions,
     tokens,
     unsubscribe,
+    webhooks,
 )
 from app.http.routes import stats as stats_routes
 
@@ -65,4 +66,5 @@ def build_http_app(
     app.include_router(events.router)
     app.include_router(stats_routes.router)
     app.include_router(console.router)  # the support console at /, not in OpenAPI
+    app.include_router(webhooks.router)
     return app

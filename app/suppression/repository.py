@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.models import AuditEntry, Event, Suppression
 from app.suppression.merge import active_clause
 from app.suppression.model import SuppressionFilter, scope_for
+from app.webhooks import outbox as webhooks_outbox
 
 # Core tables: the write path builds plain INSERTs, without ORM unit-of-work bookkeeping.
 SUPPRESSIONS_TABLE: Table = Suppression.__table__  # type: ignore[assignment]
@@ -133,11 +134,17 @@ async def lock_rows_of(s: AsyncSession, address: str, scope: str | None) -> list
 
 
 async def insert_events(
-    s: AsyncSession, events: list[dict[str, Any]], audits: list[dict[str, Any]]
+    s: AsyncSession,
+    events: list[dict[str, Any]],
+    audits: list[dict[str, Any]],
+    outbox: Sequence[dict[str, Any]] = (),
 ) -> None:
+    """History rows, audit entries and the outbound events they make, in the caller's
+    transaction."""
     await s.execute(EVENTS_TABLE.insert(), events)
     if audits:
         await s.execute(AUDIT_TABLE.insert(), audits)
+    await webhooks_outbox.write(s, outbox)
 
 
 async def rows_of(s: AsyncSession, address: str) -> list[Suppression]:

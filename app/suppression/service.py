@@ -33,6 +33,7 @@ from app.suppression.model import (
     validate_request,
     with_domain_keys,
 )
+from app.webhooks import outbox as webhooks_outbox
 from dsn.explain import rule_details
 
 log = logging.getLogger("app.suppressions")
@@ -45,6 +46,35 @@ T = TypeVar("T")
 
 def retryable(exc: DBAPIError) -> bool:
     return getattr(exc.orig, "sqlstate", None) in _RETRYABLE_STATES
+
+
+def _history_row(req: SuppressRequest, scope: str, now: datetime) -> dict[str, Any]:
+    """The ``events`` row of one suppress request."""
+    return {
+        "created_at": now,
+        "address": req.address,
+        "scope": scope,
+        "kind": req.event_kind or req.source,
+        "outcome": req.outcome,
+        "reason": req.reason,
+        "rule_id": req.rule_id,
+        "status": req.status,
+        "reply_code": req.reply_code,
+        "diagnostic": req.diagnostic,
+        "source": req.source,
+        "actor": req.actor,
+        "verified": req.verified,
+        "message_id": req.message_id,
+        "detail": {"note": req.note, **req.detail} if req.note else dict(req.detail),
+    }
+
+
+def _change(result: SuppressResult, was_active: bool) -> str | None:
+    """The ``suppression.*`` event a merge makes: a new or revived entry is ``created``, a
+    strengthened or extended one ``updated``; an unchanged one says nothing."""
+    if result.created or (result.changed and not was_active):
+        return "created"
+    return "updated" if result.changed else None
 
 
 class SuppressionService(SuppressionLookup):
@@ -93,34 +123,21 @@ class SuppressionService(SuppressionLookup):
         results: list[SuppressResult] = []
         events: list[dict[str, Any]] = []
         audits: list[dict[str, Any]] = []
+        outbox: list[dict[str, Any]] = []
         for i, req in enumerate(checked):
+            was_active = False
             scope = req.stream or GLOBAL_SCOPE
             key = (req.address, scope)
             if first[key] == i and key in created:
                 result = SuppressResult(req.address, scope, True, True, created[key])
             else:
                 row = existing[key]
+                was_active = is_active(row.removed_at, row.expires_at, now)
                 result = SuppressResult(req.address, scope, False, merge_into(row, req, now), row)
             results.append(result)
-            events.append(
-                {
-                    "created_at": now,
-                    "address": req.address,
-                    "scope": scope,
-                    "kind": req.event_kind or req.source,
-                    "outcome": req.outcome,
-                    "reason": req.reason,
-                    "rule_id": req.rule_id,
-                    "status": req.status,
-                    "reply_code": req.reply_code,
-                    "diagnostic": req.diagnostic,
-                    "source": req.source,
-                    "actor": req.actor,
-                    "verified": req.verified,
-                    "message_id": req.message_id,
-                    "detail": {"note": req.note, **req.detail} if req.note else dict(req.detail),
-                }
-            )
+            event = _history_row(req, scope, now)
+            events.append(event)
+            outbox += webhooks_outbox.for_history(event, _change(result, was_active), result.row)
             if req.actor is not None:
                 audits.append(
                     {
@@ -141,7 +158,7 @@ class SuppressionService(SuppressionLookup):
                 )
         if existing:
             await s.flush()
-        await repository.insert_events(s, events, audits)
+        await repository.insert_events(s, events, audits, outbox)
         return results
 
     async def unsuppress(
@@ -176,24 +193,25 @@ class SuppressionService(SuppressionLookup):
                     "removing a complaint suppression needs the admin scope and force=true"
                 )
             removed = []
+            outbox: list[dict[str, Any]] = []
             for row in rows:
                 row.removed_at = now
                 row.revision += 1
                 row.updated_at = now
                 removed.append({"scope": row.scope, "outcome": row.outcome, "reason": row.reason})
-                s.add(
-                    Event(
-                        created_at=now,
-                        address=norm,
-                        scope=row.scope,
-                        kind="unsuppress",
-                        outcome=row.outcome,
-                        reason=row.reason,
-                        source="api",
-                        actor=actor,
-                        detail={"why": reason},
-                    )
-                )
+                event: dict[str, Any] = {
+                    "created_at": now,
+                    "address": norm,
+                    "scope": row.scope,
+                    "kind": "unsuppress",
+                    "outcome": row.outcome,
+                    "reason": row.reason,
+                    "source": "api",
+                    "actor": actor,
+                    "detail": {"why": reason},
+                }
+                s.add(Event(**event))
+                outbox += webhooks_outbox.for_history(event, "removed", row)
                 s.add(
                     AuditEntry(
                         created_at=now,
@@ -205,6 +223,7 @@ class SuppressionService(SuppressionLookup):
                         detail={"outcome": row.outcome, "reason": row.reason},
                     )
                 )
+            await webhooks_outbox.write(s, outbox)
             return removed
 
         removed = await self._write(remove)

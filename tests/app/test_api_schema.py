@@ -50,6 +50,7 @@ SEMANTIC_ERRORS = {
     "invalid_token",
     "expiry_in_past",
     "invalid_file",
+    "target_refused",  # a webhook URL whose host is internal or does not resolve (SSRF guard)
 }
 
 

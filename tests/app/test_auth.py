@@ -40,6 +40,14 @@ ROUTES: list[tuple[str, str, dict[str, object], str]] = [
     ("POST", "/v1/events/kumomta", {"content": b"[]"}, "events"),
     ("GET", "/v1/events/errors", {}, "read"),
     ("GET", "/v1/events/delivery/1/explanation", {}, "read"),
+    ("POST", "/v1/webhooks", {"json": {"url": "https://10.0.0.1/"}}, "admin"),
+    ("GET", "/v1/webhooks", {}, "admin"),
+    ("GET", "/v1/webhooks/999", {}, "admin"),
+    ("PATCH", "/v1/webhooks/999", {"json": {}}, "admin"),
+    ("DELETE", "/v1/webhooks/999", {}, "admin"),
+    ("POST", "/v1/webhooks/999/test", {}, "admin"),
+    ("POST", "/v1/webhooks/999/replay", {"params": {"since": "2026-01-01"}}, "admin"),
+    ("GET", "/v1/feed", {}, "read"),
 ]
 
 
@@ -58,7 +66,8 @@ def test_every_api_route_is_in_the_matrix() -> None:
             p.replace(ADDR, "{address}")
             .replace("/messages/1/", "/messages/{message_id}/")
             .replace("/events/kumomta", "/events/{source}")
-            .replace("/delivery/1/", "/delivery/{ref}/"),
+            .replace("/delivery/1/", "/delivery/{ref}/")
+            .replace("/webhooks/999", "/webhooks/{sub_id}"),
         )
         for m, p, _, _ in ROUTES
     }

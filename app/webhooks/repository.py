@@ -1,0 +1,340 @@
+"""All SQL on ``outbox``, ``webhook_subscriptions`` and ``webhook_deliveries``. Functions take the
+caller's session: the caller owns the transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, bindparam, delete, exists, func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from app.models import OutboxEvent, WebhookDelivery, WebhookSubscription
+
+OUTBOX: Table = OutboxEvent.__table__  # type: ignore[assignment]
+DELIVERIES: Table = WebhookDelivery.__table__  # type: ignore[assignment]
+SUBSCRIPTIONS: Table = WebhookSubscription.__table__  # type: ignore[assignment]
+
+# pg_try_advisory_xact_lock key of the sequencer ("stoplist-webhooks" folded to 63 bits).
+SEQUENCER_LOCK = 0x5EC0_0E4B_5701_1157
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    """What a subscription wants: event types (None = all) and a stream (None = every one)."""
+
+    id: int
+    events: frozenset[str] | None
+    stream: str | None
+
+    def wants(self, type_: str, scope: str | None) -> bool:
+        if self.events is not None and type_ not in self.events:
+            return False
+        # A global entry blocks every stream; an import summary is everyone's news.
+        return self.stream is None or scope in (None, "global", self.stream)
+
+
+async def filters(s: AsyncSession) -> list[Filter]:
+    q = select(WebhookSubscription.id, WebhookSubscription.events, WebhookSubscription.stream)
+    return [
+        Filter(i, frozenset(ev) if ev is not None else None, st)
+        for i, ev, st in (await s.execute(q)).all()
+    ]
+
+
+def _delivery(sub: int, outbox_id: int, key: str | None, now: datetime) -> dict[str, Any]:
+    return {
+        "subscription_id": sub,
+        "outbox_id": outbox_id,
+        "order_key": key or "",
+        "state": "pending",
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+    }
+
+
+async def sequence(s: AsyncSession, dialect: str, now: datetime, limit: int) -> int:
+    """Give the next committed, unsequenced outbox rows (in id order) their feed positions and
+    a delivery per interested subscription; the number sequenced. One sequencer at a time: on
+    PostgreSQL whoever holds the transaction's advisory lock (the others skip), on SQLite the
+    process's write lock."""
+    if dialect == "postgresql":
+        got = await s.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": SEQUENCER_LOCK})
+        if not got:
+            return 0
+    q = (
+        select(OUTBOX.c.id, OUTBOX.c.type, OUTBOX.c.scope, OUTBOX.c.address)
+        .where(OUTBOX.c.position.is_(None))
+        .order_by(OUTBOX.c.id)
+        .limit(limit)
+    )
+    rows = (await s.execute(q)).all()
+    if not rows:
+        return 0
+    base = int(await s.scalar(select(func.coalesce(func.max(OUTBOX.c.position), 0))) or 0)
+    stmt = (
+        update(OUTBOX)
+        .where(OUTBOX.c.id == bindparam("oid"))
+        .values(position=bindparam("pos"))
+        .execution_options(synchronize_session=False)
+    )
+    await s.execute(stmt, [{"oid": r.id, "pos": base + n} for n, r in enumerate(rows, 1)])
+    subs = await filters(s)
+    deliveries = [
+        _delivery(f.id, r.id, r.address, now)
+        for r in rows
+        for f in subs
+        if f.wants(r.type, r.scope)
+    ]
+    if deliveries:
+        await s.execute(DELIVERIES.insert(), deliveries)
+    return len(rows)
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A delivery taken for one attempt, with what sending it needs."""
+
+    id: int
+    subscription_id: int
+    outbox_id: int
+    attempts: int  # this attempt included
+    url: str
+    secret: str
+    previous_secret: str | None
+    previous_secret_until: datetime | None
+    type: str
+    created_at: datetime
+    data: dict[str, Any]
+
+
+async def claim(
+    s: AsyncSession, dialect: str, now: datetime, lease_until: datetime, limit: int
+) -> list[Claimed]:
+    """Take up to ``limit`` due deliveries of enabled subscriptions, each the oldest pending one
+    of its (subscription, address): per address, events go out in order, one at a time. A taken
+    delivery is due again at ``lease_until`` (a worker that died mid-request is retried)."""
+    d = aliased(WebhookDelivery)
+    e = aliased(WebhookDelivery)
+    earlier = exists().where(
+        e.subscription_id == d.subscription_id,
+        e.order_key == d.order_key,
+        e.state == "pending",
+        e.id < d.id,
+    )
+    q = (
+        select(d.id)
+        .join(WebhookSubscription, WebhookSubscription.id == d.subscription_id)
+        .where(d.state == "pending", d.next_attempt_at <= now, WebhookSubscription.enabled)
+        .where(~earlier)
+        .order_by(d.next_attempt_at)
+        .limit(limit)
+    )
+    if dialect == "postgresql":
+        q = q.with_for_update(of=d, skip_locked=True)
+    ids = list((await s.scalars(q)).all())
+    if not ids:
+        return []
+    await s.execute(
+        update(DELIVERIES)
+        .where(DELIVERIES.c.id.in_(ids))
+        .values(next_attempt_at=lease_until, attempts=DELIVERIES.c.attempts + 1)
+    )
+    w, o = SUBSCRIPTIONS, OUTBOX
+    rows = await s.execute(
+        select(
+            DELIVERIES.c.id,
+            DELIVERIES.c.subscription_id,
+            DELIVERIES.c.outbox_id,
+            DELIVERIES.c.attempts,
+            w.c.url,
+            w.c.secret,
+            w.c.previous_secret,
+            w.c.previous_secret_until,
+            o.c.type,
+            o.c.created_at,
+            o.c.data,
+        )
+        .join(w, w.c.id == DELIVERIES.c.subscription_id)
+        .join(o, o.c.id == DELIVERIES.c.outbox_id)
+        .where(DELIVERIES.c.id.in_(ids))
+        .order_by(DELIVERIES.c.id)
+    )
+    return [Claimed(*r) for r in rows.all()]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one attempt ends: ``sent``, ``pending`` again at ``next_at``, or ``dead``."""
+
+    delivery_id: int
+    subscription_id: int
+    state: str
+    status: int | None
+    error: str | None
+    next_at: datetime | None
+
+
+async def finish(
+    s: AsyncSession, outcomes: Sequence[Outcome], now: datetime, disable_before: datetime
+) -> list[int]:
+    """Record ``outcomes`` and each endpoint's health; the subscriptions disabled now (every
+    attempt failed since before ``disable_before``)."""
+    stmt = (
+        update(DELIVERIES)
+        .where(DELIVERIES.c.id == bindparam("did"))
+        .values(
+            state=bindparam("st"),
+            last_status=bindparam("code"),
+            last_error=bindparam("err"),
+            next_attempt_at=func.coalesce(
+                bindparam("nxt", type_=DELIVERIES.c.next_attempt_at.type),
+                DELIVERIES.c.next_attempt_at,
+            ),
+            finished_at=bindparam("fin", type_=DELIVERIES.c.finished_at.type),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    params = [
+        {
+            "did": o.delivery_id,
+            "st": o.state,
+            "code": o.status,
+            "err": o.error,
+            "nxt": o.next_at,
+            "fin": now if o.state != "pending" else None,
+        }
+        for o in outcomes
+    ]
+    if params:
+        await s.execute(stmt, params)
+    return await _record_health(s, outcomes, now, disable_before)
+
+
+async def _record_health(
+    s: AsyncSession, outcomes: Sequence[Outcome], now: datetime, disable_before: datetime
+) -> list[int]:
+    """A success clears an endpoint's failure record; a failure starts it (``failing_since``)
+    and disables the endpoint once it is older than ``disable_before``."""
+    healthy = {o.subscription_id for o in outcomes if o.state == "sent"}
+    failing = {o.subscription_id for o in outcomes} - healthy
+    if healthy:
+        await s.execute(
+            update(SUBSCRIPTIONS)
+            .where(
+                SUBSCRIPTIONS.c.id.in_(sorted(healthy)), SUBSCRIPTIONS.c.failing_since.isnot(None)
+            )
+            .values(failing_since=None)
+        )
+    if not failing:
+        return []
+    await s.execute(
+        update(SUBSCRIPTIONS)
+        .where(SUBSCRIPTIONS.c.id.in_(sorted(failing)), SUBSCRIPTIONS.c.failing_since.is_(None))
+        .values(failing_since=now)
+    )
+    disabled = (
+        await s.scalars(
+            update(SUBSCRIPTIONS)
+            .where(
+                SUBSCRIPTIONS.c.id.in_(sorted(failing)),
+                SUBSCRIPTIONS.c.enabled,
+                SUBSCRIPTIONS.c.failing_since <= disable_before,
+            )
+            .values(
+                enabled=False,
+                updated_at=now,
+                disabled_reason="every attempt failed since "
+                + disable_before.isoformat(timespec="seconds"),
+            )
+            .returning(SUBSCRIPTIONS.c.id)
+        )
+    ).all()
+    return list(disabled)
+
+
+async def feed(s: AsyncSession, after: int, limit: int) -> list[Any]:
+    q = (
+        select(OUTBOX.c.id, OUTBOX.c.type, OUTBOX.c.created_at, OUTBOX.c.data, OUTBOX.c.position)
+        .where(OUTBOX.c.position > after)
+        .order_by(OUTBOX.c.position)
+        .limit(limit)
+    )
+    return list((await s.execute(q)).all())
+
+
+async def replay(
+    s: AsyncSession, sub: Filter, since: datetime, now: datetime, *, batch: int = 5000
+) -> int:
+    """Queue again every sequenced event since ``since`` the subscription wants, except those
+    still pending for it (the receiver de-duplicates by ``webhook-id``); how many."""
+    pending = exists().where(
+        DELIVERIES.c.outbox_id == OUTBOX.c.id,
+        DELIVERIES.c.subscription_id == sub.id,
+        DELIVERIES.c.state == "pending",
+    )
+    after, queued = 0, 0
+    while True:
+        q = (
+            select(OUTBOX.c.id, OUTBOX.c.type, OUTBOX.c.scope, OUTBOX.c.address)
+            .where(OUTBOX.c.created_at >= since, OUTBOX.c.position.isnot(None))
+            .where(OUTBOX.c.id > after, ~pending)
+            .order_by(OUTBOX.c.id)
+            .limit(batch)
+        )
+        rows = (await s.execute(q)).all()
+        if not rows:
+            return queued
+        after = rows[-1].id
+        wanted = [
+            _delivery(sub.id, r.id, r.address, now) for r in rows if sub.wants(r.type, r.scope)
+        ]
+        if wanted:
+            await s.execute(DELIVERIES.insert(), wanted)
+        queued += len(wanted)
+
+
+async def stats(s: AsyncSession) -> dict[str, Any]:
+    """Pending and dead deliveries, and when the oldest pending one was queued."""
+    q = select(DELIVERIES.c.state, func.count(), func.min(DELIVERIES.c.created_at)).where(
+        DELIVERIES.c.state.in_(("pending", "dead"))
+    )
+    counts: dict[str, Any] = {"pending": 0, "dead": 0, "oldest_pending": None}
+    for state, n, oldest in (await s.execute(q.group_by(DELIVERIES.c.state))).all():
+        counts[state] = int(n)
+        if state == "pending":
+            counts["oldest_pending"] = oldest
+    unsequenced = await s.scalar(select(func.count()).where(OUTBOX.c.position.is_(None)))
+    counts["unsequenced"] = int(unsequenced or 0)
+    return counts
+
+
+async def deliveries_of(
+    s: AsyncSession, sub_id: int, states: Iterable[str], limit: int
+) -> list[WebhookDelivery]:
+    q = (
+        select(WebhookDelivery)
+        .where(WebhookDelivery.subscription_id == sub_id, WebhookDelivery.state.in_(list(states)))
+        .order_by(WebhookDelivery.id.desc())
+        .limit(limit)
+    )
+    return list((await s.scalars(q)).all())
+
+
+async def purge(s: AsyncSession, before: datetime) -> int:
+    """Drop sent deliveries finished before ``before`` and sequenced events created before it
+    that no pending or dead delivery still needs."""
+    await s.execute(
+        delete(DELIVERIES).where(DELIVERIES.c.state == "sent", DELIVERIES.c.finished_at < before)
+    )
+    needed = exists().where(DELIVERIES.c.outbox_id == OUTBOX.c.id)
+    # The last position stays: the next one is counted from it (feed cursors never go back).
+    last = select(func.max(OUTBOX.c.position)).scalar_subquery()
+    result = await s.execute(
+        delete(OUTBOX).where(OUTBOX.c.created_at < before, OUTBOX.c.position < last, ~needed)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -1,0 +1,387 @@
+"""Outbound webhooks under load: suppression changes → signed events at a loopback receiver.
+
+    .venv/bin/python bench/webhooks.py [--changes 100000] [--rate 1000] [--batch 10]
+        [--slow-changes 10000] [--slow-rate 200] [--writers 16] [--slowdown-changes 2000]
+        [--drain-changes 20000] [--pg-url URL] [--json]
+
+On a fresh PostgreSQL database (created and dropped; the in-process cache, so Redis plays no part)
+with one delivery worker (``stoplist deliver``, a process of its own) and a receiver (a plain
+asyncio HTTP server in a process of its own, answering 200 at once):
+
+1. **writer slowdown**, same run, phases interleaved (A B A B, medians): single-row changes
+   through ``SuppressionService.suppress`` (what ``PUT /v1/suppressions/{address}`` runs: one
+   transaction per change) by ``--writers`` concurrent tasks, as fast as they go — *no outbox*
+   (the outbox insert patched out: the floor), *outbox, no subscription*, and *outbox + a
+   subscription being delivered to* (the worker and receiver busy beside the writer);
+2. **drain**: ``--drain-changes`` written with the worker stopped, then the worker started: events
+   per second it delivers from a backlog;
+3. **lag**: ``--changes`` changes paced at ``--rate`` per second (``--batch`` per transaction,
+   as the intake groups messages), then ``--slow-changes`` at ``--slow-rate``, with the worker
+   running: the lag from each change's commit (the writer's return) to its event's receipt, p50 /
+   p99 / max, and events per second delivered; every change must arrive (missing and duplicate
+   ids are counted).
+
+Figures go to docs/benchmarks.md (with the machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+BIN = Path(sys.executable).parent
+DB_NAME = "stoplist_bench_webhooks"
+
+from app.container import build_services  # noqa: E402
+from app.db import run_migrations  # noqa: E402
+from app.models import utcnow  # noqa: E402
+from app.settings import Settings  # noqa: E402
+from app.suppression import SuppressRequest  # noqa: E402
+from app.webhooks import outbox  # noqa: E402
+from app.webhooks.service import WebhookService  # noqa: E402
+
+# --------------------------------------------------------------------------------- receiver
+
+
+def _receiver_main(port: int, conn: Connection) -> None:
+    """Answer 200 to every POST; on request, send back (address, webhook-id, arrival, the
+    change's own time) of each."""
+    got: list[tuple[str, str, float, float]] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length, msg_id = 0, ""
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    name = name.strip().lower()
+                    if name == b"content-length":
+                        length = int(value)
+                    elif name == b"webhook-id":
+                        msg_id = value.strip().decode()
+                body = await reader.readexactly(length)
+                now = time.time()
+                data = orjson.loads(body)["data"]
+                at = datetime.fromisoformat(data["at"].replace("Z", "+00:00")).timestamp()
+                got.append((data.get("address") or "", msg_id, now, at))
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass  # the client went away, or the receiver is stopping
+        finally:
+            writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(serve, "127.0.0.1", port, backlog=512)
+        loop = asyncio.get_running_loop()
+        async with server:
+            while True:
+                ask = await loop.run_in_executor(None, conn.recv)
+                if ask == "stop":
+                    return
+                conn.send(got[:])
+                got.clear()
+
+    asyncio.run(main())
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.conn, child = mp.Pipe()
+        self.proc = mp.get_context("fork").Process(
+            target=_receiver_main, args=(self.port, child), daemon=True
+        )
+        self.proc.start()
+
+    def take(self) -> list[tuple[str, str, float, float]]:
+        """Everything received since the last call."""
+        self.conn.send("take")
+        got: list[tuple[str, str, float, float]] = self.conn.recv()
+        return got
+
+    def stop(self) -> None:
+        self.conn.send("stop")
+        self.proc.join(5)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --------------------------------------------------------------------------------- writer
+
+
+async def write_changes(
+    services: Any, prefix: str, n: int, writers: int, rate: float | None, batch: int = 1
+) -> tuple[float, dict[str, float]]:
+    """``n`` changes by ``writers`` tasks, ``batch`` per transaction (1: what ``PUT
+    /v1/suppressions/{address}`` does; more: what the intake's group of messages does), paced
+    at ``rate`` changes/s when given; the elapsed time and each address's commit time."""
+    committed: dict[str, float] = {}
+    sup = services.suppressions
+    start = time.perf_counter()
+    wall0 = time.time()
+    next_index = 0
+
+    async def one_writer() -> None:
+        nonlocal next_index
+        while next_index < n:
+            first = next_index
+            next_index = min(n, first + batch)
+            if rate is not None:
+                delay = wall0 + first / rate - time.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            addresses = [f"{prefix}{i}@example.com" for i in range(first, next_index)]
+            reqs = [SuppressRequest(a, "hard", "user_unknown", "api") for a in addresses]
+            if batch == 1:
+                await sup.suppress(reqs[0])
+                committed[addresses[0]] = time.time()
+                continue
+            async with services.db.write(addresses) as s:
+                await sup.write_suppressions(s, reqs, utcnow())
+            now = time.time()  # committed
+            committed.update((a, now) for a in addresses)
+            await sup.refresh_cache(addresses)
+
+    await asyncio.gather(*(one_writer() for _ in range(writers)))
+    return time.perf_counter() - start, committed
+
+
+def start_worker(url: str, log: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "STOPLIST_DATABASE_URL": url,
+        "STOPLIST_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
+    }
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [str(BIN / "stoplist"), "deliver"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+def stop_worker(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    proc.wait(30)
+
+
+async def wait_received(receiver: Receiver, want: set[str], timeout: float) -> dict[str, Any]:
+    """Collect receipts until every address of ``want`` arrived (or ``timeout``)."""
+    arrived: dict[str, float] = {}
+    lags: dict[str, float] = {}
+    ids: list[str] = []
+    deadline = time.monotonic() + timeout
+    while want - arrived.keys() and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        for address, msg_id, at, changed_at in receiver.take():
+            ids.append(msg_id)
+            arrived.setdefault(address, at)
+            lags.setdefault(address, at - changed_at)
+    return {
+        "arrived": arrived,
+        "lags": lags,
+        "missing": len(want - arrived.keys()),
+        "duplicates": len(ids) - len(set(ids)),
+    }
+
+
+# --------------------------------------------------------------------------------- phases
+
+
+async def slowdown(
+    args: argparse.Namespace,
+    services: Any,
+    hooks: WebhookService,
+    url: str,
+    receiver: Receiver,
+    log: Path,
+) -> dict[str, Any]:
+    real_write = outbox.write
+
+    async def no_outbox(s: Any, rows: Any) -> None:
+        return None
+
+    rates: dict[str, list[float]] = {"no_outbox": [], "outbox": [], "subscribed": []}
+    n = args.slowdown_changes
+    for round_ in range(2):
+        outbox.write = no_outbox  # type: ignore[assignment]
+        elapsed, _ = await write_changes(services, f"floor{round_}-", n, args.writers, None)
+        outbox.write = real_write  # type: ignore[assignment]
+        rates["no_outbox"].append(n / elapsed)
+        elapsed, _ = await write_changes(services, f"plain{round_}-", n, args.writers, None)
+        rates["outbox"].append(n / elapsed)
+        sub, _ = await hooks.create(receiver_url(receiver), None, None, "bench")
+        worker = start_worker(url, log)
+        try:
+            elapsed, done = await write_changes(services, f"sub{round_}-", n, args.writers, None)
+            rates["subscribed"].append(n / elapsed)
+            await wait_received(receiver, set(done), 300)
+        finally:
+            stop_worker(worker)
+            await hooks.delete(sub["id"])
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    return {
+        "changes_per_phase": n,
+        "writes_per_s": {k: round(v) for k, v in med.items()},
+        "outbox_cost_pct": round(100 * (1 - med["outbox"] / med["no_outbox"]), 1),
+        "subscription_cost_pct": round(100 * (1 - med["subscribed"] / med["outbox"]), 1),
+        "rounds": {k: [round(x) for x in v] for k, v in rates.items()},
+    }
+
+
+def receiver_url(receiver: Receiver) -> str:
+    return f"http://127.0.0.1:{receiver.port}/hooks"
+
+
+async def drain(
+    args: argparse.Namespace,
+    services: Any,
+    hooks: WebhookService,
+    url: str,
+    receiver: Receiver,
+    log: Path,
+) -> dict[str, Any]:
+    sub, _ = await hooks.create(receiver_url(receiver), None, None, "bench")
+    _, done = await write_changes(services, "drain-", args.drain_changes, args.writers, None)
+    started = time.time()
+    worker = start_worker(url, log)
+    try:
+        got = await wait_received(receiver, set(done), 600)
+    finally:
+        stop_worker(worker)
+        await hooks.delete(sub["id"])
+    last = max(got["arrived"].values(), default=started)
+    return {
+        "changes": args.drain_changes,
+        "events_per_s": round(len(got["arrived"]) / max(last - started, 1e-9)),
+        "missing": got["missing"],
+        "duplicates": got["duplicates"],
+    }
+
+
+async def lag(
+    services: Any,
+    hooks: WebhookService,
+    url: str,
+    receiver: Receiver,
+    log: Path,
+    *,
+    changes: int,
+    rate: float,
+    writers: int,
+    batch: int,
+) -> dict[str, Any]:
+    sub, _ = await hooks.create(receiver_url(receiver), None, None, "bench")
+    worker = start_worker(url, log)
+    try:
+        await asyncio.sleep(2)  # the worker is up
+        receiver.take()
+        prefix = f"lag{int(rate)}-"
+        elapsed, done = await write_changes(services, prefix, changes, writers, rate, batch)
+        got = await wait_received(receiver, set(done), 900)
+    finally:
+        stop_worker(worker)
+        await hooks.delete(sub["id"])
+    # From the change's own timestamp (taken just before its transaction: the figure includes
+    # the transaction) to the receipt; both clocks are this machine's.
+    lags = sorted(got["lags"][a] for a in done if a in got["lags"])
+    first, last = min(done.values()), max(got["arrived"].values())
+    return {
+        "changes": changes,
+        "batch": batch,
+        "target_rate": rate,
+        "achieved_write_rate": round(changes / elapsed),
+        "events_per_s": round(len(lags) / max(last - first, 1e-9)),
+        "lag_p50_s": round(lags[len(lags) // 2], 3),
+        "lag_p99_s": round(lags[int(len(lags) * 0.99)], 3),
+        "lag_max_s": round(lags[-1], 3),
+        "missing": got["missing"],
+        "duplicates": got["duplicates"],
+    }
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    admin = args.pg_url.replace("postgresql+asyncpg://", "postgresql://")
+    conn = await asyncpg.connect(admin)
+    await conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+    await conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+    await conn.close()
+    url = args.pg_url.rsplit("/", 1)[0] + "/" + DB_NAME
+    settings = Settings(database_url=url, redis_url=None, webhook_allowed_networks=["127.0.0.0/8"])
+    await asyncio.to_thread(run_migrations, settings)
+    services = build_services(settings)
+    await services.suppressions.rebuild_cache()
+    hooks = WebhookService(services.db, settings)
+    receiver = Receiver()
+    log = Path(os.environ.get("TMPDIR", "/tmp")) / "bench-webhooks-deliver.log"
+    try:
+        result = {
+            "slowdown": await slowdown(args, services, hooks, url, receiver, log),
+            "drain": await drain(args, services, hooks, url, receiver, log),
+            "lag": [
+                await lag(
+                    services,
+                    hooks,
+                    url,
+                    receiver,
+                    log,
+                    changes=n,
+                    rate=r,
+                    writers=args.writers,
+                    batch=args.batch,
+                )
+                for n, r in ((args.changes, args.rate), (args.slow_changes, args.slow_rate))
+            ],
+            "cpus": os.cpu_count(),
+        }
+    finally:
+        receiver.stop()
+        await services.db.dispose()
+        conn = await asyncpg.connect(admin)
+        await conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+        await conn.close()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--changes", type=int, default=100_000)
+    parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--writers", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=10, help="changes per transaction (lag)")
+    parser.add_argument("--slow-changes", type=int, default=10_000)
+    parser.add_argument("--slow-rate", type=float, default=200.0)
+    parser.add_argument("--slowdown-changes", type=int, default=2000)
+    parser.add_argument("--drain-changes", type=int, default=20_000)
+    parser.add_argument("--pg-url", default="postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    result = asyncio.run(run(args))
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
