@@ -111,8 +111,8 @@ def list_key(address: str, *, whole_domain: bool = False) -> str:
     return domain_key(normalise_domain(address)) if whole_domain else normalise_or_422(address)
 
 
-def parse_since(raw: str | None) -> datetime | None:
-    """A ``since`` filter: ISO 8601 (naive = UTC); 422 naming the value otherwise.
+def parse_since(raw: str | None, name: str = "since") -> datetime | None:
+    """A ``since`` (or other ``name``) filter: ISO 8601 (naive = UTC); 422 naming it otherwise.
 
     Only ISO 8601: pydantic's datetime also read a bare number as epoch seconds, so ``since=30``
     silently meant 1970."""
@@ -122,7 +122,7 @@ def parse_since(raw: str | None) -> datetime | None:
         value = datetime.fromisoformat(raw.strip())
     except ValueError:
         raise InvalidInput(
-            f"since {raw!r}: an ISO 8601 date-time, e.g. 2024-05-01T12:00:00Z"
+            f"{name} {raw!r}: an ISO 8601 date-time, e.g. 2024-05-01T12:00:00Z"
         ) from None
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
@@ -13,6 +13,7 @@ from app.http.deps import ApiRoute, ReadKey, ServicesDep
 from app.http.responses import JSONBytes
 from app.http.schemas import SINCE_FILTER, error_responses
 from app.rates import StatsQuery, query_stats
+from app.suppression import parse_since
 
 router = APIRouter(prefix="/v1/stats", tags=["stats"], route_class=ApiRoute)
 
@@ -66,19 +67,6 @@ class Stats(BaseModel):
 TimeQuery = Annotated[str | None, Query(), SINCE_FILTER]
 
 
-def _time(name: str, raw: str | None) -> datetime | None:
-    """ISO 8601 (naive = UTC); 422 naming the parameter otherwise."""
-    if raw is None:
-        return None
-    try:
-        value = datetime.fromisoformat(raw.strip())
-    except ValueError:
-        raise InvalidInput(
-            f"{name} {raw!r}: an ISO 8601 date-time, e.g. 2026-12-01T00:00:00Z"
-        ) from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
 @router.get("", response_model=Stats, responses=error_responses(401, 403, 422, 503))
 async def stats(
     services: ServicesDep,
@@ -93,7 +81,7 @@ async def stats(
     ``STOPLIST_RATES_5MIN_DAYS``, hourly ``STOPLIST_RATES_HOURLY_DAYS``, daily
     ``STOPLIST_RATES_DAILY_DAYS``; at most 2016 buckets per query."""
     try:
-        query = StatsQuery.make(by, granularity, _time("since", since), _time("until", until))
+        query = StatsQuery.make(by, granularity, parse_since(since), parse_since(until, "until"))
     except (OverflowError, ValueError) as exc:  # a date at the edge of the calendar
         raise InvalidInput(f"since/until out of range: {exc}") from None
     return JSONBytes((await query_stats(services.db, query)).to_json())
