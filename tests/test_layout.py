@@ -116,6 +116,7 @@ LAYERS: list[tuple[str, ...]] = [
     # The composition root's Services is still the bag the flows below take (docs/architecture.md).
     ("app.container",),
     ("app.feedback", "app.bulk", "app.intake"),
+    ("app.ingest",),
     ("app.intake.child", "app.intake.smtp"),
     ("app.http",),
     ("app.main", "app.cli"),
