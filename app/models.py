@@ -196,6 +196,95 @@ class InboundMessage(Base):
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
 
 
+class DeliveryEvent(Base):
+    """What an MTA's log or an ESP's webhook said about one recipient (``events.Event``).
+
+    ``dedupe_id`` is unique: a replayed webhook or a re-read log line is recorded once, and only
+    a newly inserted row goes through the policy (``app.events.store``).
+    """
+
+    __tablename__ = "delivery_events"
+    __table_args__ = (
+        UniqueConstraint("dedupe_id"),
+        Index("ix_delivery_events_recipient_id", "recipient", "id"),
+        Index("ix_delivery_events_received_at", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    dedupe_id: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(16))
+    recipient: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    sender: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    outcome: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(48))
+    rule_id: Mapped[str] = mapped_column(String(96))
+    vendor_category: Mapped[str | None] = mapped_column(String(96), nullable=True)
+    vendor_outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    disagrees: Mapped[bool] = mapped_column(Boolean, default=False)
+    feedback_type: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    reply_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    diagnostic: Mapped[str | None] = mapped_column(Text, nullable=True)
+    remote_mta: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    stream: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    pool: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    vmta: Mapped[str | None] = mapped_column(String(96), nullable=True)
+    job_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # The vendor's or the message's own id (Message-ID, sg_message_id): not inbound_messages.id.
+    message_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    time: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    location: Mapped[str] = mapped_column(String(255))
+
+
+class DeliveryEventError(Base):
+    """A record of a log or webhook that could not be read: kept with where and why."""
+
+    __tablename__ = "delivery_event_errors"
+    __table_args__ = (
+        UniqueConstraint("dedupe_id"),
+        Index("ix_delivery_event_errors_received_at", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Same location, reason and excerpt: the same bad record sent again is kept once.
+    dedupe_id: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(16))
+    location: Mapped[str] = mapped_column(String(255))
+    reason: Mapped[str] = mapped_column(Text)
+    excerpt: Mapped[str] = mapped_column(Text, default="")
+
+
+class SnsSubscription(Base):
+    """An SNS (Un)SubscriptionConfirmation whose signature verified: confirmed by an operator
+    (``stoplist events confirm-ses``) fetching its SubscribeURL."""
+
+    __tablename__ = "sns_subscriptions"
+    __table_args__ = (UniqueConstraint("url_digest"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    kind: Mapped[str] = mapped_column(String(32))
+    topic_arn: Mapped[str] = mapped_column(String(255))
+    subscribe_url: Mapped[str] = mapped_column(Text)
+    url_digest: Mapped[str] = mapped_column(String(64))
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class WebhookToken(Base):
+    """A one-time webhook token (Mailgun's ``signature.token``) seen within its replay window."""
+
+    __tablename__ = "webhook_tokens"
+    __table_args__ = (Index("ix_webhook_tokens_seen_at", "seen_at"),)
+
+    token: Mapped[str] = mapped_column(String(160), primary_key=True)
+    source: Mapped[str] = mapped_column(String(16))
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class IngestOffset(Base):
     """Where ``stoplist ingest`` stopped in a log file: the byte after the last line whose events
     committed, per source and file (``file_key`` = device:inode, ``fingerprint`` = SHA-256 of its

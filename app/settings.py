@@ -153,6 +153,21 @@ class Settings(BaseSettings):
         description="Scope of an unsubscribe that names no stream ('global' blocks every stream)",
     )
 
+    # Delivery-event webhooks (POST /v1/events/{source}); see docs/events.md
+    ses_topic_arns: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="SNS topic ARNs whose signed messages are accepted (empty: SES needs a key)",
+    )
+    sendgrid_public_key: str | None = Field(
+        default=None, description="SendGrid signed Event Webhook verification key (base64 DER)"
+    )
+    mailgun_signing_key: SecretStr | None = Field(
+        default=None, description="Mailgun HTTP webhook signing key"
+    )
+    postmark_basic_auth: SecretStr | None = Field(
+        default=None, description="user:password in the Postmark webhook URL"
+    )
+
     @field_validator("smtp_domains", mode="before")
     @classmethod
     def _domains(cls, value: object) -> object:
@@ -165,6 +180,34 @@ class Settings(BaseSettings):
         if isinstance(value, list):
             for net in value:
                 ipaddress.ip_network(str(net), strict=False)  # ValueError names the bad one
+        return value
+
+    @field_validator("ses_topic_arns", mode="before")
+    @classmethod
+    def _topics(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("sendgrid_public_key")
+    @classmethod
+    def _sendgrid_key(cls, value: str | None) -> str | None:
+        if not value or not value.strip():
+            return None
+        from events.signatures import SignatureError, load_sendgrid_public_key
+
+        try:
+            load_sendgrid_public_key(value)
+        except SignatureError as exc:
+            raise ValueError(str(exc)) from None
+        return value.strip()
+
+    @field_validator("postmark_basic_auth")
+    @classmethod
+    def _basic_auth(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        user, sep, password = value.get_secret_value().partition(":")
+        if not sep or not user or len(password) < 16:
+            raise ValueError("user:password, the password at least 16 characters")
         return value
 
     @field_validator("database_url")

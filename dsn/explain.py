@@ -157,6 +157,13 @@ def _special_rule(rule_id: str) -> str:
         return "no rule matched: the failure counts as soft (never hard without a rule)"
     if rule_id.startswith(("arf-", "amazonses-complaint-")):
         return "decided by the feedback report's type (arf package), not by the reply rules"
+    if rule_id.startswith("vendor-"):
+        return (
+            "decided by the sender's own category (events/classify.py VENDOR_CATEGORIES): "
+            "the event carried no reply to classify"
+        )
+    if rule_id.startswith("event-"):
+        return "decided by the kind of delivery event (events/classify.py), not by a reply"
     return "not a rule of the current rule set (changed since the message was analysed?)"
 
 

@@ -32,7 +32,17 @@ PG_ADMIN_URL = os.environ.get(
 )
 REDIS_URL = os.environ.get("STOPLIST_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 REQUIRE = os.environ.get("STOPLIST_TEST_REQUIRE_SERVICES") == "1"
-TABLES = ("suppressions", "events", "audit_log", "api_keys", "inbound_messages")
+TABLES = (
+    "suppressions",
+    "events",
+    "audit_log",
+    "api_keys",
+    "inbound_messages",
+    "delivery_events",
+    "delivery_event_errors",
+    "sns_subscriptions",
+    "webhook_tokens",
+)
 
 
 def _unavailable(what: str, exc: BaseException) -> None:

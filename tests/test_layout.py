@@ -115,7 +115,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("app.suppression", "app.keys", "app.intake.parse_pool", "app.feedback.planner"),
     # The composition root's Services is still the bag the flows below take (docs/architecture.md).
     ("app.container",),
-    ("app.feedback", "app.bulk", "app.intake"),
+    ("app.feedback", "app.bulk", "app.intake", "app.events"),
     ("app.ingest",),
     ("app.intake.child", "app.intake.smtp"),
     ("app.http",),

@@ -23,7 +23,7 @@ keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 @keys_app.command("create")
 def keys_create(
     name: Annotated[str, typer.Option(help="A name for the key's holder")],
-    scope: Annotated[str, typer.Option(help="check | read | write | admin")],
+    scope: Annotated[str, typer.Option(help="check | read | write | admin | events")],
     as_json: JsonOpt = False,
 ) -> None:
     """Create a key and print it once (only its hash is stored)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import typer
 
 from app.cli import bulk, intake, lists, rules, serve
+from app.cli.events import events_app
 from app.cli.keys import keys_app
 from app.cli.lists import cache_app
 from app.cli.rules import rules_app
@@ -22,6 +23,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(cache_app, name="cache")
 app.add_typer(rules_app, name="rules")
 app.add_typer(token_app, name="token")
+app.add_typer(events_app, name="events")
 app.command()(serve.serve)
 app.command("migrate")(serve.migrate_cmd)
 app.command()(serve.smtp)

@@ -29,7 +29,17 @@ from app.suppression import SuppressRequest, SuppressResult
 from app.suppression.repository import EVENTS_TABLE
 from dsn.model import MessageAnalysis
 
-__all__ = ["ApplyResult", "BatchItem", "apply_analysis", "apply_batch", "apply_plans"]
+__all__ = [
+    "ApplyResult",
+    "BatchItem",
+    "WrittenPlans",
+    "after_commit",
+    "apply_analysis",
+    "apply_batch",
+    "apply_plans",
+    "plan_keys",
+    "write_plans",
+]
 
 log = logging.getLogger("app.feedback")
 _T = TypeVar("_T")
@@ -170,7 +180,7 @@ def _soft_crossings(
     return crossed
 
 
-def _batch_keys(plans: Sequence[tuple[int | None, Plan]]) -> tuple[list[str], list[int]]:
+def plan_keys(plans: Sequence[tuple[int | None, Plan]]) -> tuple[list[str], list[int]]:
     """(addresses, message ids) the steps of ``plans`` touch, sorted."""
     steps = [(mid, step) for mid, plan in plans for step in plan.steps]
     addresses = sorted({step.address for _, step in steps})
@@ -188,39 +198,70 @@ async def apply_plans(
 ) -> list[ApplyResult]:
     """Carry out (message id, plan) pairs in one transaction, then refresh the cache once.
 
-    Under the write locks of every address the batch touches (taken in one statement, in key
-    order): one read of the events these messages already wrote (a step whose event exists is
-    skipped, so applying a message twice writes nothing new), one multi-row insert of the recorded
-    and soft-bounce events, one count of the soft bounces in the window per address (see
-    :func:`_soft_crossings`), then the suppressions with their events
-    (``SuppressionService.write_suppressions``). After the commit the cache is refreshed from a
-    fresh read of every suppressed address (see ``app.cache``).
+    The transaction holds the write locks of every address the batch touches (taken in one
+    statement, in key order) and runs :func:`write_plans`; after the commit, :func:`after_commit`
+    refreshes the cache.
     """
-    settings = services.settings
     db = db or services.db
-    addresses, message_ids = _batch_keys(plans)
-    written: list[SuppressResult] = []
-    requests: list[SuppressRequest] = []
+    addresses, _ = plan_keys(plans)
     if not addresses:
         return _decide(plans, set()).results(plans)
-    now = utcnow()
     async with db.write(addresses) as s:
-        d = _decide(plans, await _applied_keys(s, addresses, message_ids))
-        requests = [_request(step, mid) for mid, step in d.suppress]
-        if d.events:
-            await s.execute(EVENTS_TABLE.insert(), [_event_row(st, m, now) for m, st in d.events])
-        if d.soft:
-            since = now - timedelta(hours=settings.soft_bounce_window_h)
-            counts = await _soft_counts(s, sorted(d.soft), since)
-            for mid, step, count in _soft_crossings(d, counts, settings):
-                requests.append(_soft_request(settings, step, mid, count, now))
-        if requests:
-            written = await services.suppressions.write_suppressions(s, requests, now)
-    if written:
-        for req in requests:
+        written = await write_plans(s, services, plans)
+    await after_commit(services, written, db)
+    return written.results(plans)
+
+
+@dataclass(slots=True)
+class WrittenPlans:
+    """What :func:`write_plans` did inside a transaction; :func:`after_commit` finishes it."""
+
+    decision: _Decision
+    requests: list[SuppressRequest]
+    written: list[SuppressResult]
+
+    def results(self, plans: Sequence[tuple[int | None, Plan]]) -> list[ApplyResult]:
+        return self.decision.results(plans)
+
+
+async def write_plans(
+    s: AsyncSession, services: Services, plans: Sequence[tuple[int | None, Plan]]
+) -> WrittenPlans:
+    """The writes of ``plans`` inside the caller's transaction ``s``, which must hold the write
+    locks of every address in :func:`plan_keys` (``Database.write(addresses)``).
+
+    One read of the events these messages already wrote (a step whose event exists is skipped, so
+    applying a message twice writes nothing new), one multi-row insert of the recorded and
+    soft-bounce events, one count of the soft bounces in the window per address (see
+    :func:`_soft_crossings`), then the suppressions with their events
+    (``SuppressionService.write_suppressions``). Nothing is committed here.
+    """
+    settings = services.settings
+    addresses, message_ids = plan_keys(plans)
+    now = utcnow()
+    d = _decide(plans, await _applied_keys(s, addresses, message_ids))
+    requests = [_request(step, mid) for mid, step in d.suppress]
+    written: list[SuppressResult] = []
+    if d.events:
+        await s.execute(EVENTS_TABLE.insert(), [_event_row(st, m, now) for m, st in d.events])
+    if d.soft:
+        since = now - timedelta(hours=settings.soft_bounce_window_h)
+        counts = await _soft_counts(s, sorted(d.soft), since)
+        for mid, step, count in _soft_crossings(d, counts, settings):
+            requests.append(_soft_request(settings, step, mid, count, now))
+    if requests:
+        written = await services.suppressions.write_suppressions(s, requests, now)
+    return WrittenPlans(d, requests, written)
+
+
+async def after_commit(services: Services, done: WrittenPlans, db: Database) -> None:
+    """Once the transaction of :func:`write_plans` committed: count the suppressions written and
+    refresh the cache replica from a fresh read of every suppressed address (see ``app.cache``)."""
+    if done.written:
+        for req in done.requests:
             metrics.SUPPRESSIONS_WRITTEN.labels(req.outcome, req.source).inc()
-    await _refresh(services, sorted({r.address for r in written} | d.reapplied), db)
-    return d.results(plans)
+    addresses = {r.address for r in done.written} | done.decision.reapplied
+    await _refresh(services, sorted(addresses), db)
 
 
 async def _refresh(services: Services, addresses: list[str], db: Database) -> None:
@@ -239,7 +280,7 @@ async def preview_plans(
 ) -> list[ApplyResult]:
     """What :func:`apply_plans` would do with ``plans`` (a dry run): the same reads and
     decisions, nothing written."""
-    addresses, message_ids = _batch_keys(plans)
+    addresses, message_ids = plan_keys(plans)
     if not addresses:
         return _decide(plans, set()).results(plans)
     async with services.db.read() as s:

@@ -13,7 +13,16 @@ from fastapi import FastAPI
 from app.container import Services
 from app.http.errors import install_error_handlers
 from app.http.middleware import MAX_BODY, BodyLimit
-from app.http.routes import bulk, check, health, messages, suppressions, tokens, unsubscribe
+from app.http.routes import (
+    bulk,
+    check,
+    events,
+    health,
+    messages,
+    suppressions,
+    tokens,
+    unsubscribe,
+)
 
 VERSION = "0.1.0"
 
@@ -47,4 +56,5 @@ def build_http_app(
     app.include_router(health.router)
     app.include_router(unsubscribe.router)
     app.include_router(tokens.router)
+    app.include_router(events.router)
     return app

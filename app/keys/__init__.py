@@ -9,6 +9,7 @@ container.
 """
 
 from app.keys.model import (
+    ALL_SCOPES,
     BOOTSTRAP_NAME,
     KEY_PREFIX,
     SCOPES,
@@ -20,6 +21,7 @@ from app.keys.model import (
 from app.keys.service import KeyService
 
 __all__ = [
+    "ALL_SCOPES",
     "BOOTSTRAP_NAME",
     "KEY_PREFIX",
     "SCOPES",

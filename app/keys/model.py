@@ -4,6 +4,10 @@ Scopes are ordered, each including the ones before it: ``check`` (pre-send check
 (look up, list, history, export) < ``write`` (support staff: suppress, unsuppress, import) <
 ``admin`` (keys, removing complaint suppressions with force).
 
+``events`` is a side scope, outside that order: it may only post delivery events
+(``POST /v1/events/...``, an MTA's log hook or an ESP's webhook); ``admin`` includes it,
+``write`` and ``read`` do not.
+
 A key is ``sl_`` + 40 URL-safe characters (240 random bits), so a single SHA-256 is enough to store
 it; the first 8 characters are kept in clear as a prefix to recognise keys in listings.
 """
@@ -17,6 +21,8 @@ from dataclasses import dataclass
 
 SCOPES: tuple[str, ...] = ("check", "read", "write", "admin")
 RANK = {name: i for i, name in enumerate(SCOPES)}
+SIDE_SCOPES: tuple[str, ...] = ("events",)
+ALL_SCOPES: tuple[str, ...] = SCOPES + SIDE_SCOPES
 KEY_PREFIX = "sl_"
 KEY_RE = re.compile(r"^sl_[A-Za-z0-9_-]{40}$")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
@@ -24,6 +30,8 @@ BOOTSTRAP_NAME = "bootstrap-admin"
 
 
 def scope_allows(granted: str, required: str) -> bool:
+    if required in SIDE_SCOPES:
+        return granted in (required, "admin")
     return RANK.get(granted, -1) >= RANK[required]
 
 

@@ -16,11 +16,10 @@ from app.db import Database
 from app.errors import Conflict, InvalidInput
 from app.keys import repository
 from app.keys.model import (
+    ALL_SCOPES,
     BOOTSTRAP_NAME,
     KEY_RE,
     NAME_RE,
-    RANK,
-    SCOPES,
     KeyInfo,
     generate_key,
     hash_key,
@@ -98,8 +97,8 @@ class KeyService:
     ) -> tuple[KeyInfo, str]:
         if not NAME_RE.match(name):
             raise InvalidInput(f"key name {name!r}: 1-64 of A-Z a-z 0-9 _ . @ -")
-        if scope not in RANK:
-            raise InvalidInput(f"scope {scope!r}: one of {', '.join(SCOPES)}")
+        if scope not in ALL_SCOPES:
+            raise InvalidInput(f"scope {scope!r}: one of {', '.join(ALL_SCOPES)}")
         plaintext = key or generate_key()
         if key is not None and len(key) < 32:
             raise InvalidInput("a supplied key must be at least 32 characters")

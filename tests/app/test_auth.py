@@ -36,6 +36,7 @@ ROUTES: list[tuple[str, str, dict[str, object], str]] = [
     ("GET", "/v1/suppressions/export", {}, "read"),
     ("POST", "/v1/tokens", {"json": {"recipients": [ADDR]}}, "write"),
     ("GET", "/v1/messages/1/explanation", {}, "read"),
+    ("POST", "/v1/events/kumomta", {"content": b"[]"}, "events"),
 ]
 
 
@@ -49,7 +50,12 @@ def test_every_api_route_is_in_the_matrix() -> None:
     # The signed token is the authority for one-click unsubscribes (RFC 8058): no API key.
     public |= {("GET", "/v1/unsubscribe/{token}"), ("POST", "/v1/unsubscribe/{token}")}
     covered = {
-        (m, p.replace(ADDR, "{address}").replace("/messages/1/", "/messages/{message_id}/"))
+        (
+            m,
+            p.replace(ADDR, "{address}")
+            .replace("/messages/1/", "/messages/{message_id}/")
+            .replace("/events/kumomta", "/events/{source}"),
+        )
         for m, p, _, _ in ROUTES
     }
     assert paths - public == covered

@@ -1,0 +1,253 @@
+"""Recording delivery events: one transaction per batch inserts the events, keeps the records
+that could not be read, applies the newly inserted events through the feedback policy, and
+commits.
+
+``EventStore.record(batch)`` is the one entry point (webhooks and log ingest alike): a ``Batch``
+in, counts out, committed on return. An event whose ``dedupe_id`` is already stored (a replayed
+webhook, a log line read again after a restart) is a duplicate: not inserted again, not applied
+again. Inserts are ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` on PostgreSQL and SQLite, a
+statement per table for the whole batch.
+
+Work that must see exactly the newly inserted events, in the same transaction (the rate buckets
+of ``app.rates``), belongs in :func:`_after_insert`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.container import Services
+from app.errors import Unauthorized
+from app.events.policy import event_settings, plan_event
+from app.feedback.applier import WrittenPlans, after_commit, write_plans
+from app.feedback.planner import Plan
+from app.models import DeliveryEvent, DeliveryEventError, SnsSubscription, WebhookToken, utcnow
+from events import Batch, Event, EventError
+
+__all__ = ["EventStore", "PendingSubscription", "RecordResult"]
+
+log = logging.getLogger("app.events")
+
+_EVENTS = DeliveryEvent.__table__
+_ERRORS = DeliveryEventError.__table__
+# Column widths of delivery_events: a vendor's over-long value is cut, not a failed batch.
+_WIDTHS: dict[str, int] = {c.name: getattr(c.type, "length", None) or 0 for c in _EVENTS.columns}
+
+
+@dataclass(frozen=True, slots=True)
+class RecordResult:
+    """What one batch did: events newly stored, events already stored (not applied again),
+    unreadable records kept, and suppressions written by the new events."""
+
+    new: int
+    duplicate: int
+    errors: int
+    suppressed: int
+
+
+@dataclass(frozen=True, slots=True)
+class PendingSubscription:
+    id: int
+    received_at: datetime
+    kind: str
+    topic_arn: str
+    subscribe_url: str
+    confirmed_at: datetime | None
+
+
+class EventStore:
+    """Delivery events of one service (its database, cache and settings)."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self._settings = event_settings(services.settings)
+
+    async def record(
+        self, batch: Batch, *, token: tuple[str, str, timedelta] | None = None
+    ) -> RecordResult:
+        """Store and apply ``batch`` in one transaction; committed when this returns.
+
+        ``token`` is (source, one-time token, replay window): a token already seen within the
+        window refuses the whole batch (``Unauthorized``, nothing written). It is claimed in the
+        same transaction, so a batch that fails to commit can be sent again with it.
+        """
+        events = _unique(batch.events)
+        addresses = sorted({e.recipient for e in events if e.recipient})
+        db = self.services.db
+        now = utcnow()
+        written: WrittenPlans | None = None
+        async with db.write(addresses) as s:
+            if token is not None:
+                await _claim_token(s, *token, now)
+            new = await _insert_events(s, events, now) if events else []
+            await _insert_errors(s, batch.errors, now)
+            plans = [(None, p) for p in self._plans(new)]
+            if plans:
+                written = await write_plans(s, self.services, plans)
+            await _after_insert(s, new)
+        if written is not None:
+            await after_commit(self.services, written, db)
+        return RecordResult(
+            new=len(new),
+            duplicate=len(batch.events) - len(new),
+            errors=len(batch.errors),
+            suppressed=len(written.written) if written is not None else 0,
+        )
+
+    def _plans(self, events: Sequence[Event]) -> list[Plan]:
+        return [p for e in events if (p := plan_event(e, self._settings)) is not None]
+
+    async def record_subscription(self, kind: str, topic_arn: str, subscribe_url: str) -> bool:
+        """Keep an SNS confirmation for ``stoplist events confirm-ses``; False when known."""
+        digest = hashlib.sha256(subscribe_url.encode()).hexdigest()
+        row = {
+            "received_at": utcnow(),
+            "kind": kind[:32],
+            "topic_arn": topic_arn[:255],
+            "subscribe_url": subscribe_url,
+            "url_digest": digest,
+        }
+        async with self.services.db.write() as s:
+            stmt = _insert_ignore(s, SnsSubscription.__table__, "url_digest")
+            result = await s.execute(stmt.returning(SnsSubscription.id), [row])
+            return result.first() is not None
+
+    async def subscriptions(self, *, pending_only: bool = True) -> list[PendingSubscription]:
+        q = select(SnsSubscription).order_by(SnsSubscription.id)
+        if pending_only:
+            q = q.where(SnsSubscription.confirmed_at.is_(None))
+        async with self.services.db.read() as s:
+            rows = (await s.execute(q)).scalars().all()
+        return [
+            PendingSubscription(
+                r.id, r.received_at, r.kind, r.topic_arn, r.subscribe_url, r.confirmed_at
+            )
+            for r in rows
+        ]
+
+    async def mark_confirmed(self, subscription_id: int) -> None:
+        async with self.services.db.write() as s:
+            await s.execute(
+                update(SnsSubscription)
+                .where(SnsSubscription.id == subscription_id)
+                .values(confirmed_at=utcnow())
+            )
+
+
+async def _after_insert(s: AsyncSession, new_events: Sequence[Event]) -> None:
+    """Hook: runs inside the batch's transaction with exactly the newly inserted events
+    (duplicates excluded), after the policy was applied and before the commit. The deliverability
+    rate buckets are counted here."""
+    del s, new_events
+
+
+def _unique(events: Sequence[Event]) -> list[Event]:
+    """The batch's events, each ``dedupe_id`` once (first wins)."""
+    seen: set[str] = set()
+    out: list[Event] = []
+    for e in events:
+        if e.dedupe_id not in seen:
+            seen.add(e.dedupe_id)
+            out.append(e)
+    return out
+
+
+def _insert_ignore(s: AsyncSession, table: Any, key: str) -> Any:
+    insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
+    return insert(table).on_conflict_do_nothing(index_elements=[key])
+
+
+async def _insert_events(s: AsyncSession, events: Sequence[Event], now: datetime) -> list[Event]:
+    """Insert ``events``; the ones that were not stored before, in batch order."""
+    stmt = _insert_ignore(s, _EVENTS, "dedupe_id").returning(_EVENTS.c.dedupe_id)
+    result = await s.execute(stmt, [_event_row(e, now) for e in events])
+    inserted = set(result.scalars().all())
+    return [e for e in events if e.dedupe_id in inserted]
+
+
+async def _insert_errors(s: AsyncSession, errors: Sequence[EventError], now: datetime) -> None:
+    if not errors:
+        return
+    rows = {}
+    for e in errors:
+        digest = _digest(e.source.value, e.location, e.reason, e.excerpt)
+        rows[digest] = {
+            "received_at": now,
+            "dedupe_id": digest,
+            "source": e.source.value,
+            "location": _clean(e.location)[:255],
+            "reason": _clean(e.reason),
+            "excerpt": _clean(e.to_json()["excerpt"]),
+        }
+    await s.execute(_insert_ignore(s, _ERRORS, "dedupe_id"), list(rows.values()))
+
+
+async def _claim_token(
+    s: AsyncSession, source: str, token: str, window: timedelta, now: datetime
+) -> None:
+    """Refuse a one-time token seen within ``window`` (and forget older ones)."""
+    await s.execute(delete(WebhookToken).where(WebhookToken.seen_at < now - 2 * window))
+    stmt = _insert_ignore(s, WebhookToken.__table__, "token").returning(WebhookToken.token)
+    row = {"token": token[:160], "source": source, "seen_at": now}
+    if (await s.execute(stmt, [row])).first() is None:
+        raise Unauthorized(f"{source} token seen before (replay)")
+
+
+def _event_row(e: Event, now: datetime) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "received_at": now,
+        "dedupe_id": e.dedupe_id,
+        "source": e.source.value,
+        "kind": e.kind.value,
+        "recipient": e.recipient,
+        "sender": e.sender,
+        "outcome": e.outcome,
+        "reason": e.reason,
+        "rule_id": e.rule_id,
+        "vendor_category": e.vendor_category,
+        "vendor_outcome": e.vendor_outcome,
+        "disagrees": e.disagrees,
+        "feedback_type": e.feedback_type,
+        "reply_code": e.reply_code,
+        "status": e.status,
+        "diagnostic": e.diagnostic or None,
+        "remote_mta": e.remote_mta,
+        "stream": e.stream,
+        "ip": e.ip,
+        "pool": e.pool,
+        "vmta": e.vmta,
+        "job_id": e.job_id,
+        "message_id": e.message_id,
+        "time": e.time,
+        "location": e.location,
+    }
+    for name, value in row.items():
+        if isinstance(value, str):
+            value = _clean(value)
+            width = _WIDTHS.get(name)
+            row[name] = value[:width] if width else value
+    return row
+
+
+def _clean(text: str) -> str:
+    """Text as every store takes it: PostgreSQL refuses NUL, encoders unpaired surrogates."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    if not text.isascii():
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
+def _digest(*parts: str) -> str:
+    data = "\x1f".join(parts).encode("utf-8", "surrogatepass")
+    return hashlib.sha256(data).hexdigest()[:32]
