@@ -171,3 +171,65 @@ def _offset(db: Path) -> int | None:
         except sqlite3.OperationalError:
             return None
     return None if row is None else row[0]
+
+
+@pytest.mark.slow
+async def test_kill_9_mid_file_on_postgresql_then_restart_records_every_line_once(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """The real command and store: SIGKILL while it works through a file, start it again; every
+    line's event is stored once and every hard bounce applied once (one history event each)."""
+    import asyncio
+    import signal
+
+    import asyncpg
+
+    base, _, _ = pg_url.rpartition("/")
+    name = f"stoplist_ingest_kill_{os.getpid()}"
+    admin = pg_url.replace("postgresql+asyncpg://", "postgresql://")
+    conn = await asyncpg.connect(admin)
+    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await conn.execute(f'CREATE DATABASE "{name}"')
+    await conn.close()
+    url = f"{base}/{name}"
+    try:
+        await asyncio.to_thread(run_migrations, Settings(database_url=url))
+        path = tmp_path / "acct.csv"
+        rows = [PMTA.splitlines(keepends=True)[0]]
+        for i in range(6000):
+            line = PMTA.splitlines(keepends=True)[1 + (i % 3 == 0)]
+            rows.append(line.replace("kept@", f"k{i}@").replace("gone@", f"g{i}@"))
+        path.write_text("".join(rows))
+        env = os.environ | {"STOPLIST_DATABASE_URL": url}
+        env.pop("STOPLIST_REDIS_URL", None)
+        cmd = [str(BIN / "stoplist"), "ingest", "pmta", str(path), "--batch-lines", "100", "-q"]
+        db = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            child = subprocess.Popen(cmd, env=env)
+            try:
+                for _ in range(1200):
+                    if await db.fetchval("SELECT count(*) FROM delivery_events") >= 1000:
+                        break
+                    await asyncio.sleep(0.05)
+                child.send_signal(signal.SIGKILL)
+                assert child.wait(30) == -signal.SIGKILL
+            finally:
+                if child.poll() is None:
+                    child.kill()
+            stored = await db.fetchval("SELECT count(*) FROM delivery_events")
+            assert 1000 <= stored < 6000
+            done = await asyncio.to_thread(subprocess.run, cmd, env=env, timeout=600)
+            assert done.returncode == 0
+            assert await db.fetchval("SELECT count(*) FROM delivery_events") == 6000
+            hard = await db.fetchval("SELECT count(*) FROM delivery_events WHERE outcome = 'hard'")
+            assert hard == 2000
+            applied = await db.fetch("SELECT address, count(*) AS n FROM events GROUP BY address")
+            assert len(applied) == 2000
+            assert {r["n"] for r in applied} == {1}
+            assert await db.fetchval("SELECT count(*) FROM suppressions") == 2000
+        finally:
+            await db.close()
+    finally:
+        conn = await asyncpg.connect(admin)
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.close()
