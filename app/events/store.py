@@ -6,7 +6,7 @@ commits.
 in, counts out, committed on return. An event whose ``dedupe_id`` is already stored (a replayed
 webhook, a log line read again after a restart) is a duplicate: not inserted again, not applied
 again. Inserts are ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` on PostgreSQL and SQLite, a
-statement per table for the whole batch.
+statement per table for the whole batch (on PostgreSQL the events travel as one array per column).
 
 Work that must see exactly the newly inserted events, in the same transaction (the rate buckets
 of ``app.rates``), belongs in :func:`_after_insert`.
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Boolean, Integer, delete, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -31,7 +31,14 @@ from app.errors import Unauthorized
 from app.events.policy import event_settings, plan_event
 from app.feedback.applier import WrittenPlans, after_commit, write_plans
 from app.feedback.planner import Plan
-from app.models import DeliveryEvent, DeliveryEventError, SnsSubscription, WebhookToken, utcnow
+from app.models import (
+    DeliveryEvent,
+    DeliveryEventError,
+    SnsSubscription,
+    UTCDateTime,
+    WebhookToken,
+    utcnow,
+)
 from events import Batch, Event, EventError
 
 __all__ = ["EventStore", "PendingSubscription", "RecordResult"]
@@ -41,7 +48,12 @@ log = logging.getLogger("app.events")
 _EVENTS = DeliveryEvent.__table__
 _ERRORS = DeliveryEventError.__table__
 # Column widths of delivery_events: a vendor's over-long value is cut, not a failed batch.
-_WIDTHS: dict[str, int] = {c.name: getattr(c.type, "length", None) or 0 for c in _EVENTS.columns}
+_WIDTHS: dict[str, int] = {
+    c.name: int(getattr(c.type, "length", 0))
+    for c in _EVENTS.columns
+    if getattr(c.type, "length", None)
+}
+_TEXT_COLUMNS = [c.name for c in _EVENTS.columns if c.type.python_type is str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,10 +181,36 @@ def _insert_ignore(s: AsyncSession, table: Any, key: str) -> Any:
 
 async def _insert_events(s: AsyncSession, events: Sequence[Event], now: datetime) -> list[Event]:
     """Insert ``events``; the ones that were not stored before, in batch order."""
-    stmt = _insert_ignore(s, _EVENTS, "dedupe_id").returning(_EVENTS.c.dedupe_id)
-    result = await s.execute(stmt, [_event_row(e, now) for e in events])
+    rows = [_event_row(e, now) for e in events]
+    if s.get_bind().dialect.name == "postgresql":
+        # One statement of column arrays: far cheaper than a 1,000-row VALUES list.
+        columns = {name: [row[name] for row in rows] for name in _PG_COLUMNS}
+        result = await s.execute(_PG_INSERT, columns)
+    else:
+        stmt = _insert_ignore(s, _EVENTS, "dedupe_id").returning(_EVENTS.c.dedupe_id)
+        result = await s.execute(stmt, rows)
     inserted = set(result.scalars().all())
     return [e for e in events if e.dedupe_id in inserted]
+
+
+def _pg_array_type(column: Any) -> str:
+    if isinstance(column.type, Boolean):
+        return "boolean[]"
+    if isinstance(column.type, Integer):
+        return "integer[]"
+    if isinstance(column.type, UTCDateTime):
+        return "timestamptz[]"
+    return "text[]"
+
+
+# Every column but the id, each bound as one array (the statement is generated from the table).
+_PG_COLUMNS = [c.name for c in _EVENTS.columns if c.name != "id"]
+_PG_INSERT = text(
+    f"INSERT INTO delivery_events ({', '.join(_PG_COLUMNS)}) "  # noqa: S608 - names from the table
+    "SELECT * FROM unnest("
+    + ", ".join(f"CAST(:{n} AS {_pg_array_type(_EVENTS.c[n])})" for n in _PG_COLUMNS)
+    + ") ON CONFLICT (dedupe_id) DO NOTHING RETURNING dedupe_id"
+)
 
 
 async def _insert_errors(s: AsyncSession, errors: Sequence[EventError], now: datetime) -> None:
@@ -231,11 +269,19 @@ def _event_row(e: Event, now: datetime) -> dict[str, Any]:
         "time": e.time,
         "location": e.location,
     }
-    for name, value in row.items():
-        if isinstance(value, str):
+    joined = "".join([row[name] for name in _TEXT_COLUMNS if row[name] is not None])
+    if joined.isascii() and "\x00" not in joined:
+        for name, width in _WIDTHS.items():  # the common case: only the widths to check
+            value = row[name]
+            if value is not None and len(value) > width:
+                row[name] = value[:width]
+        return row
+    for name in _TEXT_COLUMNS:
+        value = row[name]
+        if value is not None:
             value = _clean(value)
-            width = _WIDTHS.get(name)
-            row[name] = value[:width] if width else value
+            limit = _WIDTHS.get(name)
+            row[name] = value[:limit] if limit else value
     return row
 
 

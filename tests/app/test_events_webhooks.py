@@ -278,3 +278,32 @@ async def test_confirming_a_subscription_fetches_only_sns(hooks: Hooks) -> None:
     [pending] = await store.subscriptions()
     assert pending.subscribe_url == "https://x.test/"
     assert len(await store.subscriptions(pending_only=False)) == 2
+
+
+async def test_odd_values_are_stored_cleaned_not_a_failed_batch(hooks: Hooks) -> None:
+    body = json.dumps(
+        [
+            {
+                "email": "odd@example.org",
+                "event": "bounce",
+                "type": "bounce",
+                "status": "5.1.1",
+                "reason": "550 5.1.1 Benutzer unbekannt \u00fc \u0000 \ud800 user unknown",
+                "sg_event_id": "odd-1",
+                "sg_message_id": "m" * 600,
+                "timestamp": int(time.time()),
+            },
+            {"email": "plain@example.org", "event": "delivered", "sg_event_id": "plain-1"},
+        ]
+    ).encode()
+    answer = await _sendgrid_post(hooks, body)
+    assert (answer["new"], answer["suppressed"]) == (2, 1)
+    async with hooks.env.services.db.read() as s:
+        rows = {r.recipient: r for r in (await s.execute(select(DeliveryEvent))).scalars()}
+    odd = rows["odd@example.org"]
+    assert (
+        odd.diagnostic is not None and "\x00" not in odd.diagnostic and "\u00fc" in odd.diagnostic
+    )
+    assert odd.message_id is not None and len(odd.message_id) == 255
+    assert rows["plain@example.org"].kind == "delivered"
+    assert (await hooks.check("odd@example.org"))["suppressed"] is True
