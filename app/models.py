@@ -412,3 +412,28 @@ class WebhookDelivery(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class IngestOffset(Base):
+    """Where ``stoplist ingest`` stopped in a log file: the byte after the last line whose events
+    committed, per source and file (``file_key`` = device:inode, ``fingerprint`` = SHA-256 of its
+    first ``fingerprint_bytes`` bytes, so a renamed file keeps its place and a reused inode does
+    not inherit one)."""
+
+    __tablename__ = "ingest_offsets"
+    __table_args__ = (
+        UniqueConstraint("source", "file_key"),
+        Index("ix_ingest_offsets_source_fingerprint", "source", "fingerprint"),
+    )
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(16))
+    file_key: Mapped[str] = mapped_column(String(64))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    fingerprint_bytes: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(Text)
+    offset: Mapped[int] = mapped_column(BigInteger)
+    line: Mapped[int] = mapped_column(BigInteger)
+    # What the parser needs to resume there (PowerMTA: the header line in effect).
+    context: Mapped[str | None] = mapped_column(Text, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -137,9 +137,12 @@ def parse_kumomta_request(body: bytes | str, request_id: str = "-") -> Batch:
     return batch
 
 
-def parse_kumomta_lines(lines: Iterable[str], origin: str = "-") -> Iterator[Event | EventError]:
-    """A KumoMTA log file: one JSON record per line (blank lines skipped)."""
-    for number, raw in enumerate(lines, 1):
+def parse_kumomta_lines(
+    lines: Iterable[str], origin: str = "-", *, first_line: int = 1
+) -> Iterator[Event | EventError]:
+    """A KumoMTA log file: one JSON record per line (blank lines skipped); ``first_line`` is the
+    number of the first line given (a file resumed at an offset)."""
+    for number, raw in enumerate(lines, first_line):
         line = raw.rstrip("\r\n")
         if not line.strip():
             continue

@@ -110,14 +110,17 @@ def parse_pmta(
     *,
     header: Sequence[str] | None = None,
     stream_header: str = "X-Stoplist-Stream",
+    first_line: int = 1,
 ) -> Iterator[Event | EventError]:
     """Events from accounting-file lines (with or without line ends), errors for bad records.
 
     ``origin`` names the file in each location (``origin:line``). ``header`` gives the columns
-    when the input starts after the header line (a pipe joined mid-file).
+    when the input starts after the header line (a pipe joined mid-file, a file resumed at an
+    offset); ``first_line`` is then the number of the first line given.
     """
     columns = _Columns(header, stream_header) if header is not None else None
     reader = csv.reader(lines, strict=True)
+    base = first_line - 1
     line = 0
     while True:
         start = line + 1
@@ -127,7 +130,7 @@ def parse_pmta(
             return
         except csv.Error as exc:
             line = reader.line_num
-            yield EventError(Source.PMTA, f"{origin}:{start}", f"bad CSV: {exc}")
+            yield EventError(Source.PMTA, f"{origin}:{base + start}", f"bad CSV: {exc}")
             continue
         line = reader.line_num
         if not row or (len(row) == 1 and not row[0].strip()):
@@ -135,7 +138,7 @@ def parse_pmta(
         if row[0].strip().lower() == "type":
             columns = _Columns(row, stream_header)
             continue
-        location = f"{origin}:{start}"
+        location = f"{origin}:{base + start}"
         if columns is None:
             yield EventError(Source.PMTA, location, "record before any header line", ",".join(row))
             continue

@@ -123,6 +123,7 @@ LAYERS: list[tuple[str, ...]] = [
     # The composition root's Services is still the bag the flows below take (docs/architecture.md).
     ("app.container",),
     ("app.feedback", "app.bulk", "app.intake", "app.events"),
+    ("app.ingest",),
     ("app.intake.child", "app.intake.smtp"),
     ("app.http", "app.console"),
     ("app.main", "app.cli"),

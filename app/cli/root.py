@@ -7,6 +7,7 @@ import typer
 
 from app.cli import bulk, intake, lists, rules, serve
 from app.cli.events import events_app
+from app.cli.ingest import ingest_app
 from app.cli.keys import keys_app
 from app.cli.lists import cache_app
 from app.cli.rates import rates_app
@@ -29,6 +30,7 @@ app.add_typer(rules_app, name="rules")
 app.add_typer(token_app, name="token")
 app.add_typer(events_app, name="events")
 app.add_typer(webhooks_app, name="webhooks")
+app.add_typer(ingest_app, name="ingest")
 app.command()(serve.serve)
 app.command("migrate")(serve.migrate_cmd)
 app.command()(serve.smtp)

@@ -1,0 +1,116 @@
+"""The ingest loop: batches of lines -> events -> the event sink (one commit) -> the saved offset.
+
+Each batch is decoded while the previous one is being committed (the database works while this
+process parses); offsets are saved in order, each only after its batch committed. When storage is
+down the batch is retried with backoff, forever: the offset never moves past uncommitted lines,
+and the outage is logged once (and its end once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Final, Protocol, TypeVar
+
+from app.db import DB_ERRORS
+from app.ingest.decoders import Decoder
+from app.ingest.offsets import OffsetStore
+from app.ingest.progress import Progress, Totals
+from app.ingest.sink import EventSink
+from app.ingest.source import LineBatch, OpenedFile, Position
+from events import Batch
+
+log = logging.getLogger("app.ingest")
+T = TypeVar("T")
+
+RETRY_FIRST_S: Final = 0.2
+RETRY_MAX_S: Final = 30.0
+
+
+class Reader(Protocol):
+    def batches(self) -> AsyncIterator[LineBatch]: ...
+
+
+class Ingestor:
+    """Reads one log through ``decoder`` into ``sink``, saving offsets in ``offsets`` (files)."""
+
+    def __init__(
+        self,
+        decoder: Decoder,
+        sink: EventSink,
+        offsets: OffsetStore | None,
+        progress: Progress,
+        *,
+        retry_max_s: float = RETRY_MAX_S,
+    ) -> None:
+        self.decoder = decoder
+        self.sink = sink
+        self.offsets = offsets
+        self.progress = progress
+        self.retry_max_s = retry_max_s
+        self.totals = Totals()
+        self._down_since: float | None = None
+
+    async def run(self, reader: Reader) -> Totals:
+        """Until the reader ends (a file read, a pipe closed) or the task is cancelled."""
+        pending: asyncio.Task[None] | None = None
+        current: OpenedFile | None = None
+        try:
+            async for lines in reader.batches():
+                if lines.file is not current:
+                    current = lines.file
+                    self.decoder.context = current.start.context
+                batch = Batch()
+                batch.add(self.decoder.feed(lines.lines, lines.first_line))
+                end = Position(lines.end.offset, lines.end.line, self.decoder.context)
+                if pending is not None:
+                    await pending
+                pending = asyncio.create_task(self._commit(batch, lines, end))
+                await asyncio.sleep(0)  # let it send its first statement before we parse on
+            if pending is not None:
+                await pending
+                pending = None
+        finally:
+            if pending is not None and not pending.done():
+                pending.cancel()
+        return self.totals
+
+    async def _commit(self, batch: Batch, lines: LineBatch, end: Position) -> None:
+        totals = self.totals
+        if batch.events or batch.errors:
+            counts = await self._retrying(lambda: self.sink.record(batch))
+            totals.events_new += counts.new
+            totals.duplicate += counts.duplicate
+        if self.offsets is not None:
+            offsets = self.offsets
+            await self._retrying(lambda: offsets.save(lines.file, end))
+        totals.lines += len(lines.lines)
+        totals.errors += len(batch.errors)
+        totals.offset = end.offset
+        totals.size = lines.file.size
+        self.progress.errors(batch.errors)
+        self.progress.update(totals)
+
+    async def _retrying(self, step: Callable[[], Awaitable[T]]) -> T:
+        delay = RETRY_FIRST_S
+        while True:
+            try:
+                result = await step()
+            except DB_ERRORS as exc:
+                if self._down_since is None:
+                    self._down_since = time.monotonic()
+                    log.warning(
+                        "storage unavailable (%s); retrying with backoff up to %.0f s, "
+                        "the read offset does not advance meanwhile",
+                        type(exc).__name__,
+                        self.retry_max_s,
+                    )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.retry_max_s)
+                continue
+            if self._down_since is not None:
+                log.warning("storage back after %.1f s", time.monotonic() - self._down_since)
+                self._down_since = None
+            return result

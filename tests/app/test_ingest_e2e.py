@@ -1,0 +1,235 @@
+"""``stoplist ingest`` end to end on SQLite and on PostgreSQL + Redis: a hard bounce in each MTA's
+log reads as suppressed on ``/v1/check``; a soft one and a delivery do not; the CLI reads a file,
+reports its bad lines and resumes where it stopped."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, text
+
+from app.db import run_migrations
+from app.events.store import EventStore
+from app.ingest import Progress, ingest_log
+from app.models import DeliveryEvent
+from app.settings import Settings
+from tests.conftest import Env
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+PMTA = (
+    "type,timeLogged,orig,rcpt,dsnAction,dsnStatus,dsnDiag,dsnMta,bounceCat,vmta\n"
+    "d,1767607200,bounces@mail.example.com,kept@example.org,relayed,2.0.0 (success),"
+    "smtp;250 ok,mx.example.org (192.0.2.1),,vmta-1\n"
+    "b,1767607201,bounces@mail.example.com,gone@example.org,failed,"
+    '5.1.1 (bad destination mailbox address),"smtp;550 5.1.1 <gone@example.org>: Recipient '
+    'address rejected: User unknown",mx.example.org (192.0.2.1),bad-mailbox,vmta-1\n'
+    "b,1767607202,bounces@mail.example.com,full@example.org,failed,5.2.2 (mailbox full),"
+    "smtp;552 5.2.2 Mailbox full,mx.example.org (192.0.2.1),quota-issues,vmta-1\n"
+)
+POSTFIX = (
+    "2026-01-05T10:00:00.000000+00:00 mx1 postfix/qmgr[1100]: 4F9D1234AB: "
+    "from=<bounces@mail.example.com>, size=4521, nrcpt=2 (queue active)\n"
+    "2026-01-05T10:00:01.000000+00:00 mx1 postfix/smtp[1300]: 4F9D1234AB: to=<gone@example.org>, "
+    "relay=mx.example.org[192.0.2.1]:25, delay=1.2, delays=0.1/0/0.4/0.7, dsn=5.1.1, "
+    "status=bounced (host mx.example.org[192.0.2.1] said: 550 5.1.1 <gone@example.org>: "
+    "Recipient address rejected: User unknown (in reply to RCPT TO command))\n"
+    "2026-01-05T10:00:01.000000+00:00 mx1 postfix/smtp[1300]: 4F9D1234AB: to=<kept@example.org>, "
+    "relay=mx.example.org[192.0.2.1]:25, delay=1.2, delays=0.1/0/0.4/0.7, dsn=2.0.0, "
+    "status=sent (250 2.0.0 Ok: queued as 1234)\n"
+)
+KUMOMTA = (
+    '{"type":"Bounce","id":"a1","sender":"bounces@mail.example.com","recipient":"gone@example.org",'
+    '"queue":"example.org","site":"mx.example.org","response":{"code":550,"enhanced_code":'
+    '{"class":5,"subject":1,"detail":1},"content":"5.1.1 <gone@example.org>: Recipient address '
+    'rejected: User unknown","command":"RCPT TO"},"timestamp":1767607201,"created":1767607190,'
+    '"bounce_classification":"InvalidRecipient","meta":{},"headers":{}}\n'
+    '{"type":"Delivery","id":"a2","sender":"bounces@mail.example.com","recipient":"kept@example.org",'
+    '"queue":"example.org","site":"mx.example.org","response":{"code":250,"enhanced_code":null,'
+    '"content":"ok","command":"."},"timestamp":1767607202,"created":1767607190,'
+    '"bounce_classification":"Uncategorized","meta":{},"headers":{}}\n'
+)
+LOGS = {"pmta": PMTA, "postfix": POSTFIX, "kumomta": KUMOMTA}
+
+
+async def check(env: Env, address: str) -> dict[str, object]:
+    r = await env.client.get("/v1/check", params={"address": address}, headers=env.auth("check"))
+    assert r.status_code == 200, r.text
+    body: dict[str, object] = r.json()
+    return body
+
+
+@pytest.mark.parametrize("source", list(LOGS))
+async def test_a_hard_bounce_in_the_log_reads_as_suppressed(
+    env: Env, tmp_path: Path, source: str
+) -> None:
+    path = tmp_path / f"{source}.log"
+    path.write_text(LOGS[source])
+    store = EventStore(env.services)
+    totals = await ingest_log(
+        source, str(path), db=env.services.db, sink=store, progress=Progress(quiet=True)
+    )
+    assert totals.errors == 0
+    assert totals.events_new == LOGS[source].count("\n") - (1 if source != "kumomta" else 0)
+    gone = await check(env, "gone@example.org")
+    assert gone["suppressed"] is True
+    assert gone["outcome"] == "hard"
+    assert (await check(env, "kept@example.org"))["suppressed"] is False
+    if source == "pmta":
+        assert (await check(env, "full@example.org"))["suppressed"] is False  # soft, once
+    # Read again (a restart that lost its offset): nothing new, nothing applied twice.
+    async with env.services.db.write() as s:
+        await s.execute(text("DELETE FROM ingest_offsets"))
+    again = await ingest_log(
+        source, str(path), db=env.services.db, sink=store, progress=Progress(quiet=True)
+    )
+    assert (again.events_new, again.duplicate) == (0, totals.events_new)
+    async with env.services.db.read() as s:
+        stored = await s.scalar(select(func.count()).select_from(DeliveryEvent))
+    assert stored == totals.events_new
+    history = await env.client.get(
+        "/v1/suppressions/gone@example.org/history", headers=env.auth("read")
+    )
+    assert history.status_code == 200
+    assert source in history.text
+
+
+def test_the_cli_reads_a_file_reports_bad_lines_and_resumes(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
+    run_migrations(Settings(database_url=url))
+    path = tmp_path / "acct.csv"
+    path.write_text(PMTA + "d,1767607300,bounces@mail.example.com\n")
+    env = os.environ | {"STOPLIST_DATABASE_URL": url}
+    env.pop("STOPLIST_REDIS_URL", None)
+    cmd = [str(BIN / "stoplist"), "ingest", "pmta", str(path)]
+    first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    lines = first.stderr.splitlines()
+    assert lines[0] == "acct.csv:5: 3 fields where the header names 10"
+    assert lines[-1].startswith("5 lines (100.0 %)")
+    assert lines[-1].endswith("events: 3 new, 0 duplicate; 1 bad lines")
+    with sqlite3.connect(tmp_path / "cli.db") as conn:
+        kept = conn.execute("SELECT source, location, reason FROM delivery_event_errors").fetchall()
+    assert kept == [("pmta", "acct.csv:5", "3 fields where the header names 10")]
+    with path.open("a") as f:
+        f.write(PMTA.splitlines(keepends=True)[1].replace("kept@", "more@"))
+    second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stderr
+    assert second.stderr.splitlines()[-1].endswith("events: 1 new, 0 duplicate; 0 bad lines")
+    quiet = subprocess.run([*cmd, "-q"], env=env, capture_output=True, text=True, timeout=120)
+    assert (quiet.returncode, quiet.stderr) == (0, "")
+    missing = subprocess.run(
+        [str(BIN / "stoplist"), "ingest", "pmta", str(tmp_path / "none.csv")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode == 2
+
+
+def test_follow_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    """A service stop: what committed stays committed, the summary is written, exit status 0."""
+    import signal
+    import time
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
+    run_migrations(Settings(database_url=url))
+    path = tmp_path / "acct.csv"
+    path.write_text(PMTA)
+    env = os.environ | {"STOPLIST_DATABASE_URL": url}
+    env.pop("STOPLIST_REDIS_URL", None)
+    cmd = [str(BIN / "stoplist"), "ingest", "pmta", str(path), "--follow"]
+    child = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if _offset(tmp_path / "cli.db") == path.stat().st_size:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the follower never saved its offset")
+        child.send_signal(signal.SIGTERM)
+        _, stderr = child.communicate(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 0, stderr
+    assert stderr.splitlines()[-1].endswith("events: 3 new, 0 duplicate; 0 bad lines")
+
+
+def _offset(db: Path) -> int | None:
+    with sqlite3.connect(db) as conn:
+        try:
+            row = conn.execute('SELECT max("offset") FROM ingest_offsets').fetchone()
+        except sqlite3.OperationalError:
+            return None
+    return None if row is None else row[0]
+
+
+@pytest.mark.slow
+async def test_kill_9_mid_file_on_postgresql_then_restart_records_every_line_once(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """The real command and store: SIGKILL while it works through a file, start it again; every
+    line's event is stored once and every hard bounce applied once (one history event each)."""
+    import asyncio
+    import signal
+
+    import asyncpg
+
+    base, _, _ = pg_url.rpartition("/")
+    name = f"stoplist_ingest_kill_{os.getpid()}"
+    admin = pg_url.replace("postgresql+asyncpg://", "postgresql://")
+    conn = await asyncpg.connect(admin)
+    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await conn.execute(f'CREATE DATABASE "{name}"')
+    await conn.close()
+    url = f"{base}/{name}"
+    try:
+        await asyncio.to_thread(run_migrations, Settings(database_url=url))
+        path = tmp_path / "acct.csv"
+        rows = [PMTA.splitlines(keepends=True)[0]]
+        for i in range(6000):
+            line = PMTA.splitlines(keepends=True)[1 + (i % 3 == 0)]
+            rows.append(line.replace("kept@", f"k{i}@").replace("gone@", f"g{i}@"))
+        path.write_text("".join(rows))
+        env = os.environ | {"STOPLIST_DATABASE_URL": url}
+        env.pop("STOPLIST_REDIS_URL", None)
+        cmd = [str(BIN / "stoplist"), "ingest", "pmta", str(path), "--batch-lines", "100", "-q"]
+        db = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            child = subprocess.Popen(cmd, env=env)
+            try:
+                for _ in range(1200):
+                    if await db.fetchval("SELECT count(*) FROM delivery_events") >= 1000:
+                        break
+                    await asyncio.sleep(0.05)
+                child.send_signal(signal.SIGKILL)
+                assert child.wait(30) == -signal.SIGKILL
+            finally:
+                if child.poll() is None:
+                    child.kill()
+            stored = await db.fetchval("SELECT count(*) FROM delivery_events")
+            assert 1000 <= stored < 6000
+            done = await asyncio.to_thread(subprocess.run, cmd, env=env, timeout=600)
+            assert done.returncode == 0
+            assert await db.fetchval("SELECT count(*) FROM delivery_events") == 6000
+            hard = await db.fetchval("SELECT count(*) FROM delivery_events WHERE outcome = 'hard'")
+            assert hard == 2000
+            applied = await db.fetch("SELECT address, count(*) AS n FROM events GROUP BY address")
+            assert len(applied) == 2000
+            assert {r["n"] for r in applied} == {1}
+            assert await db.fetchval("SELECT count(*) FROM suppressions") == 2000
+        finally:
+            await db.close()
+    finally:
+        conn = await asyncpg.connect(admin)
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.close()
