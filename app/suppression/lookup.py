@@ -22,9 +22,9 @@ from app.suppression.model import (
     decide,
     domain_keys,
     invalid_slot,
+    make_entry,
     merge_domain_entries,
     normalise_or_422,
-    row_to_entry,
     scope_for,
 )
 from app.suppression.replica import CacheReplica
@@ -213,6 +213,6 @@ class SuppressionLookup(CacheReplica):
     async def entries_from_db(self, addresses: Sequence[str]) -> list[Entries | None]:
         found: dict[str, list[CachedEntry]] = {}
         async with self.db.read() as s:
-            for row in await repository.active_rows(s, addresses, utcnow()):
-                found.setdefault(row.address, []).append(row_to_entry(row))
+            for address, *columns in await repository.active_entry_rows(s, addresses, utcnow()):
+                found.setdefault(address, []).append(make_entry(*columns))
         return [tuple(found[a]) if a in found else None for a in addresses]
