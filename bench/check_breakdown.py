@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import statistics
 import sys
 import tempfile
@@ -107,6 +108,9 @@ async def stages(services: Services, body: bytes, requests: int) -> dict[str, fl
     domains = domain_keys(valid)
     keys = [*valid, *domains]
     results = await sup.check_many(addresses, stream)
+    wrong = [r for i, r in enumerate(results) if r["suppressed"] is not (i % 2 == 0)]
+    if wrong:
+        raise SystemExit(f"{len(wrong)} wrong answers, e.g. {wrong[0]}")
     out: dict[str, float] = {}
 
     async def parse() -> None:
@@ -176,6 +180,7 @@ async def main(rounds: int, requests: int, batch: int, redis_url: str) -> None:
         await services.cache.clear()
         await services.cache.close()
         await services.db.dispose()
+        shutil.rmtree(folder, ignore_errors=True)
     print(f"| stage ({batch:,} addresses a request, half suppressed) | µs per address |")
     print("|---|---|")
     for name, values in per.items():
