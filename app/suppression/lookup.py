@@ -213,6 +213,8 @@ class SuppressionLookup(CacheReplica):
     async def entries_from_db(self, addresses: Sequence[str]) -> list[Entries | None]:
         found: dict[str, list[CachedEntry]] = {}
         async with self.db.read() as s:
-            for address, *columns in await repository.active_entry_rows(s, addresses, utcnow()):
+            for address, *columns in await repository.active_entry_rows(
+                s, self.db.dialect, addresses, utcnow()
+            ):
                 found.setdefault(address, []).append(make_entry(*columns))
         return [tuple(found[a]) if a in found else None for a in addresses]
