@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from functools import lru_cache
 
 # flanker builds its ply grammars at import and logs harmless "Symbol ... is unreachable" warnings.
@@ -67,6 +68,24 @@ def try_normalise(raw: str) -> str | None:
         return _normalise_slow(raw)
     except InvalidAddress:
         return None
+
+
+def try_normalise_many(raws: Sequence[object]) -> list[str | None]:
+    """:func:`try_normalise` of each item (``None`` for invalid ones and non-strings), for the
+    batch check: the fast path's test inlined with its callables bound once, which saves two
+    Python calls an address."""
+    match, limit, reserved = _fast_match, MAX_LENGTH, _RESERVED
+    out: list[str | None] = []
+    append = out.append
+    for raw in raws:
+        if raw.__class__ is str:
+            if match(raw) and len(raw) <= limit and reserved not in raw:
+                append(raw.lower())
+            else:
+                append(try_normalise(raw))
+        else:
+            append(try_normalise(raw) if isinstance(raw, str) else None)
+    return out
 
 
 @lru_cache(maxsize=4096)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from app import metrics
-from app.addresses import try_normalise
+from app.addresses import try_normalise_many
 from app.cache import CacheCold, CachedEntry, CacheUnavailable, Entries, SuppressionCache
 from app.db import DB_ERRORS, Database
 from app.errors import Unavailable
@@ -22,9 +22,9 @@ from app.suppression.model import (
     decide,
     domain_keys,
     invalid_slot,
+    make_entry,
     merge_domain_entries,
     normalise_or_422,
-    row_to_entry,
     scope_for,
 )
 from app.suppression.replica import CacheReplica
@@ -49,29 +49,43 @@ class SuppressionLookup(CacheReplica):
     ) -> list[dict[str, Any]]:
         """One answer per input, in order; an invalid address is reported in its slot."""
         scope = scope_for(stream)
-        normalised = [try_normalise(a) if isinstance(a, str) else None for a in addresses]
+        normalised = try_normalise_many(addresses)
         valid = [n for n in normalised if n is not None]
         domains = domain_keys(valid)
         found = await self.lookup_entries([*valid, *domains])
         entries = merge_domain_entries(valid, found, domains)
         now = time.time()
+        if len(valid) == len(addresses):  # nearly always: no invalid slot to keep in place
+            out = [
+                {"address": norm, "suppressed": False}
+                if ent is None
+                else check_answer(norm, decide(ent, scope, now))
+                for norm, ent in zip(valid, entries, strict=True)
+            ]
+        else:
+            out = self._answers_with_invalid(addresses, normalised, entries, scope, now)
+        metrics.CHECK_ADDRESSES.inc(len(addresses))
+        hits = sum(1 for answer in out if answer["suppressed"])
+        if hits:
+            metrics.CHECK_HITS.inc(hits)
+        return out
+
+    @staticmethod
+    def _answers_with_invalid(
+        addresses: Sequence[object],
+        normalised: Sequence[str | None],
+        entries: Sequence[Entries | None],
+        scope: str,
+        now: float,
+    ) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         it = iter(entries)
-        hits = 0
         for raw, norm in zip(addresses, normalised, strict=True):
             if norm is None:
                 out.append(invalid_slot(raw))
                 continue
             ent = next(it)
-            hit = decide(ent, scope, now) if ent else None
-            if hit is None:
-                out.append({"address": norm, "suppressed": False})
-            else:
-                hits += 1
-                out.append(check_answer(norm, hit))
-        metrics.CHECK_ADDRESSES.inc(len(addresses))
-        if hits:
-            metrics.CHECK_HITS.inc(hits)
+            out.append(check_answer(norm, decide(ent, scope, now) if ent else None))
         return out
 
     async def check_one(self, address: str, stream: str | None) -> dict[str, Any]:
@@ -199,6 +213,8 @@ class SuppressionLookup(CacheReplica):
     async def entries_from_db(self, addresses: Sequence[str]) -> list[Entries | None]:
         found: dict[str, list[CachedEntry]] = {}
         async with self.db.read() as s:
-            for row in await repository.active_rows(s, addresses, utcnow()):
-                found.setdefault(row.address, []).append(row_to_entry(row))
+            for address, *columns in await repository.active_entry_rows(
+                s, self.db.dialect, addresses, utcnow()
+            ):
+                found.setdefault(address, []).append(make_entry(*columns))
         return [tuple(found[a]) if a in found else None for a in addresses]

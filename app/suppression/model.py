@@ -306,18 +306,6 @@ def make_entry(
     )
 
 
-def row_to_entry(row: Suppression) -> CachedEntry:
-    return make_entry(
-        row.scope,
-        row.outcome,
-        row.reason,
-        row.first_seen,
-        row.expires_at,
-        row.verified,
-        row.source,
-    )
-
-
 def row_to_dict(row: Suppression, now: datetime | None = None) -> dict[str, Any]:
     now = now or utcnow()
     return {

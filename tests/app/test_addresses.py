@@ -14,6 +14,7 @@ from app.addresses import (
     flanker_normalise,
     normalise_address,
     try_normalise,
+    try_normalise_many,
 )
 
 ATEXT = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+/=?^_`{|}~-"
@@ -34,6 +35,14 @@ def test_fast_path_agrees_with_flanker(raw: str) -> None:
     if fast_path_accepts(raw):
         assert flanker_normalise(raw) == raw.lower(), raw
     assert try_normalise(raw) == flanker_normalise(raw)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(near | st.emails() | st.text(max_size=40) | st.integers() | st.none(), max_size=20))
+def test_batch_normalisation_is_the_single_one_in_place(raws: list[object]) -> None:
+    """The batch check's inlined fast path answers as ``try_normalise`` does, slot by slot."""
+    expected = [try_normalise(r) if isinstance(r, str) else None for r in raws]
+    assert try_normalise_many(raws) == expected
 
 
 @pytest.mark.parametrize(

@@ -293,3 +293,32 @@ async def test_a_dirty_process_marks_the_cache_cold_once_not_on_every_attempt(
     finally:
         await other.cache.close()
         await other.db.dispose()
+
+
+async def test_keys_of_non_ascii_addresses_are_sent_with_their_byte_lengths(pg_env: Env) -> None:
+    """The MGET is packed by hand; a key's RESP length is its UTF-8 byte count, also when some
+    addresses of the batch are ASCII and some are not."""
+    from app.cache import CachedEntry
+
+    cache = pg_env.services.cache
+    assert isinstance(cache, RedisCache)
+    e = CachedEntry(
+        "global", "hard", "user_unknown", "2026-01-01T00:00:00Z", None, None, False, "bounce"
+    )
+    tag = uuid.uuid4().hex[:6]
+    ascii_one, utf8_one = f"plain{tag}@example.com", f"jöhn.ü{tag}@example.com"
+    await cache.put(utf8_one, 1, [e])
+    await cache.put(ascii_one, 1, [e])
+    got = await cache.get_many([ascii_one, utf8_one, f"nöbody{tag}@example.com", "x@example.com"])
+    assert got == [(e,), (e,), None, None]
+
+
+async def test_an_undecodable_value_makes_the_cache_cold_not_clear(pg_env: Env) -> None:
+    cache = pg_env.services.cache
+    assert isinstance(cache, RedisCache)
+    await cache.mark_ready("test")
+    addr = f"junk{uuid.uuid4().hex[:6]}@example.com"
+    for junk in (b"1|[[1,2]]", b"1|[7]", b"1|not json"):
+        await cache._client.set(cache.key(addr), junk)
+        with pytest.raises(CacheCold):
+            await cache.get_many([addr])

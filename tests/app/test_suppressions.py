@@ -222,6 +222,22 @@ async def test_batch_of_ten_thousand(env: Env) -> None:
     assert "10000" in r.json()["detail"]
 
 
+async def test_database_fallback_answers_a_batch_larger_than_one_query_chunk(env: Env) -> None:
+    """The fallback reads more addresses than one IN list holds (SQLite) or as one array
+    (PostgreSQL), repeated ones included, and agrees with the cache slot by slot."""
+    sup = env.services.suppressions
+    suppressed = [f"chunk{i}@example.com" for i in range(0, 2_500, 401)]
+    for a in suppressed:
+        await sup.suppress(
+            SuppressRequest(address=a, outcome="hard", reason="user_unknown", source="bounce")
+        )
+    addresses = [f"chunk{i}@example.com" for i in range(2_500)] + suppressed[:2]
+    from_db = await sup.entries_from_db(addresses)
+    assert [a for a, e in zip(addresses, from_db, strict=True) if e] == suppressed + suppressed[:2]
+    assert {e[0].outcome for e in from_db if e} == {"hard"}
+    await assert_cache_matches_db(env, addresses)
+
+
 async def test_invalid_address_is_named(env: Env) -> None:
     r = await env.client.get(
         "/v1/check", params={"address": "bob@@example.com"}, headers=env.auth("check")
