@@ -38,6 +38,14 @@ ROUTES: list[tuple[str, str, dict[str, object], str]] = [
     ("GET", "/v1/messages/1/explanation", {}, "read"),
     ("GET", "/v1/stats", {}, "read"),
     ("POST", "/v1/events/kumomta", {"content": b"[]"}, "events"),
+    ("GET", "/v1/domain-suppressions/example.net", {}, "read"),
+    ("PUT", "/v1/domain-suppressions/example.net", {"json": {"reason": "manual"}}, "write"),
+    (
+        "DELETE",
+        "/v1/domain-suppressions/example.net",
+        {"params": {"reason": "test run"}},
+        "write",
+    ),
 ]
 
 
@@ -55,7 +63,8 @@ def test_every_api_route_is_in_the_matrix() -> None:
             m,
             p.replace(ADDR, "{address}")
             .replace("/messages/1/", "/messages/{message_id}/")
-            .replace("/events/kumomta", "/events/{source}"),
+            .replace("/events/kumomta", "/events/{source}")
+            .replace("/domain-suppressions/example.net", "/domain-suppressions/{domain}"),
         )
         for m, p, _, _ in ROUTES
     }
