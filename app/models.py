@@ -437,3 +437,23 @@ class IngestOffset(Base):
     # What the parser needs to resume there (PowerMTA: the header line in effect).
     context: Mapped[str | None] = mapped_column(Text, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ConsoleImport(Base):
+    """An import started from the console: its progress and result, so the page that follows it
+    answers from any replica and after a restart. ``runner`` names the process doing it, and
+    ``updated_at`` is its heartbeat: a ``running`` job not updated for a while lost its process."""
+
+    __tablename__ = "console_imports"
+    __table_args__ = (Index("ix_console_imports_created_at", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # random, in the page's URL
+    actor: Mapped[str] = mapped_column(String(128))  # the key's name: only it may see the job
+    size: Mapped[int] = mapped_column(BigInteger)
+    read_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    state: Mapped[str] = mapped_column(String(16))  # running | done | failed
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    runner: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -263,6 +263,12 @@ class Settings(BaseSettings):
     event_error_retention_days: float = Field(
         default=30.0, ge=0, description="Unreadable event records are kept this long (0 = keep)"
     )
+    # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (uvicorn's
+    # --forwarded-allow-ips): the console's sign-in throttle counts per client behind them.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["127.0.0.1", "::1"],
+        description="Addresses or CIDRs of trusted proxies; * = every peer; empty = none",
+    )
 
     @field_validator("smtp_domains", mode="before")
     @classmethod
@@ -276,6 +282,16 @@ class Settings(BaseSettings):
         if isinstance(value, list):
             for net in value:
                 ipaddress.ip_network(str(net), strict=False)  # ValueError names the bad one
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies(cls, value: object) -> object:
+        value = _split_csv(value)
+        if isinstance(value, list):
+            for net in value:
+                if net != "*":
+                    ipaddress.ip_network(str(net), strict=False)  # ValueError names the bad one
         return value
 
     @field_validator("ses_topic_arns", mode="before")

@@ -38,6 +38,7 @@ TABLES = (
     "audit_log",
     "api_keys",
     "inbound_messages",
+    "console_imports",
     "delivery_events",
     "delivery_event_errors",
     "sns_subscriptions",

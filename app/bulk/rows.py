@@ -37,6 +37,7 @@ from app.suppression import (
     SUPPRESSING_OUTCOMES,
 )
 from app.suppression.merge import STRENGTH, stronger_or_equal
+from app.suppression.model import DOMAIN_KEY_PREFIX, InvalidDomain, list_key
 
 
 class Row(NamedTuple):
@@ -188,6 +189,12 @@ class RowParser:
             raw = unneutralise(raw)
         if "\ufffd" in raw:  # what the decoder left of bytes that were not UTF-8
             raise RowError(raw, "invalid address: not valid UTF-8")
+        if raw[:1] == DOMAIN_KEY_PREFIX:
+            # A whole-domain entry, as the export writes it: "@example.com".
+            try:
+                return list_key(raw, whole_domain=True)
+            except InvalidDomain:
+                raise RowError(raw, "invalid domain: @ and a domain name") from None
         address = try_normalise(raw)
         if address is None:
             raise RowError(raw, f"invalid address: {_why_invalid(raw)}")

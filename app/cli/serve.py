@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -14,6 +14,7 @@ from app.cli.common import (
     settings_or_exit,
 )
 from app.container import Services
+from app.settings import Settings
 
 
 class LogLevel(StrEnum):
@@ -57,8 +58,16 @@ def serve(
         log_level=log_level.value,
         log_config=UVICORN_LOG_CONFIG,
         access_log=False,
-        proxy_headers=True,
+        **proxy_options(settings),
     )
+
+
+def proxy_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's proxy options: X-Forwarded-For and -Proto are read only from a peer in
+    ``STOPLIST_TRUSTED_PROXIES`` (set them there, not in uvicorn's FORWARDED_ALLOW_IPS)."""
+    trusted = settings.trusted_proxies
+    allowed: list[str] | str = "*" if "*" in trusted else list(trusted)
+    return {"proxy_headers": bool(trusted), "forwarded_allow_ips": allowed or None}
 
 
 def migrate_cmd() -> None:

@@ -1,10 +1,11 @@
-"""Overview (counts by outcome, a chart of suppressions added per day, top domains, intake
-backlog), intake (recent stored messages, failed ones, reprocess one) and keys (admin: list,
+"""Overview (counts by outcome, a chart of suppressions added per day, top domains and
+providers, intake backlog), intake (recent stored messages, failed ones, reprocess one) and keys (admin: list,
 create shown once, revoke)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
@@ -18,11 +19,15 @@ from app.intake import IntakeStore, policy_applier
 from app.intake import reprocess as run_reprocess
 from app.intake.parse_pool import ParsingPool
 from app.models import utcnow
+from app.rates.model import OTHER_PROVIDER, provider_of
 from app.suppression import STRENGTH
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 
 DAYS = 30
+TOP = 10  # rows of the top domains and top providers tables
+# Providers are counted over the domains with the most entries; what the rest hold is "other".
+PROVIDER_DOMAINS = 1000
 # The chart is an image of its own: an SVG opened as <img> runs no script, and its inline styles
 # (pygal's) need this policy only for that one document.
 CHART_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'self'"
@@ -30,20 +35,33 @@ CHART_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'sel
 
 @router.get("/")
 async def overview(request: Request, services: ServicesDep, viewer: ViewerDep) -> HTMLResponse:
-    data = await services.suppressions.overview(days=DAYS)
+    data = await services.suppressions.overview(days=DAYS, domains=PROVIDER_DOMAINS)
     pending, failed, age = await IntakeStore(services.db).backlog()
+    total = sum(data["by_outcome"].values())
     return page(
         request,
         "overview.html",
         viewer,
         by_outcome=[(o, data["by_outcome"].get(o, 0)) for o in STRENGTH],
-        total=sum(data["by_outcome"].values()),
-        top_domains=data["top_domains"],
+        total=total,
+        top_domains=data["top_domains"][:TOP],
+        top_providers=top_providers(data["top_domains"], total),
         pending=pending,
         failed=failed,
         oldest_s=round(age),
         days=DAYS,
     )
+
+
+def top_providers(domains: list[tuple[str, int]], total: int) -> list[tuple[str, int]]:
+    """Active entries per mailbox provider (the rates' table: ``/v1/stats?by=provider`` names
+    them the same), most first; ``domains`` are the busiest domains with their counts, and
+    everything they do not name as a provider, the rest of ``total`` included, is "other"."""
+    counts: Counter[str] = Counter()
+    for domain, n in domains:
+        counts[provider_of(domain)] += n
+    counts[OTHER_PROVIDER] = total - sum(n for p, n in counts.items() if p != OTHER_PROVIDER)
+    return [(p, n) for p, n in counts.most_common(TOP) if n > 0]
 
 
 @router.get("/overview/chart.svg")

@@ -1,6 +1,7 @@
 """The list: filters, sort, cursor pages, the current filter exported as CSV (``app.bulk``'s
 export), and a CSV import with a preset and a dry run that runs in the background while its page
-shows the progress and, at the end, the line-numbered errors."""
+shows the progress and, at the end, the line-numbered errors (kept in the database by
+``app.console.jobs``, so any replica shows them)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import os
 import secrets
 import shutil
 import tempfile
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
@@ -21,6 +21,7 @@ from starlette.datastructures import UploadFile
 
 from app import bulk
 from app.bulk.csv_io import file_chunks
+from app.console.jobs import HEARTBEAT_S, ImportJobs
 from app.console.web import (
     ConsoleRoute,
     FormDep,
@@ -30,6 +31,7 @@ from app.console.web import (
     page,
     see_other,
 )
+from app.container import Services
 from app.errors import InvalidInput, NotFound
 from app.http.deps import ServicesDep
 from app.suppression import STRENGTH, SuppressionFilter, parse_since
@@ -41,7 +43,6 @@ router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 PAGE = 50
 FILTERS = ("outcome", "reason", "domain", "stream", "source", "since")
 IMPORT_PATH = "/import"
-KEPT_JOBS = 50  # finished imports whose page stays readable
 
 
 def _filter(params: dict[str, str]) -> SuppressionFilter:
@@ -97,24 +98,6 @@ def _fields(flt: SuppressionFilter) -> dict[str, Any]:
     return {name: getattr(flt, name) for name in (*FILTERS[:-1], "since")}
 
 
-@dataclass(slots=True)
-class ImportJob:
-    """One import running in the background of this process; its page polls it."""
-
-    id: str
-    actor: str
-    size: int
-    read: int = 0
-    summary: bulk.ImportSummary | None = None
-    error: str | None = None
-    done: bool = False
-    task: asyncio.Task[None] | None = field(default=None, repr=False)
-
-    @property
-    def percent(self) -> int:
-        return 100 if self.done else min(99, self.read * 100 // max(self.size, 1))
-
-
 @router.get(IMPORT_PATH)
 async def import_form(request: Request, viewer: ViewerDep) -> HTMLResponse:
     viewer.require("write")
@@ -141,44 +124,70 @@ async def start_import(
     with os.fdopen(fd, "wb") as out:
         await asyncio.to_thread(shutil.copyfileobj, upload.file, out, 1 << 20)
         size = out.tell()
-    job = ImportJob(secrets.token_urlsafe(12), viewer.key.name, size)
-    if job.size == 0:
+    if size == 0:
         os.unlink(path)
         raise InvalidInput("the file is empty")
-    jobs = console_state(request, services).jobs
-    finished = [k for k, j in jobs.items() if j.done]
-    for old in finished[: max(0, len(finished) - KEPT_JOBS)]:  # oldest first (insertion order)
-        del jobs[old]
-    jobs[job.id] = job
+    job_id = secrets.token_urlsafe(12)
+    jobs = ImportJobs(services.db)
+    try:
+        await jobs.create(job_id, viewer.key.name, size)
+    except BaseException:
+        os.unlink(path)
+        raise
+    running = console_state(request, services).jobs  # holds the tasks until they end
+    task = asyncio.get_running_loop().create_task(
+        _run_import(services, jobs, job_id, path, options, actor=viewer.key.name)
+    )
+    running[job_id] = task
+    task.add_done_callback(lambda _: running.pop(job_id, None))
+    return see_other(f"{IMPORT_PATH}/{job_id}")
 
-    async def run() -> None:
-        def on_read(n: int) -> None:
-            job.read = n
 
-        try:
-            chunks = bulk.gunzip_if_needed(file_chunks(path, on_read=on_read))
-            job.summary = await bulk.import_csv(
-                services.suppressions, chunks, options, actor=viewer.key.name
-            )
-        except InvalidInput as exc:
-            job.error = str(exc.detail)
-        except Exception as exc:  # reported on the job's page; the service goes on
-            log.exception("console import %s failed", job.id)
-            job.error = f"the import failed: {type(exc).__name__}"
-        finally:
-            job.done = True
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+async def _run_import(
+    services: Services,
+    jobs: ImportJobs,
+    job_id: str,
+    path: str,
+    options: bulk.ImportOptions,
+    *,
+    actor: str,
+) -> None:
+    """Import the file at ``path`` (then delete it), writing progress every ``HEARTBEAT_S``
+    and the result at the end to the job's row."""
+    read = 0
 
-    job.task = asyncio.get_running_loop().create_task(run())
-    return see_other(f"{IMPORT_PATH}/{job.id}")
+    def on_read(n: int) -> None:
+        nonlocal read
+        read = n
+
+    async def heartbeat() -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            await jobs.progress(job_id, read)
+
+    beating = asyncio.get_running_loop().create_task(heartbeat())
+    summary: bulk.ImportSummary | None = None
+    error: str | None = None
+    try:
+        chunks = bulk.gunzip_if_needed(file_chunks(path, on_read=on_read))
+        summary = await bulk.import_csv(services.suppressions, chunks, options, actor=actor)
+    except InvalidInput as exc:
+        error = str(exc.detail)
+    except Exception as exc:  # reported on the job's page; the service goes on
+        log.exception("console import %s failed", job_id)
+        error = f"the import failed: {type(exc).__name__}"
+    finally:
+        beating.cancel()
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    await jobs.finish(job_id, read, summary.as_dict() if summary else None, error)
 
 
 @router.get(IMPORT_PATH + "/{job_id}")
 async def import_progress(
     request: Request, services: ServicesDep, viewer: ViewerDep, job_id: str
 ) -> HTMLResponse:
-    job = console_state(request, services).jobs.get(job_id)
-    if job is None or job.actor != viewer.key.name:
-        raise NotFound("no such import (imports are kept until the service restarts)")
+    job = await ImportJobs(services.db).get(job_id[:32], viewer.key.name)
+    if job is None:
+        raise NotFound("no such import (imports are kept for 7 days)")
     return page(request, "import_job.html", viewer, job=job)

@@ -72,7 +72,7 @@ class ConsoleState:
 
     sessions: SessionStore
     throttle: SignInThrottle = field(default_factory=SignInThrottle)
-    jobs: dict[str, Any] = field(default_factory=dict)  # import jobs by id (app.console.jobs)
+    jobs: dict[str, Any] = field(default_factory=dict)  # running import tasks by job id
 
 
 def console_state(request: Request, services: Services) -> ConsoleState:

@@ -17,6 +17,7 @@ from app.http.middleware import MAX_BODY, BodyLimit
 from app.http.routes import (
     bulk,
     check,
+    domains,
     events,
     health,
     messages,
@@ -65,6 +66,7 @@ def build_http_app(
     app.include_router(tokens.router)
     app.include_router(events.router)
     app.include_router(stats_routes.router)
+    app.include_router(domains.router)
     app.include_router(console.router)  # the support console at /, not in OpenAPI
     app.include_router(webhooks.router)
     return app

@@ -326,7 +326,7 @@ class SuppressionService(SuppressionLookup):
 
     async def overview(self, *, days: int = 30, domains: int = 10) -> dict[str, Any]:
         """Counts by outcome, suppressions added per day by outcome over ``days`` (active ones),
-        and the domains with the most active suppressions."""
+        and the ``domains`` domains with the most active suppressions."""
         now = utcnow()
         async with self.db.read() as s:
             by_outcome = await repository.count_active_by_outcome(s, now)

@@ -48,6 +48,14 @@ ROUTES: list[tuple[str, str, dict[str, object], str]] = [
     ("POST", "/v1/webhooks/999/test", {}, "admin"),
     ("POST", "/v1/webhooks/999/replay", {"params": {"since": "2026-01-01"}}, "admin"),
     ("GET", "/v1/feed", {}, "read"),
+    ("GET", "/v1/domain-suppressions/example.net", {}, "read"),
+    ("PUT", "/v1/domain-suppressions/example.net", {"json": {"reason": "manual"}}, "write"),
+    (
+        "DELETE",
+        "/v1/domain-suppressions/example.net",
+        {"params": {"reason": "test run"}},
+        "write",
+    ),
 ]
 
 
@@ -67,7 +75,8 @@ def test_every_api_route_is_in_the_matrix() -> None:
             .replace("/messages/1/", "/messages/{message_id}/")
             .replace("/events/kumomta", "/events/{source}")
             .replace("/delivery/1/", "/delivery/{ref}/")
-            .replace("/webhooks/999", "/webhooks/{sub_id}"),
+            .replace("/webhooks/999", "/webhooks/{sub_id}")
+            .replace("/domain-suppressions/example.net", "/domain-suppressions/{domain}"),
         )
         for m, p, _, _ in ROUTES
     }

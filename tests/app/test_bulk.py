@@ -625,3 +625,40 @@ def test_neutralise_is_undone_exactly(cell: str) -> None:
 )
 def test_parse_time(raw: str, expected: str) -> None:
     assert bulk.format_time(bulk.parse_time(raw)) == expected
+
+
+async def test_domain_entries_survive_export_and_import(env: Env) -> None:
+    """The export writes a whole-domain entry as "@domain" (neutralised as "'@domain"); importing
+    it back makes the same domain entry, and a check of any address there is blocked again."""
+    r = await env.client.put(
+        "/v1/domain-suppressions/Bücher.Example",
+        json={"reason": "customer_request", "stream": "news", "note": "whole domain"},
+        headers=env.auth("write"),
+    )
+    assert r.status_code == 200, r.text
+    await do_import(env, (SAMPLES / "stoplist-01.csv").read_bytes())
+    first = await do_export(env)
+    assert "'@xn--bcher-kva.example,manual,customer_request,news," in first
+    async with env.services.db.write() as s:
+        for model in (Suppression, Event, AuditEntry):
+            await s.execute(model.__table__.delete())  # type: ignore[attr-defined]
+    key = "@xn--bcher-kva.example"
+    assert await env.services.suppressions.entries_from_db([key]) == [None]
+    summary = await do_import(env, first.encode())
+    assert summary["invalid"] == 0, summary
+    assert await do_export(env) == first
+    [entries] = await env.services.suppressions.entries_from_db([key])
+    assert entries and [(e.scope, e.reason) for e in entries] == [("news", "customer_request")]
+    await assert_cache_matches_db(env, [key])
+    blocked = {"address": "a@bücher.example", "stream": "news"}
+    r = await env.client.get("/v1/check", params=blocked, headers=env.auth("check"))
+    assert r.json()["suppressed"] is True and r.json()["reason"] == "customer_request"
+    # Unnormalised domains are accepted; what is not a domain is reported with its line.
+    summary = await do_import(
+        env, b"address,reason\n@Example.ORG,spam_trap\n@not a domain,x\n@,x\n"
+    )
+    assert [(e["line"], e["value"]) for e in summary["errors"]] == [
+        (3, "@not a domain"),
+        (4, "@"),
+    ]
+    assert "@example.org" in {row["address"] for row in await stored(env)}

@@ -14,10 +14,11 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import select, update
 
+from app.console.jobs import STALE_S, ImportJobs
 from app.console.sessions import SignInThrottle
 from app.intake import IntakeStore
 from app.main import create_app
-from app.models import AuditEntry, ConsoleSession, utcnow
+from app.models import AuditEntry, ConsoleImport, ConsoleSession, utcnow
 from app.suppression import SuppressRequest
 from tests.conftest import Env
 
@@ -422,7 +423,69 @@ async def test_import_with_a_dry_run_reports_bad_lines_then_writes(
     assert await checked(env, "ok1@imp.example") and await checked(env, "ok2@imp.example")
 
 
+async def test_an_import_page_answers_from_any_replica_and_after_a_restart(
+    env: Env, browsers: dict[str, httpx.AsyncClient]
+) -> None:
+    """The job lives in the database: another app on the same database (another replica, or this
+    one restarted) shows its result; only the key that started it sees it; a job whose process
+    stopped shows as interrupted, not running for ever."""
+    c = browsers["write"]
+    form = await c.get("/import")
+    body = b"address,reason\nr1@replica.example,manual\nbad-row,manual\n"
+    r = await c.post(
+        "/import",
+        data={"csrf": csrf_of(form.text), "format": "auto"},
+        files={"file": ("list.csv", body, "text/csv")},
+    )
+    assert r.status_code == 303, r.text
+    location = r.headers["location"]
+    async with client_for(env) as other:  # a fresh app: nothing of the first one's memory
+        assert (await sign_in(other, env.keys["write"])).status_code == 303
+        for _ in range(200):
+            page = await other.get(location)
+            assert page.status_code == 200, page.text
+            if "Import finished" in page.text:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("import did not finish")
+        assert "Committed" in page.text and 'http-equiv="refresh"' not in page.text
+        assert re.search(r'<td>3</td><td class="text">bad-row</td>', page.text)
+    assert (await browsers["admin"].get(location)).status_code == 404  # another key's job
+    assert await checked(env, "r1@replica.example")
+
+    jobs = ImportJobs(env.services.db)
+    await jobs.create("stalled-job", "test-write", 1000)
+    await jobs.progress("stalled-job", 400)
+    running = await c.get("/import/stalled-job")
+    assert "Import running" in running.text and 'value="40"' in running.text
+    assert 'http-equiv="refresh"' in running.text
+    async with env.services.db.write() as s:
+        await s.execute(
+            update(ConsoleImport)
+            .where(ConsoleImport.id == "stalled-job")
+            .values(updated_at=utcnow() - timedelta(seconds=STALE_S + 1))
+        )
+    stalled = await c.get("/import/stalled-job")
+    assert "Import interrupted" in stalled.text and 'http-equiv="refresh"' not in stalled.text
+
+
 # ----------------------------------------------------------------- overview, intake, keys
+
+
+async def test_overview_counts_top_providers_from_the_rates_table(
+    env: Env, browsers: dict[str, httpx.AsyncClient]
+) -> None:
+    """Domains fold into the provider /v1/stats names (gmail.com and googlemail.com are one),
+    and what no known provider holds is "other"."""
+    for address in ("a@gmail.com", "b@gmail.com", "c@googlemail.com", "d@outlook.com"):
+        await suppress(env, address)
+    await suppress(env, "e@small.example")
+    page = await browsers["read"].get("/")
+    assert page.status_code == 200
+    section = page.text.split("<h2>Top providers</h2>", 1)[1].split("</table>", 1)[0]
+    rows = re.findall(r"<tr><td>([^<]+)</td><td>(\d+)</td></tr>", section)
+    assert rows == [("gmail", "3"), ("microsoft", "1"), ("other", "1")]
 
 
 async def test_overview_chart_intake_and_keys(

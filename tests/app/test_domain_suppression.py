@@ -107,3 +107,44 @@ async def test_an_address_string_never_becomes_a_domain_entry(env: Env) -> None:
     with pytest.raises(InvalidInput):
         await suppress_domain(env, "not a domain")
     assert (await check(env, "a@victim.example"))["suppressed"] is False
+
+
+async def test_the_api_suppresses_and_lifts_a_domain_with_an_audit_trail(env: Env) -> None:
+    url = "/v1/domain-suppressions/Bücher.Example"
+    r = await env.client.put(
+        url, json={"reason": "customer_request", "note": "asked"}, headers=env.auth("write")
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["created"] is True
+    assert body["suppression"]["address"] == "@xn--bcher-kva.example"
+    assert (await check(env, "anyone@bücher.example"))["suppressed"] is True
+    got = await env.client.get(
+        "/v1/domain-suppressions/@xn--bcher-kva.example", headers=env.auth("read")
+    )
+    assert got.status_code == 200 and got.json()["suppressed_globally"] is True
+    history = await env.services.suppressions.history("bücher.example", whole_domain=True)
+    assert any(h.get("action") == "suppress" and h.get("actor") for h in history)
+    # A read key may look but not write; a reason is required to lift it.
+    assert (await env.client.put(url, json={}, headers=env.auth("read"))).status_code == 403
+    assert (await env.client.delete(url, headers=env.auth("write"))).status_code == 422
+    r = await env.client.delete(url, params={"reason": "customer fixed"}, headers=env.auth("write"))
+    assert r.status_code == 200, r.text
+    assert r.json() == {
+        "address": "@xn--bcher-kva.example",
+        "removed": [{"scope": "global", "outcome": "manual", "reason": "customer_request"}],
+    }
+    assert (await check(env, "anyone@bücher.example"))["suppressed"] is False
+    assert (
+        await env.client.delete(url, params={"reason": "again"}, headers=env.auth("write"))
+    ).status_code == 404
+
+
+async def test_the_api_refuses_what_is_not_a_domain(env: Env) -> None:
+    for bad in ("not a domain", "a@b.example", "-bad-.example"):
+        r = await env.client.put(
+            f"/v1/domain-suppressions/{bad}", json={}, headers=env.auth("write")
+        )
+        assert r.status_code == 422, (bad, r.text)
+    r = await env.client.put("/v1/domain-suppressions/x.example", json={}, headers={})
+    assert r.status_code == 401

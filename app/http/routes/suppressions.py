@@ -81,7 +81,7 @@ Address = Annotated[
     ),
 ]
 # At least one character that is not white space, and no NUL (PostgreSQL cannot store one).
-_WHY_PATTERN = r"^[\s\u001c-\u001f]*[^\s\u0000\u001c-\u001f][^\u0000]*$"
+WHY_PATTERN = r"^[\s\u001c-\u001f]*[^\s\u0000\u001c-\u001f][^\u0000]*$"
 
 
 @router.get("", response_model=SuppressionPage, responses=_ERRORS)
@@ -165,7 +165,7 @@ async def delete_suppression(
     address: Address,
     reason: Annotated[
         str,
-        Query(min_length=3, max_length=2000, pattern=_WHY_PATTERN, description="Why (kept)"),
+        Query(min_length=3, max_length=2000, pattern=WHY_PATTERN, description="Why (kept)"),
     ],
     stream: Annotated[
         str | None,

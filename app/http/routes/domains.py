@@ -1,0 +1,105 @@
+"""Whole-domain suppressions over the API: look up, suppress and unsuppress every address of a
+domain (one entry keyed ``@domain``), with the same audit trail and guardrails as an address."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from app.http.deps import ApiRoute, ReadKey, ServicesDep, WriteKey
+from app.http.responses import JSONBytes
+from app.http.routes.suppressions import WHY_PATTERN
+from app.http.schemas import (
+    STREAM_PATTERN,
+    AddressDetail,
+    SuppressBody,
+    SuppressResponse,
+    UnsuppressResponse,
+    error_responses,
+)
+from app.keys import scope_allows
+from app.suppression import SuppressRequest, list_key, row_to_dict
+
+router = APIRouter(prefix="/v1/domain-suppressions", tags=["suppressions"], route_class=ApiRoute)
+
+_ERRORS = error_responses(401, 403, 404, 422, 503)
+_WRITE_ERRORS = error_responses(401, 403, 404, 413, 422, 503)
+
+Domain = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=255,
+        description="A domain (any case, Unicode or IDNA; a leading @ is allowed); normalised. "
+        "Only this exact domain: its subdomains are not covered",
+        examples=["example.com", "bücher.example", "@example.org"],
+    ),
+]
+
+
+@router.get("/{domain}", response_model=AddressDetail, responses=_ERRORS)
+async def get_domain_suppression(services: ServicesDep, _key: ReadKey, domain: Domain) -> JSONBytes:
+    """The domain's own entries (active or not) and recent events; ``address`` is ``@domain``."""
+    return JSONBytes(await services.suppressions.get(domain, whole_domain=True))
+
+
+@router.put("/{domain}", response_model=SuppressResponse, responses=_WRITE_ERRORS)
+async def put_domain_suppression(
+    services: ServicesDep, key: WriteKey, domain: Domain, body: SuppressBody
+) -> JSONBytes:
+    """Suppress every address of a domain (audited with the key's name). Never weakens an
+    existing entry."""
+    result = await services.suppressions.suppress(
+        SuppressRequest(
+            address=domain,
+            outcome=body.outcome,
+            reason=body.reason,
+            source="api",
+            stream=body.stream,
+            expires_at=body.expires_at,
+            actor=key.name,
+            note=body.note,
+            event_kind="manual_suppress",
+            whole_domain=True,
+        )
+    )
+    return JSONBytes(
+        {
+            "created": result.created,
+            "changed": result.changed,
+            "suppression": row_to_dict(result.row),
+        }
+    )
+
+
+@router.delete("/{domain}", response_model=UnsuppressResponse, responses=_ERRORS)
+async def delete_domain_suppression(
+    services: ServicesDep,
+    key: WriteKey,
+    domain: Domain,
+    reason: Annotated[
+        str,
+        Query(min_length=3, max_length=2000, pattern=WHY_PATTERN, description="Why (kept)"),
+    ],
+    stream: Annotated[
+        str | None,
+        Query(
+            pattern=STREAM_PATTERN,
+            description="Only this scope (a stream or global; empty = global); omit for all",
+        ),
+    ] = None,
+    force: Annotated[bool, Query(description="Needed (with admin) to remove a complaint")] = False,
+) -> JSONBytes:
+    """Lift a domain's suppression with a reason; the audit log names the key. Addresses of the
+    domain suppressed on their own stay suppressed."""
+    removed = await services.suppressions.unsuppress(
+        domain,
+        stream=stream,
+        all_scopes=stream is None,
+        reason=reason,
+        actor=key.name,
+        may_remove_complaints=force and scope_allows(key.scope, "admin"),
+        whole_domain=True,
+    )
+    return JSONBytes({"address": list_key(domain, whole_domain=True), "removed": removed})
