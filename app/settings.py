@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     database_timeout_s: float = Field(
         default=5.0, gt=0, description="Connect and statement timeout for database calls"
     )
+    database_pooler: Literal["none", "pgbouncer"] = Field(
+        default="none",
+        description="pgbouncer: the URL points at PgBouncer in transaction pooling mode, so no "
+        "prepared statement is reused across transactions",
+    )
     redis_url: str | None = Field(
         default=None, description="redis://host:6379/0; unset = in-process cache (embedded mode)"
     )

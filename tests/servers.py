@@ -1,0 +1,84 @@
+"""Real servers the scale-out tests start on loopback ports of their own: PgBouncer (transaction
+pooling, in front of the local PostgreSQL) and a Redis Cluster of three masters. Both are torn down
+by their ``stop``; the caller turns a missing binary into a skip or, in CI, a failure."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_listening(port: int, what: str, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on {port} within {timeout_s} s")
+
+
+@dataclass
+class PgBouncer:
+    """Debian's ``pgbouncer`` in transaction pooling mode, forwarding every database name to
+    PostgreSQL at ``pg_host:pg_port`` with at most ``pool_size`` server connections per
+    database."""
+
+    pg_host: str = "127.0.0.1"
+    pg_port: int = 5432
+    pool_size: int = 2
+    port: int = 0
+    folder: Path | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def start(self) -> PgBouncer:
+        binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+        if not os.path.exists(binary):
+            raise FileNotFoundError("pgbouncer is not installed (apt-get install pgbouncer)")
+        self.port = free_port()
+        self.folder = Path(tempfile.mkdtemp(prefix="stoplist-pgbouncer-"))
+        (self.folder / "users.txt").write_text('"postgres" ""\n')
+        (self.folder / "pgbouncer.ini").write_text(
+            "[databases]\n"
+            f"* = host={self.pg_host} port={self.pg_port}\n"
+            "[pgbouncer]\n"
+            f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
+            f"auth_type = trust\nauth_file = {self.folder / 'users.txt'}\n"
+            f"pool_mode = transaction\ndefault_pool_size = {self.pool_size}\n"
+            "max_client_conn = 500\nignore_startup_parameters = extra_float_digits\n"
+        )
+        command = [binary, str(self.folder / "pgbouncer.ini")]
+        if os.geteuid() == 0:  # pgbouncer refuses to run as root
+            self.folder.chmod(0o755)
+            for f in self.folder.iterdir():
+                f.chmod(0o644)
+            command[1:1] = ["-u", "postgres"]
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        _wait_listening(self.port, "pgbouncer")
+        return self
+
+    def url(self, database: str, user: str = "postgres") -> str:
+        return f"postgresql+asyncpg://{user}@127.0.0.1:{self.port}/{database}"
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
