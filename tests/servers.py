@@ -4,7 +4,9 @@ by their ``stop``; the caller turns a missing binary into a skip or, in CI, a fa
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -18,6 +20,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free too."""
+    for _ in range(200):
+        port = random.randint(20000, 45000)
+        try:
+            for p in (port, port + 10000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
 
 
 def _wait_listening(port: int, what: str, timeout_s: float = 10.0) -> None:
@@ -82,3 +98,108 @@ class PgBouncer:
             self.process = None
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@dataclass
+class RedisClusterServers:
+    """A Redis Cluster of ``masters`` masters (no replicas) on free loopback ports, no persistence,
+    built with ``redis-cli --cluster create``."""
+
+    masters: int = 3
+    node_timeout_ms: int = 1000
+    ports: list[int] = field(default_factory=list)
+    folder: Path | None = None
+
+    def start(self) -> RedisClusterServers:
+        for binary in ("redis-server", "redis-cli"):
+            if shutil.which(binary) is None:
+                raise FileNotFoundError(f"{binary} is not installed")
+        self.folder = Path(tempfile.mkdtemp(prefix="stoplist-redis-cluster-"))
+        self.ports = [free_cluster_port() for _ in range(self.masters)]
+        for port in self.ports:
+            self.start_node(port)
+        subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{p}" for p in self.ports),
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        self.wait_ok()
+        return self
+
+    def start_node(self, port: int) -> None:
+        assert self.folder is not None
+        subprocess.run(
+            [
+                "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                str(self.folder / f"nodes-{port}.conf"),
+                "--cluster-node-timeout",
+                str(self.node_timeout_ms),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.folder),
+                "--daemonize",
+                "yes",
+                "--pidfile",
+                str(self.folder / f"{port}.pid"),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=10,
+        )
+        _wait_listening(port, "redis-server")
+
+    def cli(self, port: int, *args: str) -> str:
+        return subprocess.run(
+            ["redis-cli", "-p", str(port), *args],
+            check=True,
+            capture_output=True,
+            timeout=10,
+            text=True,
+        ).stdout
+
+    def wait_ok(self, timeout_s: float = 20.0) -> None:
+        """Until every live node reports ``cluster_state:ok``."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if all("cluster_state:ok" in self.cli(p, "cluster", "info") for p in self.ports):
+                return
+            time.sleep(0.1)
+        raise RuntimeError("the Redis Cluster did not become ok")
+
+    def kill(self, port: int) -> None:
+        """SIGKILL the node: its keys are gone (no persistence), its slots unserved."""
+        assert self.folder is not None
+        pid = int((self.folder / f"{port}.pid").read_text())
+        os.kill(pid, 9)
+        (self.folder / f"{port}.pid").unlink()
+
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports)
+
+    def stop(self) -> None:
+        if self.folder is None:
+            return
+        for port in self.ports:
+            pidfile = self.folder / f"{port}.pid"
+            if pidfile.exists():
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pidfile.read_text()), 15)
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.folder = None
