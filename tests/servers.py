@@ -12,6 +12,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,10 +103,11 @@ class PgBouncer:
 
 @dataclass
 class RedisClusterServers:
-    """A Redis Cluster of ``masters`` masters (no replicas) on free loopback ports, no persistence,
+    """A Redis Cluster of ``masters`` masters (and ``replicas`` each) on free loopback ports, no persistence,
     built with ``redis-cli --cluster create``."""
 
     masters: int = 3
+    replicas: int = 0  # per master
     node_timeout_ms: int = 1000
     ports: list[int] = field(default_factory=list)
     folder: Path | None = None
@@ -115,7 +117,7 @@ class RedisClusterServers:
             if shutil.which(binary) is None:
                 raise FileNotFoundError(f"{binary} is not installed")
         self.folder = Path(tempfile.mkdtemp(prefix="stoplist-redis-cluster-"))
-        self.ports = [free_cluster_port() for _ in range(self.masters)]
+        self.ports = [free_cluster_port() for _ in range(self.masters * (1 + self.replicas))]
         for port in self.ports:
             self.start_node(port)
         subprocess.run(
@@ -124,6 +126,8 @@ class RedisClusterServers:
                 "--cluster",
                 "create",
                 *(f"127.0.0.1:{p}" for p in self.ports),
+                "--cluster-replicas",
+                str(self.replicas),
                 "--cluster-yes",
             ],
             check=True,
@@ -131,7 +135,33 @@ class RedisClusterServers:
             timeout=30,
         )
         self.wait_ok()
+        self._wait(
+            lambda: all(
+                "master_link_status:up" in self.cli(p, "info", "replication")
+                for p in self.ports
+                if not self.cli(p, "role").startswith("master")
+            ),
+            "the replicas did not sync",
+        )
         return self
+
+    def _wait(self, done: Callable[[], bool], failure: str, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not done():
+            if time.monotonic() > deadline:
+                raise RuntimeError(failure)
+            time.sleep(0.1)
+
+    def wait_failed_over(self, victim: int) -> None:
+        """Until a live node's slot map no longer names ``victim`` and the cluster is ok."""
+        live = next(p for p in self.ports if p != victim)
+        self._wait(
+            lambda: (
+                str(victim) not in self.cli(live, "cluster", "slots").split()
+                and "cluster_state:ok" in self.cli(live, "cluster", "info")
+            ),
+            f"no replica took over the slots of {victim}",
+        )
 
     def start_node(self, port: int) -> None:
         assert self.folder is not None
@@ -174,14 +204,18 @@ class RedisClusterServers:
             text=True,
         ).stdout
 
-    def wait_ok(self, timeout_s: float = 20.0) -> None:
-        """Until every live node reports ``cluster_state:ok``."""
+    def wait_ok(self, timeout_s: float = 20.0, skip: tuple[int, ...] = ()) -> None:
+        """Until every live node (all but ``skip``) reports ``cluster_state:ok``."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if all("cluster_state:ok" in self.cli(p, "cluster", "info") for p in self.ports):
+            live = [p for p in self.ports if p not in skip]
+            if all("cluster_state:ok" in self.cli(p, "cluster", "info") for p in live):
                 return
             time.sleep(0.1)
         raise RuntimeError("the Redis Cluster did not become ok")
+
+    def master_ports(self) -> list[int]:
+        return [p for p in self.ports if self.cli(p, "role").startswith("master")]
 
     def kill(self, port: int) -> None:
         """SIGKILL the node: its keys are gone (no persistence), its slots unserved."""

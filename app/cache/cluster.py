@@ -8,6 +8,7 @@ the whole scheme."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -20,7 +21,7 @@ from redis.asyncio.cluster import ClusterNode, NodesManager, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
-from redis.exceptions import AskError, MovedError
+from redis.exceptions import AskError, ClusterDownError, MovedError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -126,15 +127,9 @@ class RedisClusterCache:
             )
         if "{" in prefix or "}" in prefix:
             raise ValueError("a Redis Cluster key prefix must not contain { or }")
-        nodes, user, password = parse_cluster_url(url)
-        self._client = RedisCluster(
-            startup_nodes=[ClusterNode(h, p) for h, p in nodes],
-            username=user,
-            password=password,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0),
-        )
+        self._seeds, self._user, self._password = parse_cluster_url(url)
+        self._timeout_s = timeout_s
+        self._client = self._connect()
         self._prefix = prefix
         base = f"{prefix}v{CACHE_FORMAT}:"
         self._key_prefixes = [f"{base}{{{b}}}:s:" for b in range(BUCKETS)]
@@ -151,6 +146,17 @@ class RedisClusterCache:
         self._timeout_s = timeout_s
         self.retry_after_s = max(1.0, 2 * timeout_s)
         self._skip_until = 0.0
+        self._refresh_slots = False
+
+    def _connect(self) -> RedisCluster:
+        return RedisCluster(
+            startup_nodes=[ClusterNode(h, p) for h, p in self._seeds],
+            username=self._user,
+            password=self._password,
+            socket_timeout=self._timeout_s,
+            socket_connect_timeout=self._timeout_s,
+            retry=Retry(NoBackoff(), 0),
+        )
 
     def _gate(self) -> None:
         if not self._skip_until:
@@ -204,11 +210,24 @@ class RedisClusterCache:
         self, addresses: Sequence[str], groups: dict[int, list[int]]
     ) -> dict[int, list[bytes | None]]:
         """One MGET per bucket, packed here (redis-py's generic packing and per-key slot check
-        cost ~30 µs a key) and sent as one request per node, the nodes at once. A redirection
-        (slots moved) refreshes the slot map and fails this call: the check uses the database."""
-        await self._client.initialize()
-        by_node: dict[str, tuple[Any, list[int], list[bytes]]] = {}
+        cost ~30 µs a key) and sent as one request per node, the nodes at once. A redirection or
+        an unreachable node fails this call (the check uses the database)."""
+        if self._refresh_slots:
+            # After a failure the slots may have moved (a replica took over): a new client
+            # reads the slot map afresh, from the next seed first (redis-py asks its first
+            # seed for the command table and fails while that one is down).
+            self._seeds = self._seeds[1:] + self._seeds[:1]
+            stale, self._client = self._client, self._connect()
+            self._refresh_slots = False
+            with contextlib.suppress(*REDIS_ERRORS):
+                await stale.aclose()
+        try:
+            await self._client.initialize()
+        except REDIS_ERRORS:
+            self._refresh_slots = True
+            raise
         manager = self._client.nodes_manager
+        by_node: dict[str, tuple[Any, list[int], list[bytes]]] = {}
         for b, indices in groups.items():
             node = manager.get_node_from_slot(self._slots[b])
             entry = by_node.setdefault(node.name, (node, [], []))
@@ -227,8 +246,15 @@ class RedisClusterCache:
                     for node, bs, packed in by_node.values()
                 )
             )
-        except (MovedError, AskError):
-            await manager.initialize()
+        except (
+            MovedError,
+            AskError,
+            ClusterDownError,
+            RedisConnectionError,
+            RedisTimeoutError,
+            OSError,
+        ):
+            self._refresh_slots = True
             raise
         out: dict[int, list[bytes | None]] = {}
         for (_, bs, _), replies in zip(by_node.values(), results, strict=True):

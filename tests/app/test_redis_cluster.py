@@ -179,3 +179,55 @@ async def _cluster_generation(env: Env) -> str | None:
         return await env.services.cache.generation()
     except Exception:
         return None
+
+
+@pytest.mark.slow
+async def test_a_master_fails_over_to_its_replica_during_checks(pg_url: str) -> None:
+    try:
+        servers = RedisClusterServers(replicas=1).start()
+    except (FileNotFoundError, RuntimeError, OSError) as exc:
+        (pytest.fail if REQUIRE else pytest.skip)(f"Redis Cluster could not start: {exc!r}")
+    env = await _env(pg_url, servers)
+    try:
+        await _suppress(env, SUPPRESSED)
+        await asyncio.sleep(0.5)  # replicated (asynchronous replication)
+        expected = [True] * 60 + [False] * 60
+        wrong: list[list[bool]] = []
+        stop = asyncio.Event()
+
+        async def checker() -> int:
+            n = 0
+            while not stop.is_set():
+                if await _batch(env, SUPPRESSED + CLEAR) != expected:
+                    wrong.append([])
+                n += 1
+                await asyncio.sleep(0.01)
+            return n
+
+        task = asyncio.create_task(checker())
+        await asyncio.sleep(0.5)
+        victim = servers.master_ports()[0]
+        servers.kill(victim)
+        await asyncio.to_thread(servers.wait_failed_over, victim)  # a replica took its slots
+        # The cache answers again by itself, from the promoted replica (no rebuild needed).
+        deadline = time.monotonic() + 20
+        answered = None
+        while time.monotonic() < deadline:
+            try:
+                answered = await env.services.cache.get_many(SUPPRESSED[:5] + CLEAR[:5])
+                break
+            except (CacheUnavailable, CacheCold):
+                await asyncio.sleep(0.2)
+        stop.set()
+        assert await task > 10
+        assert wrong == []
+        assert answered is not None
+        assert [a is not None for a in answered] == [True] * 5 + [False] * 5
+    finally:
+        # Not close_env: its clear() would scan the dead master too (the cluster goes with it).
+        await env.client.aclose()
+        await env.services.suppressions.wait_rebuild()
+        await env.services.keys.close()
+        await env.services.cache.close()
+        await env.services.db.dispose()
+        servers.stop()
