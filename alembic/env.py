@@ -26,8 +26,10 @@ def _url() -> str:
 
 def _run(connection: Connection) -> None:
     if connection.dialect.name == "postgresql":
-        # Replicas starting together must not migrate concurrently; released with the connection.
-        connection.exec_driver_sql("SELECT pg_advisory_lock(7453020411)")
+        # Replicas starting together must not migrate concurrently. Transaction-scoped (the
+        # migrations run in this same transaction, committed below), so it also holds and is
+        # released behind PgBouncer in transaction pooling mode, which keeps no session state.
+        connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7453020411)")
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
@@ -46,7 +48,9 @@ async def _run_async() -> None:
         path = url.split(":///", 1)[1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, poolclass=pool.NullPool)
+    engine = create_async_engine(
+        url, poolclass=pool.NullPool, connect_args=config.attributes.get("connect_args", {})
+    )
     async with engine.connect() as connection:
         await connection.run_sync(_run)
         await connection.commit()

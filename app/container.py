@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from app.cache import MemoryCache, RedisCache, SuppressionCache
+from app.cache.cluster import CLUSTER_SCHEME, RedisClusterCache
 from app.db import DB_ERRORS, Database
 from app.keys import KeyService
 from app.settings import Settings
@@ -52,7 +53,11 @@ def build_signer(settings: Settings) -> Signer | None:
 def build_services(settings: Settings, *, auto_rebuild: bool = True) -> Services:
     db = Database(settings)
     cache: SuppressionCache
-    if settings.redis_url:
+    if settings.redis_url and settings.redis_url.startswith(CLUSTER_SCHEME):
+        cache = RedisClusterCache(
+            settings.redis_url, prefix=settings.redis_prefix, timeout_s=settings.redis_timeout_s
+        )
+    elif settings.redis_url:
         cache = RedisCache(
             settings.redis_url, prefix=settings.redis_prefix, timeout_s=settings.redis_timeout_s
         )

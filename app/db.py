@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import uuid
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -41,6 +42,24 @@ def _advisory_key(address: str) -> int:
 _LOCK_MANY = text(
     "SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS k ORDER BY k"
 )
+
+
+def pooler_connect_args(pooler: str) -> dict[str, Any]:
+    """Driver arguments for a connection pooler in front of PostgreSQL.
+
+    PgBouncer in transaction pooling mode hands each transaction to any server connection, so a
+    statement prepared in one transaction may be missing (or, named ``__asyncpg_stmt_1__`` by
+    another client, already taken) in the next: asyncpg's and SQLAlchemy's statement caches are off
+    and every statement gets a name of its own. (asyncpg sends Parse/Describe with Flush, not Sync,
+    so a statement is prepared and executed on one server connection even outside a transaction.)
+    """
+    if pooler != "pgbouncer":
+        return {}
+    return {
+        "statement_cache_size": 0,
+        "prepared_statement_cache_size": 0,
+        "prepared_statement_name_func": lambda: f"__stoplist_{uuid.uuid4().hex}__",
+    }
 
 
 class Database:
@@ -94,6 +113,7 @@ class Database:
                 "timeout": timeout,
                 "command_timeout": max(timeout, 30.0),
                 "server_settings": {"application_name": "stoplist"},
+                **pooler_connect_args(settings.database_pooler),
             },
         )
 
@@ -159,4 +179,5 @@ def run_migrations(settings: Settings) -> None:
     cfg.set_main_option("script_location", scripts)
     cfg.set_main_option("sqlalchemy.url", settings.database_url)
     cfg.attributes["configure_logging"] = False
+    cfg.attributes["connect_args"] = pooler_connect_args(settings.database_pooler)
     command.upgrade(cfg, "head")

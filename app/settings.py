@@ -46,8 +46,15 @@ class Settings(BaseSettings):
     database_timeout_s: float = Field(
         default=5.0, gt=0, description="Connect and statement timeout for database calls"
     )
+    database_pooler: Literal["none", "pgbouncer"] = Field(
+        default="none",
+        description="pgbouncer: the URL points at PgBouncer in transaction pooling mode, so no "
+        "prepared statement is reused across transactions",
+    )
     redis_url: str | None = Field(
-        default=None, description="redis://host:6379/0; unset = in-process cache (embedded mode)"
+        default=None,
+        description="redis://host:6379/0 or redis+cluster://host:port,host:port; unset = "
+        "in-process cache (embedded mode)",
     )
     redis_prefix: str = Field(default="stoplist:", min_length=1, max_length=64)
     redis_timeout_s: float = Field(default=0.5, gt=0)
@@ -335,8 +342,16 @@ class Settings(BaseSettings):
         if value in (None, ""):
             return None
         assert value is not None
+        if value.startswith("redis+cluster://"):
+            # Seed nodes host:port,host:port (the cache parses them the same way).
+            nodes = value.removeprefix("redis+cluster://").split("/", 1)[0].rsplit("@", 1)[-1]
+            for node in nodes.split(","):
+                host, _, port = node.strip().rpartition(":")
+                if not host or not port.isdigit():
+                    raise ValueError(f"redis+cluster://: {node!r} is not host:port")
+            return value
         if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
+            raise ValueError("must start with redis://, rediss://, unix:// or redis+cluster://")
         return value
 
     @field_validator("bootstrap_admin_key")

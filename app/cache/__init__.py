@@ -1,8 +1,8 @@
 """The suppression cache: a full replica of the active suppressions, keyed by address.
 
 Because it is a *full* replica, a miss means "not suppressed" and the pre-send check never runs SQL
-while the cache is warm. Two implementations share one interface: Redis (production, shared by every
-replica) and an in-process dict (embedded default).
+while the cache is warm. Three implementations share one interface: Redis or Redis Cluster
+(production, shared by every replica; ``redis``, ``cluster``) and an in-process dict (embedded).
 
 Each value is ``"<version>|<json entries>"``. The version is the sum of the address's row revisions
 (see ``app.models``), which only grows; writes carry it and a Lua script refuses to replace a newer
