@@ -194,7 +194,15 @@ class Settings(BaseSettings):
     webhook_disable_after_h: float = Field(
         default=24.0, gt=0, description="An endpoint failing every attempt this long is disabled"
     )
-    webhook_concurrency: int = Field(default=64, ge=1, le=1000, description="Requests in flight")
+    webhook_concurrency: int = Field(
+        default=64, ge=1, le=1000, description="Requests in flight in all"
+    )
+    webhook_subscription_concurrency: int = Field(
+        default=16,
+        ge=1,
+        le=1000,
+        description="Requests in flight to one subscription (at most the total)",
+    )
     webhook_retention_days: float = Field(
         default=7.0, gt=0, description="Sent deliveries and fed events are kept this long"
     )

@@ -11,12 +11,13 @@ meaning or disappears (fields may be added at any time). Documented in docs/webh
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final, Protocol
 
-from sqlalchemy import Table
+from sqlalchemy import Table, event
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from app.models import OutboxEvent
 from classifiers.providers import detect_provider, provider_from_text
@@ -187,6 +188,32 @@ def import_finished(at: datetime, summary: Mapping[str, Any]) -> dict[str, Any]:
 
 
 async def write(s: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert ``rows`` in the caller's transaction (one multi-row INSERT)."""
+    """Insert ``rows`` in the caller's transaction (one multi-row INSERT); the ``on_commit``
+    callbacks run once it commits."""
     if rows:
         await s.execute(OUTBOX_TABLE.insert(), list(rows))
+        s.sync_session.info[_WROTE] = True
+
+
+# Callbacks run after a commit that wrote outbox rows (a delivery worker in this process wakes
+# at once instead of at its next poll). They run on the committing thread and must not block.
+_ON_COMMIT: list[Callable[[], None]] = []
+_WROTE: Final = "stoplist_outbox_wrote"
+
+
+def on_commit(callback: Callable[[], None]) -> Callable[[], None]:
+    """Call ``callback`` after every commit that wrote outbox rows; returns the unsubscriber."""
+    _ON_COMMIT.append(callback)
+    return lambda: _ON_COMMIT.remove(callback)
+
+
+@event.listens_for(Session, "after_commit")
+def _after_commit(session: Session) -> None:
+    if session.info.pop(_WROTE, False):
+        for callback in list(_ON_COMMIT):
+            callback()
+
+
+@event.listens_for(Session, "after_rollback")
+def _after_rollback(session: Session) -> None:
+    session.info.pop(_WROTE, None)

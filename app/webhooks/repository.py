@@ -3,7 +3,7 @@ caller's session: the caller owns the transaction."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -113,11 +113,20 @@ class Claimed:
 
 
 async def claim(
-    s: AsyncSession, dialect: str, now: datetime, lease_until: datetime, limit: int
+    s: AsyncSession,
+    dialect: str,
+    now: datetime,
+    lease_until: datetime,
+    limit: int,
+    *,
+    busy: Mapping[int, int] | None = None,
+    per_subscription: int | None = None,
 ) -> list[Claimed]:
     """Take up to ``limit`` due deliveries of enabled subscriptions, each the oldest pending one
-    of its (subscription, address): per address, events go out in order, one at a time. A taken
-    delivery is due again at ``lease_until`` (a worker that died mid-request is retried)."""
+    of its (subscription, address): per address, events go out in order, one at a time. With
+    ``per_subscription``, no subscription gets more than that in all, counting the ``busy``
+    ones it already has in flight. A taken delivery is due again at ``lease_until`` (a worker
+    that died mid-request is retried)."""
     d = aliased(WebhookDelivery)
     e = aliased(WebhookDelivery)
     earlier = exists().where(
@@ -127,16 +136,21 @@ async def claim(
         e.id < d.id,
     )
     q = (
-        select(d.id)
+        select(d.id, d.subscription_id)
         .join(WebhookSubscription, WebhookSubscription.id == d.subscription_id)
         .where(d.state == "pending", d.next_attempt_at <= now, WebhookSubscription.enabled)
         .where(~earlier)
         .order_by(d.next_attempt_at)
         .limit(limit)
     )
+    taken = dict(busy or {})
+    cap = per_subscription if per_subscription is not None else limit
+    full = sorted(sub for sub, n in taken.items() if n >= cap)
+    if full:
+        q = q.where(d.subscription_id.not_in(full))
     if dialect == "postgresql":
         q = q.with_for_update(of=d, skip_locked=True)
-    ids = list((await s.scalars(q)).all())
+    ids = _within_cap((await s.execute(q)).all(), taken, cap)
     if not ids:
         return []
     await s.execute(
@@ -144,6 +158,11 @@ async def claim(
         .where(DELIVERIES.c.id.in_(ids))
         .values(next_attempt_at=lease_until, attempts=DELIVERIES.c.attempts + 1)
     )
+    return await _claimed(s, ids)
+
+
+async def _claimed(s: AsyncSession, ids: list[int]) -> list[Claimed]:
+    """What sending the deliveries ``ids`` needs, in id order."""
     w, o = SUBSCRIPTIONS, OUTBOX
     rows = await s.execute(
         select(
@@ -165,6 +184,18 @@ async def claim(
         .order_by(DELIVERIES.c.id)
     )
     return [Claimed(*r) for r in rows.all()]
+
+
+def _within_cap(rows: Sequence[Any], taken: dict[int, int], cap: int) -> list[int]:
+    """The ids of ``rows`` (id, subscription) that keep each subscription within ``cap``.
+    Rows left out stay as they are (their lock ends with the transaction); their subscription
+    is full now, so the next claim skips it and the others get the room."""
+    ids = []
+    for did, sub in rows:
+        if taken.get(sub, 0) < cap:
+            taken[sub] = taken.get(sub, 0) + 1
+            ids.append(did)
+    return ids
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,10 @@
 """The delivery worker (in ``stoplist serve`` and alone as ``stoplist deliver``).
 
-Each round: sequence newly committed outbox rows (feed positions, one delivery per interested
-subscription), claim due deliveries (``SKIP LOCKED`` on PostgreSQL, so replicas share them; one
-in flight per subscription and address), post them signed, and record the outcomes in one
-transaction. A failure is retried after the next delay of ``STOPLIST_WEBHOOK_RETRY_DELAYS_S``
+It sequences newly committed outbox rows (feed positions, one delivery per interested
+subscription), claims due deliveries whenever there is room (``SKIP LOCKED`` on PostgreSQL, so
+replicas share them; one in flight per subscription and address, a bounded number per
+subscription and in all), posts each signed as its own task, and records the outcomes in
+batches as they come back. A failure is retried after the next delay of ``STOPLIST_WEBHOOK_RETRY_DELAYS_S``
 (±20 % jitter, or the receiver's ``Retry-After`` when longer); after the last one the delivery is
 dead (visible, replayable). Nothing is marked sent before the receiver answered 2xx, so a crash
 at any point means a repeat, never a loss (at-least-once; ``webhook-id`` is the idempotency key).
@@ -15,13 +16,15 @@ import asyncio
 import contextlib
 import logging
 import random
+import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from prometheus_client import Counter, Gauge
 
 from app.db import DB_ERRORS, Database
 from app.models import utcnow
-from app.webhooks import repository
+from app.webhooks import outbox, repository
 from app.webhooks.repository import Claimed, Outcome
 from app.webhooks.sender import Attempt, Sender
 from app.webhooks.service import WebhookService, event_body, message_id
@@ -37,6 +40,7 @@ DEAD_NOW = Gauge("stoplist_webhook_dead", "Webhook deliveries dead-lettered (kep
 OLDEST = Gauge("stoplist_webhook_oldest_pending_seconds", "Age of the oldest pending delivery")
 
 SEQUENCE_BATCH = 1000
+RECORD_BATCH = 500
 MAX_RETRY_AFTER_S = 6 * 3600.0
 JITTER = 0.2
 
@@ -52,7 +56,14 @@ def next_delay(delays: list[float], attempts: int, retry_after: float | None) ->
 
 
 class DeliveryWorker:
-    """Sequences, sends and records; ``run`` until cancelled."""
+    """Sequences, sends and records; ``run`` until cancelled.
+
+    ``run`` pipelines: claims whenever there is room (``webhook_concurrency`` requests in flight
+    in all, ``webhook_subscription_concurrency`` per subscription, so a slow endpoint holds only
+    its own share), sends each claimed delivery as its own task, and records outcomes in batches
+    as they come. A commit that wrote outbox rows in this process wakes it at once; otherwise it
+    polls every ``idle_s``. ``step`` is one whole round (claim, send, record), for tests.
+    """
 
     def __init__(self, db: Database, service: WebhookService, *, idle_s: float = 0.1) -> None:
         self.db = db
@@ -64,8 +75,15 @@ class DeliveryWorker:
             concurrency=self.settings.webhook_concurrency,
         )
         self.idle_s = idle_s
+        self.per_subscription = min(
+            self.settings.webhook_subscription_concurrency, self.settings.webhook_concurrency
+        )
         self._last_stats = 0.0
         self._last_purge = 0.0
+        self._in_flight: dict[int, int] = {}  # subscription -> requests in flight
+        self._sends: set[asyncio.Task[None]] = set()
+        self._outcomes: asyncio.Queue[Outcome] = asyncio.Queue()
+        self._wake = asyncio.Event()
 
         self._task: asyncio.Task[None] | None = None
 
@@ -81,38 +99,129 @@ class DeliveryWorker:
         await self.sender.close()
 
     async def run(self) -> None:
-        while True:
+        unsubscribe = outbox.on_commit(self._waker())
+        recorder = asyncio.create_task(self._record_loop(), name="webhook-record")
+        try:
+            while True:
+                self._wake.clear()
+                try:
+                    busy = await self._dispatch()
+                    await self._upkeep()
+                except DB_ERRORS as exc:
+                    log.warning("webhook worker: database unreachable: %s", exc)
+                    busy = False
+                    await asyncio.sleep(1.0)
+                except Exception:
+                    log.exception("webhook worker round failed")
+                    busy = False
+                    await asyncio.sleep(1.0)
+                if not busy:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self.idle_s)
+        finally:
+            unsubscribe()
+            await self._wind_down(recorder)
+
+    def _waker(self) -> Callable[[], None]:
+        """A callback that wakes ``run`` from any thread (a commit may run on another loop)."""
+        loop = asyncio.get_running_loop()
+        thread = threading.get_ident()
+
+        def wake() -> None:
+            if threading.get_ident() == thread:
+                self._wake.set()
+            else:
+                loop.call_soon_threadsafe(self._wake.set)
+
+        return wake
+
+    async def _wind_down(self, recorder: asyncio.Task[None]) -> None:
+        """Stop sending; record what already came back (the rest is retried after its lease)."""
+        for task in list(self._sends):
+            task.cancel()
+        await asyncio.gather(*self._sends, return_exceptions=True)
+        recorder.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await recorder
+        left: list[Outcome] = []
+        while not self._outcomes.empty():
+            left.append(self._outcomes.get_nowait())
+        if left:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._record(left), 5.0)
+
+    async def _dispatch(self) -> bool:
+        """Sequence, then claim as much as there is room for and start sending it; whether
+        there was anything to do."""
+        sequenced = await self.sequence()
+        claimed = await self._claim()
+        for c in claimed:
+            self._in_flight[c.subscription_id] = self._in_flight.get(c.subscription_id, 0) + 1
+            task = asyncio.create_task(self._deliver(c))
+            self._sends.add(task)
+            task.add_done_callback(self._sends.discard)
+        return sequenced > 0 or bool(claimed)
+
+    async def _deliver(self, c: Claimed) -> None:
+        try:
             try:
-                busy = await self.step()
-                await self._upkeep()
-            except DB_ERRORS as exc:
-                log.warning("webhook worker: database unreachable: %s", exc)
-                busy = False
-                await asyncio.sleep(1.0)
-            except Exception:
-                log.exception("webhook worker round failed")
-                busy = False
-                await asyncio.sleep(1.0)
-            if not busy:
-                await asyncio.sleep(self.idle_s)
+                attempt = await self._send(c)
+            except Exception as exc:  # an edge: one request must not end the worker
+                log.exception("webhook delivery %s: request failed", c.id)
+                attempt = Attempt(False, error=f"internal error: {type(exc).__name__}")
+            self._outcomes.put_nowait(self._outcome(c, attempt))
+        finally:
+            self._in_flight[c.subscription_id] -= 1
+            self._wake.set()
+
+    async def _record_loop(self) -> None:
+        """Record outcomes as they come, in batches; a failed batch is tried again."""
+        while True:
+            batch = [await self._outcomes.get()]
+            while not self._outcomes.empty() and len(batch) < RECORD_BATCH:
+                batch.append(self._outcomes.get_nowait())
+            while True:
+                try:
+                    await self._record(batch)
+                    break
+                except DB_ERRORS as exc:
+                    log.warning("webhook worker: cannot record outcomes: %s", exc)
+                    await asyncio.sleep(1.0)
+            self._wake.set()  # the next events of these addresses may go now
 
     async def sequence(self) -> int:
         async with self.db.write() as s:
             return await repository.sequence(s, self.db.dialect, utcnow(), SEQUENCE_BATCH)
 
-    async def step(self) -> bool:
-        """One round; whether there was anything to do."""
-        sequenced = await self.sequence()
+    async def _claim(self) -> list[Claimed]:
+        """Claim due deliveries, as many as there is room for in all and per subscription."""
+        room = self.settings.webhook_concurrency - sum(self._in_flight.values())
+        if room <= 0:
+            return []
         now = utcnow()
         lease = now + timedelta(seconds=2 * self.settings.webhook_timeout_s + 30)
         async with self.db.write() as s:
-            claimed = await repository.claim(
-                s, self.db.dialect, now, lease, self.settings.webhook_concurrency
+            return await repository.claim(
+                s,
+                self.db.dialect,
+                now,
+                lease,
+                room,
+                busy=self._in_flight,
+                per_subscription=self.per_subscription,
             )
+
+    async def step(self) -> bool:
+        """One whole round (claim, send all, record); whether there was anything to do."""
+        sequenced = await self.sequence()
+        claimed = await self._claim()
         if not claimed:
             return sequenced > 0
         attempts = await asyncio.gather(*(self._send(c) for c in claimed))
-        outcomes = [self._outcome(c, a) for c, a in zip(claimed, attempts, strict=True)]
+        await self._record([self._outcome(c, a) for c, a in zip(claimed, attempts, strict=True)])
+        return True
+
+    async def _record(self, outcomes: list[Outcome]) -> None:
         done = utcnow()
         before = done - timedelta(hours=self.settings.webhook_disable_after_h)
         async with self.db.write() as s:
@@ -121,7 +230,6 @@ class DeliveryWorker:
             log.warning(
                 "webhook subscription %s disabled: every attempt failed since %s", sub, before
             )
-        return True
 
     async def _send(self, c: Claimed) -> Attempt:
         try:

@@ -24,6 +24,7 @@ class Receiver:
     requests: list[Received] = field(default_factory=list)
     answers: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     default: int = 200
+    hold: asyncio.Event | None = None  # when set: every answer waits for it
 
     @property
     def port(self) -> int:
@@ -56,6 +57,8 @@ class Receiver:
                         headers[name.strip().lower()] = value.strip()
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 self.requests.append(Received(headers, body, time.time()))
+                if self.hold is not None:
+                    await self.hold.wait()
                 status, extra = self.answers.pop(0) if self.answers else (self.default, {})
                 out = [f"HTTP/1.1 {status} X", "Content-Length: 2"]
                 out += [f"{k}: {v}" for k, v in extra.items()]
