@@ -10,6 +10,8 @@ statement per table for the whole batch (on PostgreSQL the events travel as one 
 
 Work that must see exactly the newly inserted events, in the same transaction (the rate buckets
 of ``app.rates``), belongs in :func:`_after_insert`.
+
+The log ingest counts its deliveries without storing them (``count_deliveries``, see ``record``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -42,7 +44,7 @@ from app.models import (
 )
 from app.rates import record_events
 from dsn.explain import explain_delivery_event
-from events import Batch, Event, EventError, Source, vendor_meaning
+from events import Batch, Event, EventError, EventKind, Source, vendor_meaning
 
 __all__ = ["EventStore", "KeptError", "PendingSubscription", "RecordResult"]
 
@@ -57,6 +59,8 @@ _WIDTHS: dict[str, int] = {
     if getattr(c.type, "length", None)
 }
 _TEXT_COLUMNS = [c.name for c in _EVENTS.columns if c.type.python_type is str]
+# Run inside a batch's transaction just before its commit (the ingest saves its offset there).
+CommitHook = Callable[[AsyncSession], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,15 +114,29 @@ class EventStore:
         self._settings = event_settings(services.settings)
 
     async def record(
-        self, batch: Batch, *, token: tuple[str, str, timedelta] | None = None
+        self,
+        batch: Batch,
+        *,
+        token: tuple[str, str, timedelta] | None = None,
+        count_deliveries: bool = False,
+        before_commit: CommitHook | None = None,
     ) -> RecordResult:
         """Store and apply ``batch`` in one transaction; committed when this returns.
 
         ``token`` is (source, one-time token, replay window): a token already seen within the
         window refuses the whole batch (``Unauthorized``, nothing written). It is claimed in the
         same transaction, so a batch that fails to commit can be sent again with it.
+        ``count_deliveries`` (the log ingest): a delivery changes nothing on the list and only
+        feeds the rates, so it is counted into them without a ``delivery_events`` row, hence
+        without dedupe; the caller makes the batch count once by saving its read offset through
+        ``before_commit``, in this transaction. Counted deliveries are reported as new.
         """
-        events = _unique(batch.events)
+        counted: list[Event] = []
+        events = batch.events
+        if count_deliveries:
+            counted = [e for e in events if e.kind is _DELIVERED]
+            events = [e for e in events if e.kind is not _DELIVERED] if counted else events
+        events = _unique(events)
         addresses = sorted({e.recipient for e in events if e.recipient})
         db = self.services.db
         now = utcnow()
@@ -131,12 +149,14 @@ class EventStore:
             plans = [(None, p) for p in self._plans(new)]
             if plans:
                 written = await write_plans(s, self.services, plans)
-            await _after_insert(s, new)
+            await _after_insert(s, [*new, *counted] if counted else new)
+            if before_commit is not None:
+                await before_commit(s)
         if written is not None:
             await after_commit(self.services, written, db)
         return RecordResult(
-            new=len(new),
-            duplicate=len(batch.events) - len(new),
+            new=len(new) + len(counted),
+            duplicate=len(batch.events) - len(new) - len(counted),
             errors=len(batch.errors),
             suppressed=len(written.written) if written is not None else 0,
         )
@@ -224,6 +244,9 @@ async def _after_insert(s: AsyncSession, new_events: Sequence[Event]) -> None:
     rate buckets are counted here."""
     if new_events:
         await record_events(await s.connection(), new_events)
+
+
+_DELIVERED = EventKind.DELIVERED
 
 
 def _unique(events: Sequence[Event]) -> list[Event]:

@@ -1,8 +1,8 @@
 """Durable read offsets of log files (table ``ingest_offsets``): all SQL of the ingest lives here.
 
-An offset is saved only after the events of the lines before it committed, so a restart resumes
-exactly there: nothing is skipped, and what was re-read after a crash between the commit and the
-save is recorded once by the event store's dedupe. A file is looked up by device:inode first
+An offset is saved in the transaction of the batch it ends (``save_in``; ``save`` alone when the
+batch held nothing), so a restart resumes exactly there: nothing is skipped and nothing is
+recorded twice, deliveries included (they are counted into the rates, not stored and deduped). A file is looked up by device:inode first
 (its first bytes must still match: an inode is reused once its file is deleted), then by the
 fingerprint of its first ``FINGERPRINT_BYTES`` bytes (a file copied or moved to another device).
 """
@@ -10,10 +10,12 @@ fingerprint of its first ``FINGERPRINT_BYTES`` bytes (a file copied or moved to 
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import Database
 from app.ingest.source import FINGERPRINT_BYTES, FileIdentity, OpenedFile, Position
@@ -55,9 +57,22 @@ class OffsetStore:
 
     async def save(self, file: OpenedFile, position: Position) -> None:
         """Record ``position`` as read and committed (one autocommitted upsert)."""
+        stmt = self._upsert(file, position)
+        if stmt is None:
+            return
+        async with self.db.autocommit() as conn:
+            await conn.execute(stmt)
+
+    async def save_in(self, s: AsyncSession, file: OpenedFile, position: Position) -> None:
+        """Record ``position`` inside ``s``'s transaction: it commits with the batch it ends."""
+        stmt = self._upsert(file, position)
+        if stmt is not None:
+            await s.execute(stmt)
+
+    def _upsert(self, file: OpenedFile, position: Position) -> Any:
         identity = file.identity
         if identity is None:
-            return
+            return None
         values = {
             "source": self.source,
             "file_key": identity.file_key,
@@ -75,8 +90,7 @@ class OffsetStore:
             index_elements=["source", "file_key"],
             set_={k: stmt.excluded[k] for k in values if k not in ("source", "file_key")},
         )
-        async with self.db.autocommit() as conn:
-            await conn.execute(stmt)
+        return stmt
 
 
 def _matches(row: IngestOffset, identity: FileIdentity) -> bool:

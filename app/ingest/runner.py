@@ -1,7 +1,8 @@
 """The ingest loop: batches of lines -> events -> the event sink (one commit) -> the saved offset.
 
 Each batch is decoded while the previous one is being committed (the database works while this
-process parses); offsets are saved in order, each only after its batch committed. When storage is
+process parses); offsets are saved in order, each in its batch's transaction (deliveries are
+counted, not stored, so the offset is what makes a batch count once). When storage is
 down the batch is retried with backoff, forever: the offset never moves past uncommitted lines,
 and the outage is logged once (and its end once).
 """
@@ -14,11 +15,13 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Final, Protocol, TypeVar
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from app.db import DB_ERRORS
 from app.ingest.decoders import Decoder
 from app.ingest.offsets import OffsetStore
 from app.ingest.progress import Progress, Totals
-from app.ingest.sink import EventSink
+from app.ingest.sink import CommitHook, EventSink
 from app.ingest.source import LineBatch, OpenedFile, Position
 from events import Batch
 
@@ -79,12 +82,17 @@ class Ingestor:
 
     async def _commit(self, batch: Batch, lines: LineBatch, end: Position) -> None:
         totals = self.totals
+        offsets = self.offsets
         if batch.events or batch.errors:
-            counts = await self._retrying(lambda: self.sink.record(batch))
+            hook: CommitHook | None = None
+            if offsets is not None:
+                hook = _offset_hook(offsets, lines, end)
+            counts = await self._retrying(
+                lambda: self.sink.record(batch, count_deliveries=True, before_commit=hook)
+            )
             totals.events_new += counts.new
             totals.duplicate += counts.duplicate
-        if self.offsets is not None:
-            offsets = self.offsets
+        elif offsets is not None:
             await self._retrying(lambda: offsets.save(lines.file, end))
         totals.lines += len(lines.lines)
         totals.errors += len(batch.errors)
@@ -114,3 +122,12 @@ class Ingestor:
                 log.warning("storage back after %.1f s", time.monotonic() - self._down_since)
                 self._down_since = None
             return result
+
+
+def _offset_hook(offsets: OffsetStore, lines: LineBatch, end: Position) -> CommitHook:
+    """Saves ``end`` as the read offset of ``lines``' file inside the batch's transaction."""
+
+    async def save(s: AsyncSession) -> None:
+        await offsets.save_in(s, lines.file, end)
+
+    return save

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from events import Batch
+
+# Runs inside the batch's transaction just before its commit (the ingest saves its offset there).
+CommitHook = Callable[[AsyncSession], Awaitable[None]]
 
 
 class RecordCounts(Protocol):
@@ -19,6 +25,17 @@ class RecordCounts(Protocol):
 
 class EventSink(Protocol):
     """Records a batch's events (deduped by ``Event.dedupe_id``) and errors, applies the new ones,
-    and commits, all before returning; raises one of ``app.db.DB_ERRORS`` when storage is down."""
+    runs ``before_commit`` in the same transaction and commits, all before returning; raises one
+    of ``app.db.DB_ERRORS`` when storage is down.
 
-    async def record(self, batch: Batch) -> RecordCounts: ...
+    ``count_deliveries``: deliveries may be counted into the rates without being stored, hence
+    without dedupe; the caller passes a ``before_commit`` that makes the batch's commit happen
+    once (the saved read offset)."""
+
+    async def record(
+        self,
+        batch: Batch,
+        *,
+        count_deliveries: bool = False,
+        before_commit: CommitHook | None = None,
+    ) -> RecordCounts: ...

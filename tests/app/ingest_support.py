@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import text
 
 from app.db import Database
+from app.ingest.sink import CommitHook
 from events import Batch
 
 SCHEMA = (
@@ -37,7 +38,13 @@ class TableSink:
             for statement in SCHEMA:
                 await s.execute(text(statement))
 
-    async def record(self, batch: Batch) -> Counts:
+    async def record(
+        self,
+        batch: Batch,
+        *,
+        count_deliveries: bool = False,
+        before_commit: CommitHook | None = None,
+    ) -> Counts:
         new = 0
         async with self.db.write() as s:
             for e in batch.events:
@@ -63,6 +70,8 @@ class TableSink:
                 )
             if self.delay_s:
                 await asyncio.sleep(self.delay_s)
+            if before_commit is not None:
+                await before_commit(s)
         return Counts(new, len(batch.events) - new)
 
     async def rows(self, table: str, columns: str = "*") -> list[tuple[object, ...]]:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -164,11 +165,13 @@ async def test_a_failed_batch_is_read_again_and_nothing_is_skipped(
     class Failing:
         calls = 0
 
-        async def record(self, batch: Batch) -> Counts:
+        async def record(
+            self, batch: Batch, *, count_deliveries: bool = False, before_commit: Any = None
+        ) -> Counts:
             self.calls += 1
             if self.calls == 4:
                 raise RuntimeError("crash")
-            return await sink.record(batch)
+            return await sink.record(batch, before_commit=before_commit)
 
     with pytest.raises(RuntimeError):
         await ingest_log("pmta", str(path), db=db, sink=Failing(), batch_lines=10, progress=quiet())
@@ -188,11 +191,13 @@ async def test_storage_down_is_retried_without_advancing_and_logged_once(
     class Flaky:
         failures = 0
 
-        async def record(self, batch: Batch) -> Counts:
+        async def record(
+            self, batch: Batch, *, count_deliveries: bool = False, before_commit: Any = None
+        ) -> Counts:
             if self.failures < 3:
                 self.failures += 1
                 raise OperationalError("INSERT", {}, ConnectionRefusedError("down"))
-            return await sink.record(batch)
+            return await sink.record(batch, before_commit=before_commit)
 
     caplog.set_level(logging.WARNING, "app.ingest")
     totals = await ingest_log("pmta", str(path), db=db, sink=Flaky(), progress=quiet())
