@@ -42,6 +42,7 @@ from app.cache.redis import (
     PUT_CHUNK,
     REDIS_ERRORS,
     SENTINEL_TTL_MS,
+    RedisCommands,
     _unavailable,
 )
 
@@ -109,7 +110,7 @@ def bucket_of(address: str) -> int:
     return zlib.crc32(address.encode()) % BUCKETS
 
 
-class RedisClusterCache:
+class RedisClusterCache(RedisCommands):
     """The suppression replica on a Redis Cluster; same contract as ``RedisCache``.
 
     Fails fast like ``RedisCache``: after a connection failure or a timeout, calls skip the
@@ -349,27 +350,3 @@ class RedisClusterCache:
         epochs = replies[BUCKETS:]
         _REBUILD_EPOCHS.set(tuple(e.decode() if e is not None else "0" for e in epochs))
         return bool(got)
-
-    async def unlock_rebuild(self) -> None:
-        with _unavailable():
-            value = cast(bytes | None, await self._client.get(self._lock_key))
-            if value is not None and value.decode() == self._lock_token:
-                await self._client.delete(self._lock_key)
-
-    async def ping(self) -> None:
-        with _unavailable():
-            await self._client.ping()
-
-    async def clear(self) -> None:
-        """Delete every key under the prefix on every primary (tests, `--from-scratch`)."""
-        batch: list[bytes] = []
-        async for key in self._client.scan_iter(match=self._prefix + "*", count=10_000):
-            batch.append(key)
-            if len(batch) >= 5_000:
-                await self._client.unlink(*batch)
-                batch.clear()
-        if batch:
-            await self._client.unlink(*batch)
-
-    async def close(self) -> None:
-        await self._client.aclose()

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Final, cast
+from typing import Any, Final, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -101,7 +101,42 @@ _REBUILD_TOKEN: ContextVar[str | None] = ContextVar("stoplist_rebuild_token", de
 _REBUILD_EPOCH: ContextVar[str] = ContextVar("stoplist_rebuild_epoch", default="0")
 
 
-class RedisCache:
+class RedisCommands:
+    """What ``RedisCache`` and ``RedisClusterCache`` do alike through their redis-py client:
+    release the rebuild lock, ping, clear the prefix, close."""
+
+    _client: Any
+    _lock_key: str
+    _lock_token: str
+    _prefix: str
+
+    async def unlock_rebuild(self) -> None:
+        with _unavailable():
+            value = cast(bytes | None, await self._client.get(self._lock_key))
+            if value is not None and value.decode() == self._lock_token:
+                await self._client.delete(self._lock_key)
+
+    async def ping(self) -> None:
+        with _unavailable():
+            await self._client.ping()
+
+    async def clear(self) -> None:
+        """Delete every key under the prefix, on every primary of a cluster (tests and `cache
+        rebuild --from-scratch`)."""
+        batch: list[bytes] = []
+        async for key in self._client.scan_iter(match=self._prefix + "*", count=10_000):
+            batch.append(key)
+            if len(batch) >= 5_000:
+                await self._client.unlink(*batch)
+                batch.clear()
+        if batch:
+            await self._client.unlink(*batch)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+class RedisCache(RedisCommands):
     """Redis replica shared by every API/SMTP replica.
 
     Every call is bounded by ``timeout_s`` (socket connect and read). After a connection failure
@@ -330,30 +365,6 @@ class RedisCache:
             got, _, epoch = await pipe.execute()
         _REBUILD_EPOCH.set(epoch.decode() if epoch is not None else "0")
         return bool(got)
-
-    async def unlock_rebuild(self) -> None:
-        with _unavailable():
-            value = cast(bytes | None, await self._client.get(self._lock_key))
-            if value is not None and value.decode() == self._lock_token:
-                await self._client.delete(self._lock_key)
-
-    async def ping(self) -> None:
-        with _unavailable():
-            await self._client.ping()
-
-    async def clear(self) -> None:
-        """Delete every key under the prefix (tests and `cache rebuild --from-scratch`)."""
-        batch: list[bytes] = []
-        async for key in self._client.scan_iter(match=self._prefix + "*", count=10_000):
-            batch.append(key)
-            if len(batch) >= 5_000:
-                await self._client.unlink(*batch)
-                batch.clear()
-        if batch:
-            await self._client.unlink(*batch)
-
-    async def close(self) -> None:
-        await self._client.aclose()
 
 
 def _now_ms() -> int:

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path
 
 from app.http.deps import ApiRoute, ReadKey, ServicesDep, WriteKey
 from app.http.responses import JSONBytes
-from app.http.routes.suppressions import WHY_PATTERN
+from app.http.routes.suppressions import LiftForce, LiftReason, LiftScope
 from app.http.schemas import (
-    STREAM_PATTERN,
     AddressDetail,
     SuppressBody,
     SuppressResponse,
@@ -78,18 +77,9 @@ async def delete_domain_suppression(
     services: ServicesDep,
     key: WriteKey,
     domain: Domain,
-    reason: Annotated[
-        str,
-        Query(min_length=3, max_length=2000, pattern=WHY_PATTERN, description="Why (kept)"),
-    ],
-    stream: Annotated[
-        str | None,
-        Query(
-            pattern=STREAM_PATTERN,
-            description="Only this scope (a stream or global; empty = global); omit for all",
-        ),
-    ] = None,
-    force: Annotated[bool, Query(description="Needed (with admin) to remove a complaint")] = False,
+    reason: LiftReason,
+    stream: LiftScope = None,
+    force: LiftForce = False,
 ) -> JSONBytes:
     """Lift a domain's suppression with a reason; the audit log names the key. Addresses of the
     domain suppressed on their own stay suppressed."""

@@ -82,6 +82,18 @@ Address = Annotated[
 ]
 # At least one character that is not white space, and no NUL (PostgreSQL cannot store one).
 WHY_PATTERN = r"^[\s\u001c-\u001f]*[^\s\u0000\u001c-\u001f][^\u0000]*$"
+# The query of a lift (an address's or a domain's): why, which scope, and the complaint override.
+LiftReason = Annotated[
+    str, Query(min_length=3, max_length=2000, pattern=WHY_PATTERN, description="Why (kept)")
+]
+LiftScope = Annotated[
+    str | None,
+    Query(
+        pattern=STREAM_PATTERN,
+        description="Only this scope (a stream or global; empty = global); omit for all",
+    ),
+]
+LiftForce = Annotated[bool, Query(description="Needed (with admin) to remove a complaint")]
 
 
 @router.get("", response_model=SuppressionPage, responses=_ERRORS)
@@ -163,18 +175,9 @@ async def delete_suppression(
     services: ServicesDep,
     key: WriteKey,
     address: Address,
-    reason: Annotated[
-        str,
-        Query(min_length=3, max_length=2000, pattern=WHY_PATTERN, description="Why (kept)"),
-    ],
-    stream: Annotated[
-        str | None,
-        Query(
-            pattern=STREAM_PATTERN,
-            description="Only this scope (a stream or global; empty = global); omit for all",
-        ),
-    ] = None,
-    force: Annotated[bool, Query(description="Needed (with admin) to remove a complaint")] = False,
+    reason: LiftReason,
+    stream: LiftScope = None,
+    force: LiftForce = False,
 ) -> JSONBytes:
     """Unsuppress with a reason; the audit log names the key. Complaints need admin + force."""
     removed = await services.suppressions.unsuppress(
