@@ -43,6 +43,8 @@ SEQUENCE_BATCH = 1000
 RECORD_BATCH = 500
 # How long finished sends may gather before the next claim (adds at most this to the lag).
 CLAIM_GATHER_S = 0.005
+# How long ``stop`` waits for the round in progress before cancelling it.
+STOP_GRACE_S = 5.0
 MAX_RETRY_AFTER_S = 6 * 3600.0
 JITTER = 0.2
 
@@ -88,23 +90,32 @@ class DeliveryWorker:
         self._wake = asyncio.Event()
 
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def start(self) -> None:
         """Run in the background on the current loop (``stop`` ends it)."""
         self._task = asyncio.create_task(self.run(), name="webhook-delivery")
 
     async def stop(self) -> None:
+        """Let the round in progress finish (a transaction cancelled half-way would be rolled
+        back under a cancelled task, which the pool reports as an error), then end; cancel only
+        after ``STOP_GRACE_S``."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._stopping = True
+            self._wake.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), STOP_GRACE_S)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
         await self.sender.close()
 
     async def run(self) -> None:
         unsubscribe = outbox.on_commit(self._waker())
         recorder = asyncio.create_task(self._record_loop(), name="webhook-record")
         try:
-            while True:
+            while not self._stopping:
                 if self._sends:
                     # Let finished sends gather before the next claim: one sequencing and claim
                     # transaction per many deliveries under a backlog, not one per delivery.
