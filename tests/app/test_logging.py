@@ -137,7 +137,7 @@ def test_every_line_of_a_served_session_is_in_one_format(tmp_path: Path, log_for
         assert all(set(r) >= {"time", "level", "logger", "message"} for r in records)
         levels = [(r["level"], r["logger"], r["message"]) for r in records]
     else:
-        assert [line for line in lines if not TEXT_LINE.match(line)] == []
+        assert [line for line in lines if not TEXT_LINE.match(line)] == [], "\n".join(lines)
         levels = [tuple(line.split(" ", 4)[2:5]) for line in lines]
     loggers = {logger for _, logger, _ in levels}
     assert "uvicorn.error" in loggers  # uvicorn's own lines, in our format
