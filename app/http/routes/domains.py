@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path
 
 from app.http.deps import ApiRoute, ReadKey, ServicesDep, WriteKey
 from app.http.responses import JSONBytes
-from app.http.routes.suppressions import LiftForce, LiftReason, LiftScope
+from app.http.routes.suppressions import LiftForce, LiftReason, LiftScope, lift, manual_suppress
 from app.http.schemas import (
     AddressDetail,
     SuppressBody,
@@ -17,8 +17,7 @@ from app.http.schemas import (
     UnsuppressResponse,
     error_responses,
 )
-from app.keys import scope_allows
-from app.suppression import SuppressRequest, list_key, row_to_dict
+from app.suppression import list_key
 
 router = APIRouter(prefix="/v1/domain-suppressions", tags=["suppressions"], route_class=ApiRoute)
 
@@ -49,27 +48,7 @@ async def put_domain_suppression(
 ) -> JSONBytes:
     """Suppress every address of a domain (audited with the key's name). Never weakens an
     existing entry."""
-    result = await services.suppressions.suppress(
-        SuppressRequest(
-            address=domain,
-            outcome=body.outcome,
-            reason=body.reason,
-            source="api",
-            stream=body.stream,
-            expires_at=body.expires_at,
-            actor=key.name,
-            note=body.note,
-            event_kind="manual_suppress",
-            whole_domain=True,
-        )
-    )
-    return JSONBytes(
-        {
-            "created": result.created,
-            "changed": result.changed,
-            "suppression": row_to_dict(result.row),
-        }
-    )
+    return await manual_suppress(services, key, domain, body, whole_domain=True)
 
 
 @router.delete("/{domain}", response_model=UnsuppressResponse, responses=_ERRORS)
@@ -83,13 +62,5 @@ async def delete_domain_suppression(
 ) -> JSONBytes:
     """Lift a domain's suppression with a reason; the audit log names the key. Addresses of the
     domain suppressed on their own stay suppressed."""
-    removed = await services.suppressions.unsuppress(
-        domain,
-        stream=stream,
-        all_scopes=stream is None,
-        reason=reason,
-        actor=key.name,
-        may_remove_complaints=force and scope_allows(key.scope, "admin"),
-        whole_domain=True,
-    )
+    removed = await lift(services, key, domain, reason, stream, force, whole_domain=True)
     return JSONBytes({"address": list_key(domain, whole_domain=True), "removed": removed})

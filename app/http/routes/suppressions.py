@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 from starlette.convertors import Convertor, register_url_convertor
 
+from app.container import Services
 from app.errors import InvalidInput
 from app.http.deps import ApiRoute, ReadKey, ServicesDep, WriteKey
 from app.http.responses import JSONBytes
@@ -26,7 +27,7 @@ from app.http.schemas import (
     UnsuppressResponse,
     error_responses,
 )
-from app.keys import scope_allows
+from app.keys import KeyInfo, scope_allows
 from app.suppression import (
     SuppressionFilter,
     SuppressRequest,
@@ -148,26 +149,7 @@ async def put_suppression(
     services: ServicesDep, key: WriteKey, address: Address, body: SuppressBody
 ) -> JSONBytes:
     """Suppress an address by hand. Never weakens an existing entry."""
-    result = await services.suppressions.suppress(
-        SuppressRequest(
-            address=address,
-            outcome=body.outcome,
-            reason=body.reason,
-            source="api",
-            stream=body.stream,
-            expires_at=body.expires_at,
-            actor=key.name,
-            note=body.note,
-            event_kind="manual_suppress",
-        )
-    )
-    return JSONBytes(
-        {
-            "created": result.created,
-            "changed": result.changed,
-            "suppression": row_to_dict(result.row),
-        }
-    )
+    return await manual_suppress(services, key, address, body)
 
 
 @router.delete("/{address:address}", response_model=UnsuppressResponse, responses=_ERRORS)
@@ -180,12 +162,56 @@ async def delete_suppression(
     force: LiftForce = False,
 ) -> JSONBytes:
     """Unsuppress with a reason; the audit log names the key. Complaints need admin + force."""
-    removed = await services.suppressions.unsuppress(
-        address,
+    removed = await lift(services, key, address, reason, stream, force)
+    return JSONBytes({"address": normalise_or_422(address), "removed": removed})
+
+
+async def manual_suppress(
+    services: Services, key: KeyInfo, target: str, body: SuppressBody, *, whole_domain: bool = False
+) -> JSONBytes:
+    """A suppression by hand through the API (an address, or with ``whole_domain`` a domain),
+    audited with the key's name; the answer of both PUT routes."""
+    result = await services.suppressions.suppress(
+        SuppressRequest(
+            address=target,
+            outcome=body.outcome,
+            reason=body.reason,
+            source="api",
+            stream=body.stream,
+            expires_at=body.expires_at,
+            actor=key.name,
+            note=body.note,
+            event_kind="manual_suppress",
+            whole_domain=whole_domain,
+        )
+    )
+    return JSONBytes(
+        {
+            "created": result.created,
+            "changed": result.changed,
+            "suppression": row_to_dict(result.row),
+        }
+    )
+
+
+async def lift(
+    services: Services,
+    key: KeyInfo,
+    target: str,
+    reason: str,
+    stream: str | None,
+    force: bool,
+    *,
+    whole_domain: bool = False,
+) -> list[dict[str, Any]]:
+    """Unsuppress through the API: every scope unless ``stream``; complaints only with admin and
+    ``force``. The entries removed."""
+    return await services.suppressions.unsuppress(
+        target,
         stream=stream,
         all_scopes=stream is None,
         reason=reason,
         actor=key.name,
         may_remove_complaints=force and scope_allows(key.scope, "admin"),
+        whole_domain=whole_domain,
     )
-    return JSONBytes({"address": normalise_or_422(address), "removed": removed})
