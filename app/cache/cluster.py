@@ -159,20 +159,6 @@ class RedisClusterCache(RedisCommands):
             retry=Retry(NoBackoff(), 0),
         )
 
-    def _gate(self) -> None:
-        if not self._skip_until:
-            return
-        now = time.monotonic()
-        if now < self._skip_until:
-            raise CacheUnavailable("unreachable moments ago; not retried yet")
-        self._skip_until = now + self._timeout_s + self.retry_after_s
-
-    def _answered(self, exc: BaseException | None = None) -> None:
-        if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
-            self._skip_until = time.monotonic() + self.retry_after_s
-        else:
-            self._skip_until = 0.0
-
     def key(self, address: str) -> str:
         return self._key_prefixes[bucket_of(address)] + address
 

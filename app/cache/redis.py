@@ -103,12 +103,33 @@ _REBUILD_EPOCH: ContextVar[str] = ContextVar("stoplist_rebuild_epoch", default="
 
 class RedisCommands:
     """What ``RedisCache`` and ``RedisClusterCache`` do alike through their redis-py client:
-    release the rebuild lock, ping, clear the prefix, close."""
+    fail fast after a failure (``_gate``/``_answered``), release the rebuild lock, ping, clear the
+    prefix, close."""
 
     _client: Any
     _lock_key: str
     _lock_token: str
     _prefix: str
+    _timeout_s: float
+    retry_after_s: float
+    _skip_until: float  # monotonic; 0 = Redis answered last time
+
+    def _gate(self) -> None:
+        """Fail fast while Redis was unreachable moments ago; else let this call through (as the
+        one probe, when it was)."""
+        if not self._skip_until:
+            return
+        now = time.monotonic()
+        if now < self._skip_until:
+            raise CacheUnavailable("unreachable moments ago; not retried yet")
+        # This call probes; calls arriving meanwhile fail fast instead of piling up.
+        self._skip_until = now + self._timeout_s + self.retry_after_s
+
+    def _answered(self, exc: BaseException | None = None) -> None:
+        if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
+            self._skip_until = time.monotonic() + self.retry_after_s
+        else:  # it answered (maybe with an error such as NOSCRIPT): reachable
+            self._skip_until = 0.0
 
     async def unlock_rebuild(self) -> None:
         with _unavailable():
@@ -173,23 +194,6 @@ class RedisCache(RedisCommands):
         self._timeout_s = timeout_s
         self.retry_after_s = max(1.0, 2 * timeout_s)
         self._skip_until = 0.0  # monotonic; 0 = Redis answered last time
-
-    def _gate(self) -> None:
-        """Fail fast while Redis was unreachable moments ago; else let this call through (as the
-        one probe, when it was)."""
-        if not self._skip_until:
-            return
-        now = time.monotonic()
-        if now < self._skip_until:
-            raise CacheUnavailable("unreachable moments ago; not retried yet")
-        # This call probes; calls arriving meanwhile fail fast instead of piling up.
-        self._skip_until = now + self._timeout_s + self.retry_after_s
-
-    def _answered(self, exc: BaseException | None = None) -> None:
-        if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
-            self._skip_until = time.monotonic() + self.retry_after_s
-        else:  # it answered (maybe with an error such as NOSCRIPT): reachable
-            self._skip_until = 0.0
 
     def key(self, address: str) -> str:
         return self._key_prefix + address
