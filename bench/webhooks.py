@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/webhooks.py [--changes 100000] [--rate 1000] [--batch 10]
         [--slow-changes 10000] [--slow-rate 200] [--writers 16] [--slowdown-changes 2000]
-        [--drain-changes 20000] [--pg-url URL] [--json]
+        [--drain-changes 20000] [--worker LABEL=PATH|serve ...] [--rounds 1] [--pg-url URL]
+        [--json]
 
 On a fresh PostgreSQL database (created and dropped; the in-process cache, so Redis plays no part)
 with one delivery worker (``stoplist deliver``, a process of its own) and a receiver (a plain
@@ -168,21 +169,44 @@ async def write_changes(
     return time.perf_counter() - start, committed
 
 
-def start_worker(url: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "STOPLIST_DATABASE_URL": url,
-        "STOPLIST_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
-    }
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [str(BIN / "stoplist"), "deliver"], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
+class Worker:
+    """One delivery worker under test: ``stoplist deliver`` from a given installation (its own
+    process), or ``serve``: a ``DeliveryWorker`` in this process, on the writer's loop, as in
+    ``stoplist serve`` (woken by the writer's commits)."""
 
+    def __init__(self, spec: str) -> None:
+        self.label, _, where = spec.partition("=")
+        self.where = where or self.label
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.inproc: Any = None
 
-def stop_worker(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    proc.wait(30)
+    async def start(self, services: Any, url: str, log: Path) -> None:
+        if self.where == "serve":
+            from app.webhooks.worker import DeliveryWorker
+
+            self.inproc = DeliveryWorker(
+                services.db, WebhookService(services.db, services.settings)
+            )
+            self.inproc.start()
+            return
+        env = {
+            **os.environ,
+            "STOPLIST_DATABASE_URL": url,
+            "STOPLIST_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
+        }
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [self.where, "deliver"], env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+
+    async def stop(self) -> None:
+        if self.inproc is not None:
+            await self.inproc.stop()
+            self.inproc = None
+        if self.proc is not None:
+            self.proc.terminate()
+            await asyncio.to_thread(self.proc.wait, 30)
+            self.proc = None
 
 
 async def wait_received(receiver: Receiver, want: set[str], timeout: float) -> dict[str, Any]:
@@ -215,6 +239,7 @@ async def slowdown(
     url: str,
     receiver: Receiver,
     log: Path,
+    worker: Worker,
 ) -> dict[str, Any]:
     real_write = outbox.write
 
@@ -231,13 +256,13 @@ async def slowdown(
         elapsed, _ = await write_changes(services, f"plain{round_}-", n, args.writers, None)
         rates["outbox"].append(n / elapsed)
         sub, _ = await hooks.create(receiver_url(receiver), None, None, "bench")
-        worker = start_worker(url, log)
+        await worker.start(services, url, log)
         try:
             elapsed, done = await write_changes(services, f"sub{round_}-", n, args.writers, None)
             rates["subscribed"].append(n / elapsed)
             await wait_received(receiver, set(done), 300)
         finally:
-            stop_worker(worker)
+            await worker.stop()
             await hooks.delete(sub["id"])
     med = {k: statistics.median(v) for k, v in rates.items()}
     return {
@@ -260,15 +285,18 @@ async def drain(
     url: str,
     receiver: Receiver,
     log: Path,
+    worker: Worker,
+    round_: int,
 ) -> dict[str, Any]:
     sub, _ = await hooks.create(receiver_url(receiver), None, None, "bench")
-    _, done = await write_changes(services, "drain-", args.drain_changes, args.writers, None)
+    prefix = f"drain{round_}{worker.label}-"
+    _, done = await write_changes(services, prefix, args.drain_changes, args.writers, None)
     started = time.time()
-    worker = start_worker(url, log)
+    await worker.start(services, url, log)
     try:
         got = await wait_received(receiver, set(done), 600)
     finally:
-        stop_worker(worker)
+        await worker.stop()
         await hooks.delete(sub["id"])
     last = max(got["arrived"].values(), default=started)
     return {
@@ -285,22 +313,23 @@ async def lag(
     url: str,
     receiver: Receiver,
     log: Path,
+    worker: Worker,
     *,
+    prefix: str,
     changes: int,
     rate: float,
     writers: int,
     batch: int,
 ) -> dict[str, Any]:
     sub, _ = await hooks.create(receiver_url(receiver), None, None, "bench")
-    worker = start_worker(url, log)
+    await worker.start(services, url, log)
     try:
         await asyncio.sleep(2)  # the worker is up
         receiver.take()
-        prefix = f"lag{int(rate)}-"
         elapsed, done = await write_changes(services, prefix, changes, writers, rate, batch)
         got = await wait_received(receiver, set(done), 900)
     finally:
-        stop_worker(worker)
+        await worker.stop()
         await hooks.delete(sub["id"])
     # From the change's own timestamp (taken just before its transaction: the figure includes
     # the transaction) to the receipt; both clocks are this machine's.
@@ -334,26 +363,44 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     hooks = WebhookService(services.db, settings)
     receiver = Receiver()
     log = Path(os.environ.get("TMPDIR", "/tmp")) / "bench-webhooks-deliver.log"
+    workers = [Worker(spec) for spec in args.worker or [f"this={BIN / 'stoplist'}"]]
+    result: dict[str, Any] = {"cpus": os.cpu_count(), "workers": [w.label for w in workers]}
     try:
-        result = {
-            "slowdown": await slowdown(args, services, hooks, url, receiver, log),
-            "drain": await drain(args, services, hooks, url, receiver, log),
-            "lag": [
-                await lag(
-                    services,
-                    hooks,
-                    url,
-                    receiver,
-                    log,
-                    changes=n,
-                    rate=r,
-                    writers=args.writers,
-                    batch=args.batch,
+        if args.slowdown_changes:
+            result["slowdown"] = await slowdown(
+                args, services, hooks, url, receiver, log, workers[0]
+            )
+        drains: dict[str, list[dict[str, Any]]] = {w.label: [] for w in workers}
+        lags: dict[str, list[list[dict[str, Any]]]] = {w.label: [] for w in workers}
+        # Rounds interleave the workers (A B A B ...): the machine's load hits them alike.
+        for round_ in range(args.rounds):
+            for w in workers:
+                if args.drain_changes:
+                    drains[w.label].append(
+                        await drain(args, services, hooks, url, receiver, log, w, round_)
+                    )
+                phases = ((args.changes, args.rate), (args.slow_changes, args.slow_rate))
+                lags[w.label].append(
+                    [
+                        await lag(
+                            services,
+                            hooks,
+                            url,
+                            receiver,
+                            log,
+                            w,
+                            prefix=f"lag{round_}{w.label}{int(r)}-",
+                            changes=n,
+                            rate=r,
+                            writers=args.writers,
+                            batch=args.batch,
+                        )
+                        for n, r in phases
+                        if n
+                    ]
                 )
-                for n, r in ((args.changes, args.rate), (args.slow_changes, args.slow_rate))
-            ],
-            "cpus": os.cpu_count(),
-        }
+        result["drain"] = drains
+        result["lag"] = lags
     finally:
         receiver.stop()
         await services.db.dispose()
@@ -374,6 +421,14 @@ def main() -> None:
     parser.add_argument("--slowdown-changes", type=int, default=2000)
     parser.add_argument("--drain-changes", type=int, default=20_000)
     parser.add_argument("--pg-url", default="postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+    parser.add_argument(
+        "--worker",
+        action="append",
+        help="LABEL=PATH of a `stoplist` executable (its `deliver` is run), or LABEL=serve: the"
+        " worker in this process beside the writer, as in `stoplist serve`; repeat for A/B"
+        " (default: this checkout's `stoplist deliver`); 0 changes skips a phase",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of the drain and lag phases")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     result = asyncio.run(run(args))
