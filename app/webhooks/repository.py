@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, exists, func, select, text, update
+from sqlalchemy import Table, bindparam, delete, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -61,29 +61,32 @@ async def sequence(s: AsyncSession, dialect: str, now: datetime, limit: int) -> 
     """Give the next committed, unsequenced outbox rows (in id order) their feed positions and
     a delivery per interested subscription; the number sequenced. One sequencer at a time: on
     PostgreSQL whoever holds the transaction's advisory lock (the others skip), on SQLite the
-    process's write lock."""
+    process's write lock.
+
+    Round trips: one ``UPDATE … FROM (numbered rows) RETURNING`` takes the lock (PostgreSQL),
+    numbers the rows after the last position and returns them; when it returned rows, one read
+    of the subscriptions and one multi-row insert of the deliveries."""
+    pick, last = OUTBOX.alias("pick"), OUTBOX.alias("last")
+    base = select(func.coalesce(func.max(last.c.position), 0)).scalar_subquery()
+    numbered = select(pick.c.id, (base + func.row_number().over(order_by=pick.c.id)).label("pos"))
+    numbered = numbered.where(pick.c.position.is_(None))
     if dialect == "postgresql":
-        got = await s.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": SEQUENCER_LOCK})
-        if not got:
-            return 0
-    q = (
-        select(OUTBOX.c.id, OUTBOX.c.type, OUTBOX.c.scope, OUTBOX.c.address)
-        .where(OUTBOX.c.position.is_(None))
-        .order_by(OUTBOX.c.id)
-        .limit(limit)
-    )
-    rows = (await s.execute(q)).all()
-    if not rows:
-        return 0
-    base = int(await s.scalar(select(func.coalesce(func.max(OUTBOX.c.position), 0))) or 0)
+        # An uncorrelated subquery: evaluated once, before the first row is taken.
+        locked = select(func.pg_try_advisory_xact_lock(SEQUENCER_LOCK)).scalar_subquery()
+        numbered = numbered.where(locked)
+    batch = numbered.order_by(pick.c.id).limit(limit).subquery("batch")
     stmt = (
         update(OUTBOX)
-        .where(OUTBOX.c.id == bindparam("oid"))
-        .values(position=bindparam("pos"))
+        .where(OUTBOX.c.id == batch.c.id)
+        .values(position=batch.c.pos)
+        .returning(OUTBOX.c.id, OUTBOX.c.type, OUTBOX.c.scope, OUTBOX.c.address)
         .execution_options(synchronize_session=False)
     )
-    await s.execute(stmt, [{"oid": r.id, "pos": base + n} for n, r in enumerate(rows, 1)])
+    rows = sorted((await s.execute(stmt)).all(), key=lambda r: int(r.id))
+    if not rows:
+        return 0
     subs = await filters(s)
+    # In outbox id order: the delivery ids keep the commit order of each address.
     deliveries = [
         _delivery(f.id, r.id, r.address, now)
         for r in rows
@@ -93,6 +96,10 @@ async def sequence(s: AsyncSession, dialect: str, now: datetime, limit: int) -> 
     if deliveries:
         await s.execute(DELIVERIES.insert(), deliveries)
     return len(rows)
+
+
+async def has_subscriptions(s: AsyncSession) -> bool:
+    return bool(await s.scalar(select(exists().where(SUBSCRIPTIONS.c.id.isnot(None)))))
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,37 +160,60 @@ async def claim(
     ids = _within_cap((await s.execute(q)).all(), taken, cap)
     if not ids:
         return []
-    await s.execute(
+    w, o = SUBSCRIPTIONS, OUTBOX
+    take = (
         update(DELIVERIES)
         .where(DELIVERIES.c.id.in_(ids))
         .values(next_attempt_at=lease_until, attempts=DELIVERIES.c.attempts + 1)
     )
-    return await _claimed(s, ids)
+    if dialect != "postgresql":
+        # SQLite's RETURNING sees only the updated table: the rest is read after.
+        await s.execute(take)
+        return await _claimed(s, ids)
+    # One round trip: PostgreSQL returns the joined subscription and event with the update.
+    take = take.where(w.c.id == DELIVERIES.c.subscription_id, o.c.id == DELIVERIES.c.outbox_id)
+    rows = (await s.execute(take.returning(*_claimed_columns()))).all()
+    return sorted((Claimed(*r) for r in rows), key=lambda c: c.id)
+
+
+def _claimed_columns() -> tuple[Any, ...]:
+    w, o = SUBSCRIPTIONS, OUTBOX
+    return (
+        DELIVERIES.c.id,
+        DELIVERIES.c.subscription_id,
+        DELIVERIES.c.outbox_id,
+        DELIVERIES.c.attempts,
+        w.c.url,
+        w.c.secret,
+        w.c.previous_secret,
+        w.c.previous_secret_until,
+        o.c.type,
+        o.c.created_at,
+        o.c.data,
+    )
 
 
 async def _claimed(s: AsyncSession, ids: list[int]) -> list[Claimed]:
     """What sending the deliveries ``ids`` needs, in id order."""
     w, o = SUBSCRIPTIONS, OUTBOX
     rows = await s.execute(
-        select(
-            DELIVERIES.c.id,
-            DELIVERIES.c.subscription_id,
-            DELIVERIES.c.outbox_id,
-            DELIVERIES.c.attempts,
-            w.c.url,
-            w.c.secret,
-            w.c.previous_secret,
-            w.c.previous_secret_until,
-            o.c.type,
-            o.c.created_at,
-            o.c.data,
-        )
+        select(*_claimed_columns())
         .join(w, w.c.id == DELIVERIES.c.subscription_id)
         .join(o, o.c.id == DELIVERIES.c.outbox_id)
         .where(DELIVERIES.c.id.in_(ids))
         .order_by(DELIVERIES.c.id)
     )
     return [Claimed(*r) for r in rows.all()]
+
+
+async def release(s: AsyncSession, ids: Sequence[int], now: datetime) -> None:
+    """Give back claimed deliveries that were never sent (due now, the attempt not counted)."""
+    if ids:
+        await s.execute(
+            update(DELIVERIES)
+            .where(DELIVERIES.c.id.in_(sorted(ids)), DELIVERIES.c.state == "pending")
+            .values(next_attempt_at=now, attempts=DELIVERIES.c.attempts - 1)
+        )
 
 
 def _within_cap(rows: Sequence[Any], taken: dict[int, int], cap: int) -> list[int]:

@@ -1,13 +1,15 @@
 """The delivery worker (in ``stoplist serve`` and alone as ``stoplist deliver``).
 
-It sequences newly committed outbox rows (feed positions, one delivery per interested
-subscription), claims due deliveries whenever there is room (``SKIP LOCKED`` on PostgreSQL, so
-replicas share them; one in flight per subscription and address, a bounded number per
-subscription and in all), posts each signed as its own task, and records the outcomes in
-batches as they come back. A failure is retried after the next delay of ``STOPLIST_WEBHOOK_RETRY_DELAYS_S``
-(±20 % jitter, or the receiver's ``Retry-After`` when longer); after the last one the delivery is
-dead (visible, replayable). Nothing is marked sent before the receiver answered 2xx, so a crash
-at any point means a repeat, never a loss (at-least-once; ``webhook-id`` is the idempotency key).
+It works in rounds, one transaction each: record the outcomes that came back since the last
+round, sequence newly committed outbox rows (feed positions, one delivery per interested
+subscription), and claim due deliveries (``SKIP LOCKED`` on PostgreSQL, so replicas share them;
+one in flight per subscription and address). Claimed deliveries are posted, signed, each as its
+own task, within bounds (in all and per subscription); a few more than that are claimed ahead, so
+a finished request starts the next at once, without waiting for a round. A failure is retried
+after the next delay of ``STOPLIST_WEBHOOK_RETRY_DELAYS_S`` (±20 % jitter, or the receiver's
+``Retry-After`` when longer); after the last one the delivery is dead (visible, replayable).
+Nothing is marked sent before the receiver answered 2xx, so a crash at any point means a repeat,
+never a loss (at-least-once; ``webhook-id`` is the idempotency key).
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import contextlib
 import logging
 import random
 import threading
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from prometheus_client import Counter, Gauge
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import DB_ERRORS, Database
 from app.models import utcnow
@@ -29,6 +33,7 @@ from app.webhooks.repository import Claimed, Outcome
 from app.webhooks.sender import Attempt, Sender
 from app.webhooks.service import WebhookService, event_body, message_id
 from app.webhooks.signing import SecretError
+from app.webhooks.wake import Listener
 
 log = logging.getLogger("app.webhooks")
 
@@ -40,11 +45,19 @@ DEAD_NOW = Gauge("stoplist_webhook_dead", "Webhook deliveries dead-lettered (kep
 OLDEST = Gauge("stoplist_webhook_oldest_pending_seconds", "Age of the oldest pending delivery")
 
 SEQUENCE_BATCH = 1000
-RECORD_BATCH = 500
-# How long finished sends may gather before the next claim (adds at most this to the lag).
-CLAIM_GATHER_S = 0.005
-# How long ``stop`` waits for the round in progress before cancelling it.
-STOP_GRACE_S = 5.0
+# Claimed ahead of the request bounds: this many times the requests allowed in flight.
+CLAIM_AHEAD = 2
+# How long finished requests may gather before the round that records them (adds at most
+# this to the time before an address's next event may go; one transaction for many outcomes).
+ROUND_GATHER_S = 0.01
+# The poll interval while PostgreSQL's NOTIFY wakes the worker (polling is only the fallback,
+# and what finds retries coming due), and the longest one when no subscription exists.
+LISTENING_POLL_S = 1.0
+NO_SUBSCRIPTION_POLL_S = 5.0
+# ``stop``: how long requests in flight may finish, and how long the whole stop may take
+# before the worker is cancelled.
+SEND_GRACE_S = 3.0
+STOP_GRACE_S = 10.0
 MAX_RETRY_AFTER_S = 6 * 3600.0
 JITTER = 0.2
 
@@ -60,13 +73,15 @@ def next_delay(delays: list[float], attempts: int, retry_after: float | None) ->
 
 
 class DeliveryWorker:
-    """Sequences, sends and records; ``run`` until cancelled.
+    """Rounds of record, sequence and claim; sends in between; ``run`` until ``stop``.
 
-    ``run`` pipelines: claims whenever there is room (``webhook_concurrency`` requests in flight
-    in all, ``webhook_subscription_concurrency`` per subscription, so a slow endpoint holds only
-    its own share), sends each claimed delivery as its own task, and records outcomes in batches
-    as they come. A commit that wrote outbox rows in this process wakes it at once; otherwise it
-    polls every ``idle_s``. ``step`` is one whole round (claim, send, record), for tests.
+    At most ``webhook_concurrency`` requests in flight in all and
+    ``webhook_subscription_concurrency`` to one subscription (a slow endpoint holds only its own
+    share), and ``CLAIM_AHEAD`` times as many claimed. A round runs when a request finished (after
+    ``ROUND_GATHER_S``), when a commit wrote outbox rows (in this process, or on PostgreSQL in
+    any: ``NOTIFY``), and otherwise every ``idle_s`` (``LISTENING_POLL_S`` while listening; up to
+    ``NO_SUBSCRIPTION_POLL_S`` while no subscription exists). ``step`` is one whole round
+    (claim, send, record), for tests.
     """
 
     def __init__(self, db: Database, service: WebhookService, *, idle_s: float = 0.1) -> None:
@@ -85,10 +100,14 @@ class DeliveryWorker:
         self._last_stats = 0.0
         self._last_purge = 0.0
         self._in_flight: dict[int, int] = {}  # subscription -> requests in flight
+        self._held: dict[int, int] = {}  # subscription -> claimed, not finished (queued or sent)
+        self._queued: dict[int, deque[Claimed]] = {}  # claimed ahead, waiting for room
         self._sends: set[asyncio.Task[None]] = set()
-        self._outcomes: asyncio.Queue[Outcome] = asyncio.Queue()
+        self._outcomes: list[Outcome] = []
         self._wake = asyncio.Event()
-
+        self._subscribed = True  # whether a subscription existed at the last idle round
+        self._poll_s = idle_s
+        self._listener: Listener | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -97,9 +116,10 @@ class DeliveryWorker:
         self._task = asyncio.create_task(self.run(), name="webhook-delivery")
 
     async def stop(self) -> None:
-        """Let the round in progress finish (a transaction cancelled half-way would be rolled
-        back under a cancelled task, which the pool reports as an error), then end; cancel only
-        after ``STOP_GRACE_S``."""
+        """Stop claiming, let the requests in flight finish (``SEND_GRACE_S``), record their
+        outcomes and give back what was claimed but not sent, then end; cancel only after
+        ``STOP_GRACE_S`` (a transaction cancelled half-way would be rolled back under a
+        cancelled task, which the pool reports as an error)."""
         if self._task is not None:
             self._stopping = True
             self._wake.set()
@@ -113,31 +133,28 @@ class DeliveryWorker:
 
     async def run(self) -> None:
         unsubscribe = outbox.on_commit(self._waker())
-        recorder = asyncio.create_task(self._record_loop(), name="webhook-record")
+        if self.db.dialect == "postgresql" and self.settings.database_pooler != "pgbouncer":
+            self._listener = Listener(self.db.engine, self._wake.set)
         try:
             while not self._stopping:
-                if self._sends:
-                    # Let finished sends gather before the next claim: one sequencing and claim
-                    # transaction per many deliveries under a backlog, not one per delivery.
-                    await asyncio.sleep(CLAIM_GATHER_S)
                 self._wake.clear()
                 try:
-                    busy = await self._dispatch()
+                    sequenced, _ = await self._round()
+                    more = sequenced >= SEQUENCE_BATCH  # surely more to sequence at once
                     await self._upkeep()
                 except DB_ERRORS as exc:
                     log.warning("webhook worker: database unreachable: %s", exc)
-                    busy = False
+                    more = False
                     await asyncio.sleep(1.0)
                 except Exception:
                     log.exception("webhook worker round failed")
-                    busy = False
+                    more = False
                     await asyncio.sleep(1.0)
-                if not busy:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), self.idle_s)
+                if not more:
+                    await self._idle()
         finally:
             unsubscribe()
-            await self._wind_down(recorder)
+            await self._wind_down()
 
     def _waker(self) -> Callable[[], None]:
         """A callback that wakes ``run`` from any thread (a commit may run on another loop)."""
@@ -152,32 +169,87 @@ class DeliveryWorker:
 
         return wake
 
-    async def _wind_down(self, recorder: asyncio.Task[None]) -> None:
-        """Stop sending; record what already came back (the rest is retried after its lease)."""
+    async def _idle(self) -> None:
+        """Wait for a wake-up or the poll; then, with requests in flight, let more finish."""
+        listening = self._listener is not None and await self._listener.ensure()
+        if self._sends or self._subscribed:
+            self._poll_s = max(self.idle_s, LISTENING_POLL_S) if listening else self.idle_s
+        else:  # nothing to deliver to: back off (a new subscription or outbox row wakes it)
+            self._poll_s = min(max(self._poll_s, self.idle_s) * 2, NO_SUBSCRIPTION_POLL_S)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), self._poll_s)
+        if self._sends and not self._stopping:
+            await asyncio.sleep(ROUND_GATHER_S)
+
+    async def _wind_down(self) -> None:
+        """Let the requests in flight finish (then cancel them: retried after their lease),
+        record what came back and give back what was never sent."""
+        if self._listener is not None:
+            await self._listener.close()
+        release = [c.id for q in self._queued.values() for c in q]
+        self._queued.clear()
+        if self._sends:
+            await asyncio.wait(set(self._sends), timeout=SEND_GRACE_S)
         for task in list(self._sends):
             task.cancel()
         await asyncio.gather(*self._sends, return_exceptions=True)
-        recorder.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await recorder
-        left: list[Outcome] = []
-        while not self._outcomes.empty():
-            left.append(self._outcomes.get_nowait())
-        if left:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._record(left), 5.0)
+        if self._outcomes or release:
+            try:
+                await asyncio.wait_for(self._record(release), 5.0)
+            except Exception as exc:  # the shutdown goes on: retried after their lease
+                log.warning("webhook worker: outcomes not recorded at stop: %s", exc)
 
-    async def _dispatch(self) -> bool:
-        """Sequence, then claim as much as there is room for and start sending it; whether
-        there was anything to do."""
-        sequenced = await self.sequence()
-        claimed = await self._claim()
+    async def _round(self) -> tuple[int, int]:
+        """Record, sequence and claim in one transaction, then start sending; how many rows
+        were sequenced and deliveries claimed."""
+        outcomes, self._outcomes = self._outcomes, []
+        now = utcnow()
+        try:
+            async with self.db.write() as s:
+                if outcomes:
+                    await self._finish(s, outcomes, now)
+                sequenced = await repository.sequence(s, self.db.dialect, now, SEQUENCE_BATCH)
+                claimed = await self._claim(s, now)
+                if not (outcomes or sequenced or claimed or self._held):
+                    self._subscribed = await repository.has_subscriptions(s)
+        except BaseException:
+            self._outcomes[:0] = outcomes  # nothing was committed: recorded by the next round
+            raise
+        if sequenced or claimed:
+            self._subscribed = True
         for c in claimed:
-            self._in_flight[c.subscription_id] = self._in_flight.get(c.subscription_id, 0) + 1
-            task = asyncio.create_task(self._deliver(c))
-            self._sends.add(task)
-            task.add_done_callback(self._sends.discard)
-        return sequenced > 0 or bool(claimed)
+            self._held[c.subscription_id] = self._held.get(c.subscription_id, 0) + 1
+            self._queued.setdefault(c.subscription_id, deque()).append(c)
+        self._pump()
+        return sequenced, len(claimed)
+
+    async def _claim(self, s: AsyncSession, now: datetime) -> list[Claimed]:
+        """Claim due deliveries, as many as may be held in all and per subscription."""
+        room = CLAIM_AHEAD * self.settings.webhook_concurrency - sum(self._held.values())
+        if room <= 0 or self._stopping:
+            return []
+        lease = now + timedelta(seconds=2 * self.settings.webhook_timeout_s + 30)
+        return await repository.claim(
+            s,
+            self.db.dialect,
+            now,
+            lease,
+            room,
+            busy=self._held,
+            per_subscription=CLAIM_AHEAD * self.per_subscription,
+        )
+
+    def _pump(self) -> None:
+        """Start the queued deliveries there is room for, in claim order per subscription."""
+        room = self.settings.webhook_concurrency - sum(self._in_flight.values())
+        for sub, queue in self._queued.items():
+            while queue and room > 0 and self._in_flight.get(sub, 0) < self.per_subscription:
+                c = queue.popleft()
+                self._in_flight[sub] = self._in_flight.get(sub, 0) + 1
+                task = asyncio.create_task(self._deliver(c))
+                self._sends.add(task)
+                task.add_done_callback(self._sends.discard)
+                room -= 1
 
     async def _deliver(self, c: Claimed) -> None:
         try:
@@ -186,64 +258,43 @@ class DeliveryWorker:
             except Exception as exc:  # an edge: one request must not end the worker
                 log.exception("webhook delivery %s: request failed", c.id)
                 attempt = Attempt(False, error=f"internal error: {type(exc).__name__}")
-            self._outcomes.put_nowait(self._outcome(c, attempt))
+            self._outcomes.append(self._outcome(c, attempt))
         finally:
             self._in_flight[c.subscription_id] -= 1
+            self._held[c.subscription_id] -= 1
             self._wake.set()
-
-    async def _record_loop(self) -> None:
-        """Record outcomes as they come, in batches; a failed batch is tried again."""
-        while True:
-            batch = [await self._outcomes.get()]
-            while not self._outcomes.empty() and len(batch) < RECORD_BATCH:
-                batch.append(self._outcomes.get_nowait())
-            while True:
-                try:
-                    await self._record(batch)
-                    break
-                except DB_ERRORS as exc:
-                    log.warning("webhook worker: cannot record outcomes: %s", exc)
-                    await asyncio.sleep(1.0)
-            self._wake.set()  # the next events of these addresses may go now
+        if not self._stopping:
+            self._pump()
 
     async def sequence(self) -> int:
         async with self.db.write() as s:
             return await repository.sequence(s, self.db.dialect, utcnow(), SEQUENCE_BATCH)
 
-    async def _claim(self) -> list[Claimed]:
-        """Claim due deliveries, as many as there is room for in all and per subscription."""
-        room = self.settings.webhook_concurrency - sum(self._in_flight.values())
-        if room <= 0:
-            return []
-        now = utcnow()
-        lease = now + timedelta(seconds=2 * self.settings.webhook_timeout_s + 30)
-        async with self.db.write() as s:
-            return await repository.claim(
-                s,
-                self.db.dialect,
-                now,
-                lease,
-                room,
-                busy=self._in_flight,
-                per_subscription=self.per_subscription,
-            )
-
     async def step(self) -> bool:
         """One whole round (claim, send all, record); whether there was anything to do."""
-        sequenced = await self.sequence()
-        claimed = await self._claim()
-        if not claimed:
-            return sequenced > 0
-        attempts = await asyncio.gather(*(self._send(c) for c in claimed))
-        await self._record([self._outcome(c, a) for c, a in zip(claimed, attempts, strict=True)])
-        return True
+        outcomes = len(self._outcomes)
+        sequenced, claimed = await self._round()
+        while self._sends:
+            await asyncio.gather(*list(self._sends), return_exceptions=True)
+        if self._outcomes:
+            await self._record([])
+        return bool(sequenced or claimed or outcomes)
 
-    async def _record(self, outcomes: list[Outcome]) -> None:
-        done = utcnow()
-        before = done - timedelta(hours=self.settings.webhook_disable_after_h)
-        async with self.db.write() as s:
-            disabled = await repository.finish(s, outcomes, done, before)
-        for sub in disabled:
+    async def _record(self, release: list[int]) -> None:
+        """Record the outcomes that came back and give back ``release`` (claimed, not sent)."""
+        outcomes, self._outcomes = self._outcomes, []
+        now = utcnow()
+        try:
+            async with self.db.write() as s:
+                await self._finish(s, outcomes, now)
+                await repository.release(s, release, now)
+        except BaseException:
+            self._outcomes[:0] = outcomes
+            raise
+
+    async def _finish(self, s: AsyncSession, outcomes: list[Outcome], now: datetime) -> None:
+        before = now - timedelta(hours=self.settings.webhook_disable_after_h)
+        for sub in await repository.finish(s, outcomes, now, before):
             log.warning(
                 "webhook subscription %s disabled: every attempt failed since %s", sub, before
             )
