@@ -104,6 +104,7 @@ async def start_services(services: Services) -> None:
 # A periodic job of housekeeping: (every so many seconds, what to run); given by the layers
 # above, which this module may not import (the delivery events' retention, for one).
 PeriodicJob = tuple[float, Callable[[Services], Awaitable[object]]]
+JOB_STOP_GRACE_S = 5.0  # how long a running job may finish when housekeeping is stopped
 
 
 async def housekeeping(
@@ -130,7 +131,12 @@ async def housekeeping(
             except Exception:
                 log.exception("housekeeping failed")
     finally:
-        for task in running.values():
+        # Stopped, not cut off: a job half-way through a transaction gets a moment to commit
+        # (cancelled, it would be rolled back under a cancelled task, which the pool reports).
+        busy = [task for task in running.values() if not task.done()]
+        if busy:
+            await asyncio.wait(busy, timeout=JOB_STOP_GRACE_S)
+        for task in busy:
             task.cancel()
 
 

@@ -19,10 +19,16 @@ from app.http.app import build_http_app
 from app.intake.smtp import start_sink
 from app.rates.jobs import retention_job
 from app.settings import Settings, get_settings
+from app.suppression.service import EXPIRY_INTERVAL_S
 from app.webhooks.service import WebhookService
 from app.webhooks.worker import DeliveryWorker
 
 log = logging.getLogger("stoplist")
+
+
+async def expire_entries(services: Services) -> None:
+    """Housekeeping: record the entries whose expiry was reached (``suppression.removed``)."""
+    await services.suppressions.expire_due()
 
 
 def create_app(settings: Settings | None = None, *, services: Services | None = None) -> FastAPI:
@@ -38,7 +44,10 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         # so its pauses do not land on the pre-send check's tail latency.
         gc.freeze()
         keeper = asyncio.create_task(
-            housekeeping(svc, jobs=[(EVENT_PRUNE_INTERVAL_S, prune_events)])
+            housekeeping(
+                svc,
+                jobs=[(EVENT_PRUNE_INTERVAL_S, prune_events), (EXPIRY_INTERVAL_S, expire_entries)],
+            )
         )
         rates_keeper = asyncio.create_task(retention_job(svc.db, svc.settings))
         sink = None

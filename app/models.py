@@ -83,6 +83,13 @@ class Suppression(Base):
         Index("ix_suppressions_scope_id", "scope", "id"),
         Index("ix_suppressions_last_seen", "last_seen"),
         Index("ix_suppressions_updated_at", "updated_at"),
+        # The expiry sweep's work list: entries with an expiry that are not removed yet.
+        Index(
+            "ix_suppressions_expiring",
+            "expires_at",
+            postgresql_where=text("removed_at IS NULL AND expires_at IS NOT NULL"),
+            sqlite_where=text("removed_at IS NULL AND expires_at IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)

@@ -160,6 +160,27 @@ async def lock_rows_of(s: AsyncSession, address: str, scope: str | None) -> list
     return list((await s.scalars(q)).all())
 
 
+async def lock_expired(
+    s: AsyncSession, dialect: str, now: datetime, limit: int
+) -> list[Suppression]:
+    """Up to ``limit`` entries whose expiry has passed and that are not removed yet, oldest
+    expiry first, locked; on PostgreSQL rows another transaction holds are skipped (a writer
+    reviving one, or another replica's sweep), not waited for."""
+    q = (
+        select(Suppression)
+        .where(
+            Suppression.removed_at.is_(None),
+            Suppression.expires_at.isnot(None),
+            Suppression.expires_at <= now,
+        )
+        .order_by(Suppression.expires_at)
+        .limit(limit)
+    )
+    if dialect == "postgresql":
+        q = q.with_for_update(skip_locked=True)
+    return list((await s.scalars(q)).all())
+
+
 async def insert_events(
     s: AsyncSession,
     events: list[dict[str, Any]],

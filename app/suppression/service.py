@@ -5,6 +5,7 @@ filtered listing, counts). Checks are answered by ``app.suppression.lookup``."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
@@ -66,6 +67,40 @@ def _history_row(req: SuppressRequest, scope: str, now: datetime) -> dict[str, A
         "verified": req.verified,
         "message_id": req.message_id,
         "detail": {"note": req.note, **req.detail} if req.note else dict(req.detail),
+    }
+
+
+EXPIRY_BATCH = 1000  # entries per expiry transaction
+EXPIRY_INTERVAL_S = 30.0  # how often housekeeping looks for expired entries
+
+
+def expired_unrecorded(row: Any, now: datetime) -> bool:
+    """An entry past its expiry whose end is not recorded yet (``removed_at`` still empty)."""
+    return row.removed_at is None and row.expires_at is not None and row.expires_at <= now
+
+
+def _expiry_row(row: Any, now: datetime) -> dict[str, Any]:
+    """The ``events`` row recording that an entry's expiry was reached (the same keys as
+    ``_history_row``: one multi-row insert takes both)."""
+    return {
+        "created_at": now,
+        "address": row.address,
+        "scope": row.scope,
+        "kind": "expiry",
+        "outcome": row.outcome,
+        "reason": row.reason,
+        "rule_id": None,
+        "status": None,
+        "reply_code": None,
+        "diagnostic": None,
+        "source": "expiry",
+        "actor": None,
+        "verified": row.verified,
+        "message_id": None,
+        "detail": {
+            "why": "expired",
+            "expired_at": row.expires_at.isoformat().replace("+00:00", "Z"),
+        },
     }
 
 
@@ -133,6 +168,11 @@ class SuppressionService(SuppressionLookup):
             else:
                 row = existing[key]
                 was_active = is_active(row.removed_at, row.expires_at, now)
+                if expired_unrecorded(row, now):
+                    # Revived before the expiry sweep came by: its end is said first, once.
+                    ended = _expiry_row(row, now)
+                    events.append(ended)
+                    outbox += webhooks_outbox.for_history(ended, "removed", row)
                 result = SuppressResult(req.address, scope, False, merge_into(row, req, now), row)
             results.append(result)
             event = _history_row(req, scope, now)
@@ -229,6 +269,36 @@ class SuppressionService(SuppressionLookup):
         removed = await self._write(remove)
         await self.refresh_cache([norm])
         return removed
+
+    async def expire_due(self, *, now: datetime | None = None, batch: int = EXPIRY_BATCH) -> int:
+        """Record the end of every entry whose expiry has passed: ``removed_at`` set to the
+        expiry, an ``expiry`` history row and a ``suppression.removed`` event, in one
+        transaction per ``batch`` entries. Idempotent (an entry is taken only while its end is
+        unrecorded) and shared between replicas (``SKIP LOCKED``); the number recorded."""
+        total = 0
+        while True:
+            sweep = functools.partial(self._expire_batch, at=now or utcnow(), batch=batch)
+            addresses = await self._write(sweep)
+            if addresses:
+                await self.refresh_cache(sorted(set(addresses)))
+                log.info("expiry: %d suppressions reached their expiry", len(addresses))
+            total += len(addresses)
+            if len(addresses) < batch:
+                return total
+
+    async def _expire_batch(self, s: AsyncSession, *, at: datetime, batch: int) -> list[str]:
+        rows = await repository.lock_expired(s, self.db.dialect, at, batch)
+        events = [_expiry_row(row, at) for row in rows]
+        outbox: list[dict[str, Any]] = []
+        for row, event in zip(rows, events, strict=True):
+            outbox += webhooks_outbox.for_history(event, "removed", row)
+            row.removed_at = row.expires_at
+            row.revision += 1
+            row.updated_at = at
+        if rows:
+            await s.flush()
+            await repository.insert_events(s, events, [], outbox)
+        return [row.address for row in rows]
 
     async def _write(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
         """``work`` in a write transaction; run again when PostgreSQL rolled it back to break a

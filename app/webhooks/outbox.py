@@ -56,6 +56,7 @@ _DETAIL_KEYS: Final = (
     "soft_bounces",
     "window_h",
     "reported_recipient",
+    "expired_at",
 )
 
 # Where a change came from, by the ``source`` of its history row, when no message carried it.
