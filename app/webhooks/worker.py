@@ -133,8 +133,13 @@ class DeliveryWorker:
 
     async def run(self) -> None:
         unsubscribe = outbox.on_commit(self._waker())
-        if self.db.dialect == "postgresql" and self.settings.database_pooler != "pgbouncer":
-            self._listener = Listener(self.db.engine, self._wake.set)
+        shared = self.db
+        if shared.dialect == "postgresql":
+            # Connections of its own, not pinged at every checkout (a round trip per round): a
+            # round on a dead connection fails, and the next one gets a fresh connection.
+            self.db = Database(shared.settings, pool_size=2, pre_ping=False)
+            if self.settings.database_pooler != "pgbouncer":
+                self._listener = Listener(self.db.engine, self._wake.set)
         try:
             while not self._stopping:
                 self._wake.clear()
@@ -155,6 +160,9 @@ class DeliveryWorker:
         finally:
             unsubscribe()
             await self._wind_down()
+            if self.db is not shared:
+                await self.db.dispose()
+                self.db = shared
 
     def _waker(self) -> Callable[[], None]:
         """A callback that wakes ``run`` from any thread (a commit may run on another loop)."""
@@ -294,7 +302,7 @@ class DeliveryWorker:
 
     async def _finish(self, s: AsyncSession, outcomes: list[Outcome], now: datetime) -> None:
         before = now - timedelta(hours=self.settings.webhook_disable_after_h)
-        for sub in await repository.finish(s, outcomes, now, before):
+        for sub in await repository.finish(s, self.db.dialect, outcomes, now, before):
             log.warning(
                 "webhook subscription %s disabled: every attempt failed since %s", sub, before
             )
