@@ -22,6 +22,13 @@ asyncio HTTP server in a process of its own, answering 200 at once):
    p99 / max, and events per second delivered; every change must arrive (missing and duplicate
    ids are counted).
 
+A/B: ``--worker LABEL=PATH`` (repeatable) names the ``stoplist`` executable whose ``deliver`` is
+the worker (another checkout's, e.g. ``--worker main=../main/.venv/bin/stoplist --worker
+new=.venv/bin/stoplist``), or ``LABEL=serve`` for a worker inside this process beside the writer
+(as in ``stoplist serve``: woken by the writer's commits); the drain and lag phases then run for
+each worker in turn, ``--rounds`` times (A B A B), on the same database and receiver. The
+writer-slowdown phase uses the first worker.
+
 Figures go to docs/benchmarks.md (with the machine).
 """
 

@@ -5,7 +5,8 @@ Semantics (the contract every intake path relies on):
 
 * scope ``global`` blocks every stream; a stream scope (e.g. an unsubscribe from ``marketing``)
   blocks only that stream. A check without a stream sees only global suppressions.
-* an entry with ``expires_at`` stops blocking at that instant; nothing has to run for it.
+* an entry with ``expires_at`` stops blocking at that instant; nothing has to run for it (the
+  expiry sweep records the end soon after: ``SuppressionService.expire_due``).
 * re-suppressing never weakens an entry (``app.suppression.merge``).
 * every change is an event; every manual change is also an audit entry naming the API key.
 """
