@@ -4,7 +4,9 @@ PostgreSQL: a statement-level trigger on ``outbox`` inserts, and a row-level one
 inserts and on changes of ``enabled``, ``events`` or ``stream`` (a worker's own health updates
 must not wake every worker), notify ``stoplist_outbox``; PostgreSQL sends a transaction's
 notifications at commit, once per channel and payload. SQLite has no triggers here (its worker
-polls). Both: a partial index of the entries with an expiry not yet recorded as reached.
+polls). Both: a partial index of the entries with an expiry not yet recorded as reached, and
+the expiries already past are recorded as reached (``removed_at`` = the expiry) without events:
+the expiry sweep must not send a flood of stale ``suppression.removed`` events at the upgrade.
 
 Revision ID: 0011
 Revises: 0009
@@ -12,6 +14,7 @@ Create Date: 2026-12-06 05:40:00.000000
 """
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import op
@@ -29,7 +32,20 @@ def upgrade() -> None:
         'ix_suppressions_expiring', 'suppressions', ['expires_at'], unique=False,
         postgresql_where=_EXPIRING, sqlite_where=_EXPIRING,
     )
-    if op.get_bind().dialect.name != 'postgresql':
+    dialect = op.get_bind().dialect.name
+    now = datetime.now(UTC)
+    entries = sa.table(
+        'suppressions',
+        sa.column('removed_at', sa.DateTime(timezone=True)),
+        sa.column('expires_at', sa.DateTime(timezone=True)),
+    )
+    op.execute(
+        entries.update()
+        .where(entries.c.removed_at.is_(None), entries.c.expires_at.isnot(None))
+        .where(entries.c.expires_at <= (now if dialect == 'postgresql' else now.replace(tzinfo=None)))
+        .values(removed_at=entries.c.expires_at)
+    )
+    if dialect != 'postgresql':
         return
     op.execute(
         "CREATE FUNCTION stoplist_outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$ "
