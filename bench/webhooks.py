@@ -386,6 +386,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     drains[w.label].append(
                         await drain(args, services, hooks, url, receiver, log, w, round_)
                     )
+                    print(w.label, "drain", drains[w.label][-1], file=sys.stderr, flush=True)
                 phases = ((args.changes, args.rate), (args.slow_changes, args.slow_rate))
                 lags[w.label].append(
                     [
@@ -406,6 +407,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         if n
                     ]
                 )
+                print(w.label, "lag", lags[w.label][-1], file=sys.stderr, flush=True)
         result["drain"] = drains
         result["lag"] = lags
     finally:
