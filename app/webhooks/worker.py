@@ -183,7 +183,8 @@ class DeliveryWorker:
         if self._sends or self._subscribed:
             self._poll_s = max(self.idle_s, LISTENING_POLL_S) if listening else self.idle_s
         else:  # nothing to deliver to: back off (a new subscription or outbox row wakes it)
-            self._poll_s = min(max(self._poll_s, self.idle_s) * 2, NO_SUBSCRIPTION_POLL_S)
+            longest = max(self.idle_s, NO_SUBSCRIPTION_POLL_S)
+            self._poll_s = min(max(self._poll_s, self.idle_s) * 2, longest)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), self._poll_s)
         if self._sends and not self._stopping:
