@@ -4,6 +4,7 @@ one: the row that results, and what the write reports (created, changed, active 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -133,3 +134,59 @@ async def test_set_merge_agrees_with_merge_into_on_every_combination(pg_url: str
         assert row.removed_at is None
         result = merged[(req.address, "global")]
         assert (result.created, result.changed, result.was_active) == (True, True, False)
+
+
+async def test_a_pair_another_transaction_inserts_meanwhile_is_merged(pg_url: str) -> None:
+    """The statement's snapshot misses a row another transaction inserts while it runs: its
+    insert finds the conflict and does nothing, and the pair is merged by the statement run again
+    (a complaint over the other's soft entry), never lost and never reported as created."""
+    db = Database(Settings(database_url=pg_url))
+    soft = SuppressRequest(
+        address="late@example.com",
+        outcome="soft",
+        reason="mailbox_full",
+        source="bounce",
+        expires_at=NOW + timedelta(days=1),
+    )
+    complaint = SuppressRequest(
+        address="late@example.com", outcome="complaint", reason="abuse", source="complaint"
+    )
+
+    async def merge() -> Any:
+        async with db.sessions() as s, s.begin():
+            return await merge_many(s, [new_row(complaint, "global", NOW)], NOW)
+
+    try:
+        async with db.write() as s:
+            await s.execute(text("TRUNCATE suppressions RESTART IDENTITY"))
+        async with db.sessions() as other, other.begin():
+            await other.execute(SUPPRESSIONS_TABLE.insert(), [new_row(soft, "global", NOW)])
+            task = asyncio.create_task(merge())
+            await _until_a_session_waits_on_a_lock(db)
+        merged = await asyncio.wait_for(task, 30)
+        async with db.read() as s:
+            [row] = (await s.execute(select(SUPPRESSIONS_TABLE))).all()
+    finally:
+        await db.dispose()
+    result = merged[("late@example.com", "global")]
+    assert (result.created, result.changed, result.was_active) == (False, True, True)
+    assert (row.outcome, row.reason, row.expires_at, row.hit_count, row.revision) == (
+        "complaint",
+        "abuse",
+        None,
+        2,
+        2,
+    )
+
+
+async def _until_a_session_waits_on_a_lock(db: Database) -> None:
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    for _ in range(600):
+        async with db.read() as s:
+            if await s.scalar(query):
+                return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the merge never waited for the other transaction's insert")
