@@ -16,7 +16,10 @@
 
 Prints both rates, the ratio (goal: the service reaches >= 30 % of the floor), and the service's own
 timing counters (store / claim / parse / apply / finish, logged by the intake when it stops).
-``--profile`` runs the service under cProfile and prints its top functions.
+``--profile`` runs the service under cProfile and prints its top functions. The CPU time the
+service process, its processing child with the parse workers, and the PostgreSQL backends of its
+database used while the messages were sent and processed is printed per message: on a shared
+machine it moves much less than the rates.
 
 PostgreSQL and Redis come from ``--pg-url`` / ``--redis-url`` (defaults: the test servers, see
 tests/conftest.py). The client is a small asyncio SMTP client in this process that reuses each
@@ -132,10 +135,14 @@ async def client(port: int, indices: list[int], every: int, failures: list[bytes
     writer.close()
 
 
-async def blast(port: int, n: int, connections: int, every: int) -> list[bytes]:
+async def blast(port: int, n: int, connections: int, every: int, first: int = 0) -> list[bytes]:
+    """Messages ``first`` … ``first + n - 1`` over ``connections`` connections."""
     failures: list[bytes] = []
     await asyncio.gather(
-        *(client(port, list(range(c, n, connections)), every, failures) for c in range(connections))
+        *(
+            client(port, list(range(first + c, first + n, connections)), every, failures)
+            for c in range(connections)
+        )
     )
     return failures
 
@@ -216,6 +223,58 @@ async def _finished(db_url: str) -> tuple[int, int]:
         await conn.close()
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU time (user + system) a live process has used, in seconds (Linux ``/proc``)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _descendants(pid: int) -> list[int]:
+    parent: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    found, todo = [], [pid]
+    while todo:
+        children = [p for p, pp in parent.items() if pp == todo[-1]]
+        todo.pop()
+        found += children
+        todo += children
+    return found
+
+
+async def _backend_pids(db_url: str) -> list[int]:
+    import asyncpg
+
+    conn = await asyncpg.connect(db_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        rows = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await conn.close()
+    return [int(r["pid"]) for r in rows]
+
+
+def cpu_used(pid: int, db_url: str) -> tuple[float, float, float]:
+    """CPU seconds used so far by the service's process, by its descendants (the processing
+    child and the parse workers) and by the PostgreSQL backends connected to its database (a
+    backend that ended meanwhile is not counted): a measure of the work per message that a busy
+    machine's scheduling changes much less than the rates."""
+    backends = asyncio.run(_backend_pids(db_url))
+    return (
+        _cpu_s(pid),
+        sum(_cpu_s(p) for p in _descendants(pid)),
+        sum(_cpu_s(p) for p in backends),
+    )
+
+
 async def _outcomes(db_url: str) -> dict[str, set[str]]:
     """Every suppressed address (not removed) with its outcomes, over all scopes."""
     import asyncpg
@@ -281,6 +340,12 @@ def measure_service(args: argparse.Namespace) -> tuple[float, str, dict[str, set
         proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_port(smtp_port, timeout=120)
+        warm = args.warmup
+        if warm:  # recipients of their own (after the timed ones), processed before timing
+            assert not asyncio.run(blast(smtp_port, warm, args.connections, 0, args.messages))
+            while asyncio.run(_finished(db_url))[0] < warm:
+                time.sleep(0.05)
+        cpu_before = cpu_used(proc.pid, db_url)
         started = time.perf_counter()
         failures = asyncio.run(
             blast(smtp_port, args.messages, args.connections, args.complaint_every)
@@ -289,13 +354,25 @@ def measure_service(args: argparse.Namespace) -> tuple[float, str, dict[str, set
         assert not failures, failures[:3]
         while True:
             done, _total = asyncio.run(_finished(db_url))
-            if done >= args.messages:
+            if done >= args.messages + warm:
                 break
             time.sleep(0.05)
         elapsed = time.perf_counter() - started
+        service_s, children_s, backends_s = (
+            after - before
+            for after, before in zip(cpu_used(proc.pid, db_url), cpu_before, strict=True)
+        )
         print(
             f"  service: all {args.messages} accepted after {sent:.1f} s "
             f"({args.messages / sent:.0f}/s), all processed after {elapsed:.1f} s",
+            flush=True,
+        )
+        per = 1e6 / args.messages
+        print(
+            f"  CPU: service process {service_s:.1f} s, processing child + parse workers "
+            f"{children_s:.1f} s, PostgreSQL backends {backends_s:.1f} s; per message "
+            f"{service_s * per:.0f} + {children_s * per:.0f} + {backends_s * per:.0f} = "
+            f"{(service_s + children_s + backends_s) * per:.0f} µs",
             flush=True,
         )
         outcomes = asyncio.run(_outcomes(db_url))
@@ -339,6 +416,13 @@ def main() -> None:
         default="redis://127.0.0.1:6379/13",
     )
     parser.add_argument("--profile", action="store_true", help="cProfile the service")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=0,
+        help="DSNs sent and processed before timing starts (the processing child started, "
+        "its parse workers and connections warm)",
+    )
     parser.add_argument(
         "--env", action="append", default=[], help="Extra NAME=value for the service"
     )

@@ -27,7 +27,8 @@ from app.rates import Occurrence, mail_occurrence, record_occurrences
 from app.settings import Settings
 from app.streams import GLOBAL_SCOPE
 from app.suppression import SuppressRequest, SuppressResult
-from app.suppression.repository import EVENTS_TABLE
+from app.suppression.repository import EVENTS_TABLE, insert_history_set
+from app.suppression.set_merge import Merged
 from app.webhooks import outbox as webhooks_outbox
 from dsn.model import MessageAnalysis
 
@@ -225,7 +226,7 @@ class WrittenPlans:
 
     decision: _Decision
     requests: list[SuppressRequest]
-    written: list[SuppressResult]
+    written: Sequence[SuppressResult | Merged]
 
     def results(self, plans: Sequence[tuple[int | None, Plan]]) -> list[ApplyResult]:
         return self.decision.results(plans)
@@ -248,20 +249,22 @@ async def write_plans(
     now = utcnow()
     d = _decide(plans, await _applied_keys(s, addresses, message_ids))
     requests = [_request(step, mid) for mid, step in d.suppress]
-    written: list[SuppressResult] = []
+    written: Sequence[SuppressResult | Merged] = []
     if d.events:
         rows = [_event_row(st, m, now) for m, st in d.events]
-        await s.execute(EVENTS_TABLE.insert(), rows)
-        await webhooks_outbox.write(
-            s, [out for r in rows for out in webhooks_outbox.for_history(r, None)]
-        )
+        outbox = [out for r in rows for out in webhooks_outbox.for_history(r, None)]
+        if services.db.dialect == "postgresql":
+            await insert_history_set(s, rows, outbox)
+        else:
+            await s.execute(EVENTS_TABLE.insert(), rows)
+            await webhooks_outbox.write(s, outbox)
     if d.soft:
         since = now - timedelta(hours=settings.soft_bounce_window_h)
         counts = await _soft_counts(s, sorted(d.soft), since)
         for mid, step, count in _soft_crossings(d, counts, settings):
             requests.append(_soft_request(settings, step, mid, count, now))
     if requests:
-        written = await services.suppressions.write_suppressions(s, requests, now)
+        written = await services.suppressions.write_suppressions_fast(s, requests, now)
     return WrittenPlans(d, requests, written)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import os
 import socket
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import Table, and_, bindparam, or_, select, update
+from sqlalchemy import Table, and_, bindparam, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -25,14 +26,8 @@ log = logging.getLogger("app.intake")
 
 
 PENDING: Final = "pending"
-
-
 PROCESSED: Final = "processed"
-
-
 IGNORED: Final = "ignored"
-
-
 FAILED: Final = "failed"
 
 
@@ -69,6 +64,25 @@ _RELEASE = (
     .where(_TABLE.c.id == bindparam("b_id"))
     .values(state=PENDING, error=bindparam("b_error"), claimed_at=None, claimed_by=None)
 )
+
+# PostgreSQL: the same two set-based (``unnest`` of one array per column), only where the claim
+# is still ours (checked again on the row's latest version), returning the ids they finished.
+_FINISH_SET = text("""
+UPDATE inbound_messages AS m SET
+    state = f.state, error = f.error, claimed_at = NULL, claimed_by = NULL, kind = f.kind,
+    summary = f.summary, verified = f.verified, stream = f.stream, processed_at = f.at
+FROM unnest(CAST(:id AS bigint[]), CAST(:state AS varchar[]), CAST(:error AS text[]),
+            CAST(:kind AS varchar[]), CAST(CAST(:summary AS text[]) AS jsonb[]),
+            CAST(:verified AS boolean[]), CAST(:stream AS varchar[]), CAST(:at AS timestamptz[]))
+     AS f(id, state, error, kind, summary, verified, stream, at)
+WHERE m.id = f.id AND m.claimed_by = :instance
+RETURNING m.id""")
+_RELEASE_SET = text("""
+UPDATE inbound_messages AS m SET
+    state = 'pending', error = f.error, claimed_at = NULL, claimed_by = NULL
+FROM unnest(CAST(:id AS bigint[]), CAST(:error AS text[])) AS f(id, error)
+WHERE m.id = f.id AND m.claimed_by = :instance
+RETURNING m.id""")
 
 
 def envelope_digest(mail_from: str, rcpt_to: Sequence[str], raw: bytes) -> str:
@@ -354,6 +368,35 @@ class IntakeStore:
         if not items:
             return set()
         now = utcnow()
+        held = await (self._finish_set if self.db.dialect == "postgresql" else self._finish_rows)(
+            items, now
+        )
+        for f in items:
+            if f.id not in held:
+                log.warning("message %s: claim lost before it was finished as %s", f.id, f.state)
+        return held
+
+    async def _finish_set(self, items: Sequence[Finish], now: datetime) -> set[int]:
+        """PostgreSQL: one statement in autocommit when every item is final (the usual case);
+        with retries among them, the releasing and the finishing in one transaction."""
+        final = [f.params(now) for f in items if f.state != PENDING]
+        again = [f.params(now) for f in items if f.state == PENDING]
+
+        def arrays(rows: list[dict[str, Any]]) -> dict[str, Any]:
+            out = {key[2:]: [r[key] for r in rows] for key in rows[0]}
+            out["summary"] = [None if v is None else json.dumps(v) for v in out["summary"]]
+            return {**out, "instance": self.instance}
+
+        if not again:
+            async with self.db.autocommit() as conn:
+                return set((await conn.execute(_FINISH_SET, arrays(final))).scalars())
+        async with self.db.write() as session:
+            held = set((await session.execute(_RELEASE_SET, arrays(again))).scalars())
+            if final:
+                held |= set((await session.execute(_FINISH_SET, arrays(final))).scalars())
+        return held
+
+    async def _finish_rows(self, items: Sequence[Finish], now: datetime) -> set[int]:
         async with self.db.write() as session:
             held_q = select(_T.id).where(
                 _T.id.in_([f.id for f in items]), _T.claimed_by == self.instance
@@ -367,9 +410,6 @@ class IntakeStore:
                 await session.execute(_FINISH, final)
             if again:
                 await session.execute(_RELEASE, again)
-        for f in items:
-            if f.id not in held:
-                log.warning("message %s: claim lost before it was finished as %s", f.id, f.state)
         return held
 
     async def raw(self, message_id: int) -> tuple[bool, bytes | None]:

@@ -14,6 +14,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import AuditEntry, Event, Suppression
+from app.set_insert import UnnestInsert
 from app.suppression.merge import active_clause
 from app.suppression.model import SuppressionFilter, scope_for
 from app.webhooks import outbox as webhooks_outbox
@@ -193,6 +194,19 @@ async def insert_events(
     if audits:
         await s.execute(AUDIT_TABLE.insert(), audits)
     await webhooks_outbox.write(s, outbox)
+
+
+_EVENTS_SET_INSERT = UnnestInsert(EVENTS_TABLE, [c.name for c in EVENTS_TABLE.c if c.name != "id"])
+
+
+async def insert_history_set(
+    s: AsyncSession, events: Sequence[dict[str, Any]], outbox: Sequence[dict[str, Any]] = ()
+) -> None:
+    """:func:`insert_events` without audit entries, set-based (PostgreSQL only): one
+    ``INSERT … SELECT FROM unnest`` for the history rows, one for the outbound events."""
+    if events:
+        await s.execute(_EVENTS_SET_INSERT.statement, _EVENTS_SET_INSERT.params(events))
+    await webhooks_outbox.write_set(s, outbox)
 
 
 async def rows_of(s: AsyncSession, address: str) -> list[Suppression]:

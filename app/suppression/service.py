@@ -18,7 +18,7 @@ from app import metrics
 from app.errors import Forbidden, InvalidInput, NotFound
 from app.models import AuditEntry, Event, utcnow
 from app.streams import GLOBAL_SCOPE
-from app.suppression import repository
+from app.suppression import repository, set_merge
 from app.suppression.lookup import SuppressionLookup
 from app.suppression.merge import is_active, merge_into
 from app.suppression.model import (
@@ -104,7 +104,7 @@ def _expiry_row(row: Any, now: datetime) -> dict[str, Any]:
     }
 
 
-def _change(result: SuppressResult, was_active: bool) -> str | None:
+def _change(result: SuppressResult | set_merge.Merged, was_active: bool) -> str | None:
     """The ``suppression.*`` event a merge makes: a new or revived entry is ``created``, a
     strengthened or extended one ``updated``; an unchanged one says nothing."""
     if result.created or (result.changed and not was_active):
@@ -199,6 +199,34 @@ class SuppressionService(SuppressionLookup):
         if existing:
             await s.flush()
         await repository.insert_events(s, events, audits, outbox)
+        return results
+
+    async def write_suppressions_fast(
+        self, s: AsyncSession, requests: Sequence[SuppressRequest], now: datetime
+    ) -> list[SuppressResult] | list[set_merge.Merged]:
+        """:meth:`write_suppressions`, set-based where it can be: on PostgreSQL, for requests of
+        distinct (address, scope) pairs that name no actor (the intake's batches), one statement
+        merges them all (``set_merge.merge_many``, the never-weaken rule generated from
+        ``app.suppression.merge``), one inserts their events and one their outbound events; no
+        ORM object is made. Otherwise (and when one of the pairs revives an entry whose expiry is not
+        recorded yet, which must say ``suppression.removed`` first) :meth:`write_suppressions`."""
+        checked = [validate_request(r, now) for r in requests]
+        keys = [(r.address, r.stream or GLOBAL_SCOPE) for r in checked]
+        if (
+            self.db.dialect != "postgresql"
+            or len(set(keys)) < len(keys)
+            or any(r.actor is not None for r in checked)
+            or await set_merge.any_expired_unrecorded(s, keys, now)
+        ):
+            return await self.write_suppressions(s, checked, now)
+        rows = [new_row(r, scope, now) for r, (_, scope) in zip(checked, keys, strict=True)]
+        merged = await set_merge.merge_many(s, rows, now)
+        results = [merged[key] for key in keys]
+        events = [_history_row(r, m.scope, now) for r, m in zip(checked, results, strict=True)]
+        outbox: list[dict[str, Any]] = []
+        for event, m in zip(events, results, strict=True):
+            outbox += webhooks_outbox.for_history(event, _change(m, m.was_active), m)
+        await repository.insert_history_set(s, events, outbox)
         return results
 
     async def unsuppress(

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from app.models import OutboxEvent
+from app.set_insert import UnnestInsert
 from classifiers.providers import detect_provider, provider_from_text
 
 SCHEMA_VERSION: Final = 1
@@ -193,6 +194,17 @@ async def write(s: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
     callbacks run once it commits."""
     if rows:
         await s.execute(OUTBOX_TABLE.insert(), list(rows))
+        s.sync_session.info[_WROTE] = True
+
+
+_SET_INSERT: Final = UnnestInsert(OUTBOX_TABLE, ("created_at", "type", "address", "scope", "data"))
+
+
+async def write_set(s: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """:func:`write` as one ``INSERT … SELECT FROM unnest`` (PostgreSQL only): the same rows, in
+    the same order, with nothing bound per row."""
+    if rows:
+        await s.execute(_SET_INSERT.statement, _SET_INSERT.params(rows))
         s.sync_session.info[_WROTE] = True
 
 

@@ -1,0 +1,53 @@
+"""Set-based inserts on PostgreSQL: ``INSERT … SELECT * FROM unnest(<one array per column>)``.
+
+A batch of rows travels as one array per column, so the statement has the same shape whatever
+the batch (prepared once by asyncpg, nothing compiled or bound per row), where an
+``executemany`` binds and executes every row and a multi-row ``VALUES`` is compiled per batch
+size. ``unnest`` yields the rows in array order, so ids follow the order of ``rows``. JSON columns
+travel as text (``json.dumps``, as SQLAlchemy's own JSON type writes them) and are cast.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import JSON, Table, TextClause, text
+from sqlalchemy.dialects import postgresql
+
+__all__ = ["UnnestInsert"]
+
+
+class UnnestInsert:
+    """The set-based insert of ``columns`` of ``table`` (every column but the generated ones)."""
+
+    def __init__(self, table: Table, columns: Sequence[str], returning: str = "") -> None:
+        dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+        self.columns = tuple(columns)
+        self._json = frozenset(
+            c for c in self.columns if isinstance(table.c[c].type.dialect_impl(dialect), JSON)
+        )
+        arrays = []
+        for name in self.columns:
+            if name in self._json:
+                arrays.append(f"CAST(CAST(:{name} AS text[]) AS jsonb[])")
+            else:
+                kind = table.c[name].type.dialect_impl(dialect).compile(dialect=dialect)
+                arrays.append(f"CAST(:{name} AS {kind}[])")
+        tail = f" RETURNING {returning}" if returning else ""
+        # Every name comes from the table's own columns; the values are bound.
+        self.statement: TextClause = text(
+            f"INSERT INTO {table.name} ({', '.join(self.columns)}) "  # noqa: S608
+            f"SELECT * FROM unnest({', '.join(arrays)}){tail}"
+        )
+
+    def params(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
+        """One list per column, in the order of ``rows`` (a missing key is NULL)."""
+        params: dict[str, list[Any]] = {}
+        for name in self.columns:
+            values = [row.get(name) for row in rows]
+            if name in self._json:  # None is JSON null, as SQLAlchemy writes it
+                values = [json.dumps(v) for v in values]
+            params[name] = values
+        return params
