@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import (
@@ -31,6 +32,12 @@ from app.settings import Settings
 
 # What a database that is away, slow or refusing raises: callers at the edges catch these.
 DB_ERRORS = (OperationalError, DBAPIError, OSError, asyncio.TimeoutError)
+
+
+# What asyncpg raises when used directly (``Database.driver_read``), and which of it means the
+# connection is unusable.
+_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError)
+_DRIVER_CONNECTION_ERRORS = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
 
 
 def _advisory_key(address: str) -> int:
@@ -149,6 +156,25 @@ class Database:
             return
         async with self.engine.connect() as conn:
             yield await conn.execution_options(isolation_level="AUTOCOMMIT")
+
+    @asynccontextmanager
+    async def driver_read(self) -> AsyncIterator[Any]:
+        """PostgreSQL: a pooled connection's asyncpg connection, outside any transaction, for a hot
+        read that SQLAlchemy's layers would cost more than the query (the check's database
+        fallback). asyncpg prepares each statement once per connection (its statement cache; off
+        behind PgBouncer, see ``pooler_connect_args``). Its errors leave here as ``DBAPIError``
+        (one of ``DB_ERRORS``); a connection cut off mid-read is closed, never reused."""
+        async with self.engine.connect() as conn:
+            driver: Any = (await conn.get_raw_connection()).driver_connection
+            try:
+                yield driver
+            except asyncio.CancelledError:
+                await conn.invalidate()
+                raise
+            except _DRIVER_ERRORS as exc:
+                if driver.is_closed() or isinstance(exc, _DRIVER_CONNECTION_ERRORS):
+                    await conn.invalidate()
+                raise DBAPIError("driver read", None, exc) from exc
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:

@@ -212,6 +212,12 @@ class SuppressionLookup(CacheReplica):
 
     async def entries_from_db(self, addresses: Sequence[str]) -> list[Entries | None]:
         found: dict[str, list[CachedEntry]] = {}
+        if self.db.dialect == "postgresql":
+            async with self.db.driver_read() as driver:
+                records = await repository.active_entry_records(driver, addresses, utcnow())
+            for address, *columns in records:
+                found.setdefault(address, []).append(make_entry(*columns))
+            return [tuple(found[a]) if a in found else None for a in addresses]
         async with self.db.read() as s:
             for address, *columns in await repository.active_entry_rows(
                 s, self.db.dialect, addresses, utcnow()
