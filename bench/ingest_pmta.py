@@ -163,7 +163,7 @@ def main() -> None:
             print(done.stdout[-3000:], done.stderr[-3000:])
             raise SystemExit(f"ingest failed ({done.returncode})")
         if args.profile:
-            print("\n".join(done.stdout.splitlines()[:45]))
+            print("\n".join(done.stdout.splitlines()[:70]))
         stored = int(psql(args.db, "SELECT count(*) FROM delivery_events"))
         hard = int(psql(args.db, "SELECT count(*) FROM delivery_events WHERE outcome = 'hard'"))
         suppressed = int(psql(args.db, "SELECT count(*) FROM suppressions WHERE outcome = 'hard'"))

@@ -110,6 +110,7 @@ def _ingest(
                 flush_s=flush_ms / 1000,
                 year=year,
                 progress=Progress(quiet=quiet),
+                count_deliveries=True,
             )
         finally:
             await services.keys.close()

@@ -66,7 +66,7 @@ class Ingestor:
                     current = lines.file
                     self.decoder.context = current.start.context
                 batch = Batch()
-                batch.add(self.decoder.feed(lines.lines, lines.first_line))
+                self.decoder.feed(lines.lines, lines.first_line, batch)
                 end = Position(lines.end.offset, lines.end.line, self.decoder.context)
                 if pending is not None:
                     await pending
@@ -83,7 +83,7 @@ class Ingestor:
     async def _commit(self, batch: Batch, lines: LineBatch, end: Position) -> None:
         totals = self.totals
         offsets = self.offsets
-        if batch.events or batch.errors:
+        if batch.events or batch.errors or batch.deliveries:
             hook: CommitHook | None = None
             if offsets is not None:
                 hook = _offset_hook(offsets, lines, end)

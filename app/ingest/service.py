@@ -28,11 +28,13 @@ async def ingest_log(
     year: int | None = None,
     progress: Progress | None = None,
     stdin: BinaryIO | None = None,
+    count_deliveries: bool = False,
 ) -> Totals:
     """Reads ``path`` (``-``: standard input, no offsets) of log ``source`` into ``sink``.
 
     A file resumes at its saved offset; with ``follow`` it is read on as it grows and across
-    rotation until the task is cancelled.
+    rotation until the task is cancelled. ``count_deliveries``: PowerMTA deliveries are counted by
+    key (``Batch.deliveries``), without an ``Event`` each; the sink must count them.
     """
     progress = progress if progress is not None else Progress()
     offsets: OffsetStore | None = None
@@ -49,7 +51,7 @@ async def ingest_log(
         )
         if year is None and source == "postfix" and not follow:
             year = _year_of(path)
-    decoder = make_decoder(source, origin, year=year)
+    decoder = make_decoder(source, origin, year=year, count_deliveries=count_deliveries)
     ingestor = Ingestor(decoder, sink, offsets, progress)
     try:
         return await ingestor.run(reader)
