@@ -131,6 +131,11 @@ def main() -> None:
     ap.add_argument("--workdir", default="/tmp/stoplist-ingest-bench")
     ap.add_argument("--batch-lines", type=int, default=1000)
     ap.add_argument("--profile", action="store_true", help="run the ingest under cProfile")
+    ap.add_argument(
+        "--parse-process",
+        action="store_true",
+        help="stoplist ingest --parse-process (parse in a second process)",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the database and the file")
     args = ap.parse_args()
 
@@ -154,6 +159,8 @@ def main() -> None:
         floor_s = min(floor(path) for _ in range(2))
         cmd = [str(BIN / "stoplist"), "ingest", "pmta", str(path), "-q"]
         cmd += ["--batch-lines", str(args.batch_lines)]
+        if args.parse_process:
+            cmd.append("--parse-process")
         if args.profile:
             cmd = [sys.executable, "-m", "cProfile", "-s", "tottime", *cmd]
         start = time.perf_counter()

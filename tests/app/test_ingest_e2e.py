@@ -65,15 +65,18 @@ async def check(env: Env, address: str) -> dict[str, object]:
     return body
 
 
+@pytest.mark.parametrize("fast", [False, True], ids=["events", "counted-in-a-second-process"])
 @pytest.mark.parametrize("source", list(LOGS))
 async def test_a_hard_bounce_in_the_log_reads_as_suppressed(
-    env: Env, tmp_path: Path, source: str
+    env: Env, tmp_path: Path, source: str, fast: bool
 ) -> None:
+    """``fast``: as the CLI may run it (deliveries counted by key, parsing in a second process)."""
     path = tmp_path / f"{source}.log"
     path.write_text(LOGS[source])
     store = EventStore(env.services)
+    mode = {"count_deliveries": fast, "parse_process": fast}
     totals = await ingest_log(
-        source, str(path), db=env.services.db, sink=store, progress=Progress(quiet=True)
+        source, str(path), db=env.services.db, sink=store, progress=Progress(quiet=True), **mode
     )
     assert totals.errors == 0
     assert totals.events_new == LOGS[source].count("\n") - (1 if source != "kumomta" else 0)
@@ -88,7 +91,7 @@ async def test_a_hard_bounce_in_the_log_reads_as_suppressed(
     async with env.services.db.write() as s:
         await s.execute(text("DELETE FROM ingest_offsets"))
     again = await ingest_log(
-        source, str(path), db=env.services.db, sink=store, progress=Progress(quiet=True)
+        source, str(path), db=env.services.db, sink=store, progress=Progress(quiet=True), **mode
     )
     assert (again.events_new, again.duplicate) == (1, totals.events_new - 1)
     async with env.services.db.read() as s:
