@@ -68,12 +68,22 @@ def _header(line: str) -> list[str]:
 
 
 class PostfixDecoder:
-    """Postfix mail log: the joiner remembers each queue id's sender across batches."""
-
-    context: str | None = None
+    """Postfix mail log: the joiner remembers each queue id's sender across batches; ``context``
+    is what it remembers (``PostfixJoiner.state``), saved with the offset, so a restart between
+    a ``qmgr`` line and the status lines keeps the sender. Setting it adds the saved queue ids to
+    the ones remembered (None adds nothing: a rotated-to file still joins the old one's)."""
 
     def __init__(self, origin: str, year: int | None = None) -> None:
         self._joiner = events.PostfixJoiner(origin, year=year)
+
+    @property
+    def context(self) -> str | None:
+        return self._joiner.state()
+
+    @context.setter
+    def context(self, value: str | None) -> None:
+        if value:
+            self._joiner.restore(value)
 
     def feed(self, lines: list[str], first_line: int, batch: Batch) -> None:
         feed = self._joiner.feed
