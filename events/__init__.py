@@ -12,7 +12,7 @@ from typing import Final
 from events.classify import make_event, vendor_meaning
 from events.kumomta import parse_kumomta_lines, parse_kumomta_record, parse_kumomta_request
 from events.mailgun import parse_mailgun
-from events.model import Batch, Event, EventError, EventKind, Source, dedupe_id
+from events.model import Batch, DeliveryKey, Event, EventError, EventKind, Source, dedupe_id
 from events.pmta import parse_pmta
 from events.postfix import PostfixJoiner, parse_postfix
 from events.postmark import parse_postmark
@@ -40,6 +40,7 @@ __all__ = [
     "LOG_PARSERS",
     "WEBHOOK_PARSERS",
     "Batch",
+    "DeliveryKey",
     "Event",
     "EventError",
     "EventKind",

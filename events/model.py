@@ -18,6 +18,7 @@ from typing import Any, Final
 __all__ = [
     "DIAGNOSTIC_MAX",
     "Batch",
+    "DeliveryKey",
     "Event",
     "EventError",
     "EventKind",
@@ -126,16 +127,26 @@ class EventError:
         }
 
 
+# A delivery counted without an ``Event`` (the log ingest: nine lines in ten only feed the rates):
+# (source, time, recipient domain, replying MX host, stream, ip, pool, vmta), as the ``Event`` of
+# the same line would carry them. A plain tuple: built once a line, it must stay cheap.
+DeliveryKey = tuple[
+    Source, datetime | None, str, str | None, str | None, str | None, str | None, str | None
+]
+
+
 @dataclass(slots=True)
 class Batch:
     """What one webhook request held: its events, the records that failed, and SNS control data.
 
     ``subscribe_url`` is set for an SNS ``SubscriptionConfirmation``: the caller logs it and may
-    confirm the subscription by fetching it (no I/O here).
+    confirm the subscription by fetching it (no I/O here). ``deliveries``: deliveries counted by
+    ``DeliveryKey`` instead of an ``Event`` each (a parser given a ``deliveries`` dict fills it).
     """
 
     events: list[Event] = field(default_factory=list)
     errors: list[EventError] = field(default_factory=list)
+    deliveries: dict[DeliveryKey, int] = field(default_factory=dict)
     subscribe_url: str | None = None
     topic_arn: str | None = None
 

@@ -23,12 +23,13 @@ from __future__ import annotations
 import csv
 import operator
 from collections.abc import Iterable, Iterator, Sequence
+from functools import lru_cache
 from typing import Final
 
 from events.classify import DELIVERED as _DELIVERED_RESULT
 from events.classify import make_event
 from events.fields import address, diagnostic, parse_reply, parse_time, status_of
-from events.model import Event, EventError, EventKind, Source, dedupe_id
+from events.model import DeliveryKey, Event, EventError, EventKind, Source, dedupe_id
 
 __all__ = ["parse_pmta"]
 
@@ -111,12 +112,16 @@ def parse_pmta(
     header: Sequence[str] | None = None,
     stream_header: str = "X-Stoplist-Stream",
     first_line: int = 1,
+    deliveries: dict[DeliveryKey, int] | None = None,
 ) -> Iterator[Event | EventError]:
     """Events from accounting-file lines (with or without line ends), errors for bad records.
 
     ``origin`` names the file in each location (``origin:line``). ``header`` gives the columns
     when the input starts after the header line (a pipe joined mid-file, a file resumed at an
-    offset); ``first_line`` is then the number of the first line given.
+    offset); ``first_line`` is then the number of the first line given. ``deliveries``: each
+    readable ``d`` record is counted there by its ``DeliveryKey`` instead of yielded as an
+    ``Event`` (no dedupe id, no location: the caller only counts them); a ``d`` record that is
+    not readable is still yielded as its ``EventError``.
     """
     columns = _Columns(header, stream_header) if header is not None else None
     reader = csv.reader(lines, strict=True)
@@ -138,14 +143,14 @@ def parse_pmta(
         if row[0].strip().lower() == "type":
             columns = _Columns(row, stream_header)
             continue
-        location = f"{origin}:{base + start}"
         if columns is None:
+            location = f"{origin}:{base + start}"
             yield EventError(Source.PMTA, location, "record before any header line", ",".join(row))
             continue
         if len(row) != columns.width:
             yield EventError(
                 Source.PMTA,
-                location,
+                f"{origin}:{base + start}",
                 f"{len(row)} fields where the header names {columns.width}",
                 ",".join(row),
             )
@@ -153,7 +158,9 @@ def parse_pmta(
         row.append("")  # the cell of every field the header lacks (see _Columns)
         values = columns.pick(row)
         row.pop()
-        result = _record(row, values, location)
+        if deliveries is not None and values[0] == "d" and _count_delivery(values, deliveries):
+            continue
+        result = _record(row, values, f"{origin}:{base + start}")
         if result is not None:
             yield result
 
@@ -250,6 +257,36 @@ def _record(row: list[str], values: tuple[str, ...], location: str) -> Event | E
         job_id=job.strip() or env.strip() or None,
         message_id=message_id.strip() or None,
     )
+
+
+def _count_delivery(values: tuple[str, ...], deliveries: dict[DeliveryKey, int]) -> bool:
+    """Count a ``d`` record by its key; False when it is not readable (``_record`` then reports
+    it, with the same checks as for the ``Event`` it would otherwise build)."""
+    recipient = address(values[4].strip())
+    if recipient is None:
+        return False
+    logged = values[1].strip()
+    time = parse_time(logged)
+    if time is None and logged:
+        return False
+    key = (
+        _PMTA,
+        time,
+        recipient.rpartition("@")[2],
+        _mta_host(values[8]),
+        values[17].strip() or None,
+        values[10].strip() or None,
+        values[12].strip() or None,
+        values[11].strip() or None,
+    )
+    deliveries[key] = deliveries.get(key, 0) + 1
+    return True
+
+
+@lru_cache(maxsize=4096)
+def _mta_host(mta: str) -> str | None:
+    # "mx1.example.net (192.0.2.7)": the host, as the Event's remote_mta (a file repeats them).
+    return mta.split()[0].rstrip(".") if mta.strip() else None
 
 
 def _raw(row: list[str]) -> str:

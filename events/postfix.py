@@ -21,6 +21,7 @@ a status line it cannot read is an error record.
 
 from __future__ import annotations
 
+import json
 import re
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
@@ -59,6 +60,9 @@ _KINDS: Final = {
 }
 # Queue ids remembered at most; a log starting mid-way never sees "removed" for the first ones.
 MAX_QUEUE_IDS: Final = 100_000
+# Queue ids kept in ``PostfixJoiner.state`` (the newest): saved with every batch's read offset,
+# so bounded; a message older than that many later ones is not waiting for its status lines.
+MAX_SAVED_QUEUE_IDS: Final = 5_000
 
 
 @dataclass(slots=True)
@@ -75,6 +79,32 @@ class PostfixJoiner:
         # Classic syslog stamps have no year: take the caller's (the file's), else this year.
         self.year = year if year is not None else datetime.now(UTC).year
         self._queue: OrderedDict[str, _Message] = OrderedDict()
+
+    def state(self) -> str | None:
+        """What the joiner remembers (the newest ``MAX_SAVED_QUEUE_IDS`` queue ids: sender and
+        recipients still deferred), as JSON for ``restore``; None when it remembers nothing."""
+        if not self._queue:
+            return None
+        queue = self._queue
+        skip = max(0, len(queue) - MAX_SAVED_QUEUE_IDS)
+        saved = [
+            [qid, m.sender, [[r, dsn, text] for r, (dsn, text) in m.deferred.items()]]
+            for i, (qid, m) in enumerate(queue.items())
+            if i >= skip
+        ]
+        return json.dumps({"postfix_queue": saved}, separators=(",", ":"))
+
+    def restore(self, state: str) -> None:
+        """Remember again what ``state`` says (added to what is remembered now); a state that
+        is not one of ``state()``'s is ignored."""
+        try:
+            saved = json.loads(state)["postfix_queue"]
+            for qid, sender, deferred in saved:
+                message = self._message(str(qid))
+                message.sender = sender if isinstance(sender, str) else None
+                message.deferred.update({str(r): (dsn, str(text)) for r, dsn, text in deferred})
+        except (ValueError, TypeError, KeyError):
+            return
 
     def _message(self, qid: str) -> _Message:
         message = self._queue.get(qid)

@@ -32,6 +32,13 @@ FollowOpt = Annotated[
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress line or summary")]
 BatchOpt = Annotated[int, typer.Option(min=1, max=100_000, help="Lines per transaction at most")]
+ParseProcessOpt = Annotated[
+    bool,
+    typer.Option(
+        "--parse-process/--no-parse-process",
+        help="Parse in a second process while this one stores (a machine with a core to spare)",
+    ),
+]
 FlushOpt = Annotated[
     int, typer.Option(min=10, max=60_000, help="Hand on lines that trickle in after this (ms)")
 ]
@@ -43,9 +50,10 @@ def pmta(
     quiet: QuietOpt = False,
     batch_lines: BatchOpt = 1000,
     flush_ms: FlushOpt = 200,
+    parse_process: ParseProcessOpt = False,
 ) -> None:
     """PowerMTA accounting CSV (any record-fields, header line first)."""
-    _ingest("pmta", path, follow, quiet, batch_lines, flush_ms)
+    _ingest("pmta", path, follow, quiet, batch_lines, flush_ms, parse_process=parse_process)
 
 
 def postfix(
@@ -87,6 +95,8 @@ def _ingest(
     batch_lines: int,
     flush_ms: int,
     year: int | None = None,
+    *,
+    parse_process: bool = False,
 ) -> None:
     if path != "-" and not _readable(path):
         err.print(f"[red]cannot read:[/red] {path}")
@@ -110,6 +120,8 @@ def _ingest(
                 flush_s=flush_ms / 1000,
                 year=year,
                 progress=Progress(quiet=quiet),
+                count_deliveries=True,
+                parse_process=parse_process,
             )
         finally:
             await services.keys.close()

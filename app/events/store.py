@@ -11,7 +11,8 @@ statement per table for the whole batch (on PostgreSQL the events travel as one 
 Work that must see exactly the newly inserted events, in the same transaction (the rate buckets
 of ``app.rates``), belongs in :func:`_after_insert`.
 
-The log ingest counts its deliveries without storing them (``count_deliveries``, see ``record``).
+The log ingest counts its deliveries without storing them (``count_deliveries``, see ``record``;
+or already counted by key by its parser, ``Batch.deliveries``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -44,7 +45,7 @@ from app.models import (
 )
 from app.rates import record_events
 from dsn.explain import explain_delivery_event
-from events import Batch, Event, EventError, EventKind, Source, vendor_meaning
+from events import Batch, DeliveryKey, Event, EventError, EventKind, Source, vendor_meaning
 
 __all__ = ["EventStore", "KeptError", "PendingSubscription", "RecordResult"]
 
@@ -129,7 +130,8 @@ class EventStore:
         ``count_deliveries`` (the log ingest): a delivery changes nothing on the list and only
         feeds the rates, so it is counted into them without a ``delivery_events`` row, hence
         without dedupe; the caller makes the batch count once by saving its read offset through
-        ``before_commit``, in this transaction. Counted deliveries are reported as new.
+        ``before_commit``, in this transaction. Counted deliveries are reported as new; so are
+        ``batch.deliveries`` (counted by the parser), which are always counted this way.
         """
         counted: list[Event] = []
         events = batch.events
@@ -137,7 +139,11 @@ class EventStore:
             counted = [e for e in events if e.kind is _DELIVERED]
             events = [e for e in events if e.kind is not _DELIVERED] if counted else events
         events = _unique(events)
-        addresses = sorted({e.recipient for e in events if e.recipient})
+        # Only the recipients the policy can act on are locked (a delivery, a drop, a kind the
+        # planner leaves alone writes nothing on the list): planned before the insert, kept for
+        # the events the insert finds new.
+        planned = self._plans(events)
+        addresses = sorted({step.address for _, plan in planned for step in plan.steps})
         db = self.services.db
         now = utcnow()
         written: WrittenPlans | None = None
@@ -146,23 +152,28 @@ class EventStore:
                 await _claim_token(s, *token, now)
             new = await _insert_events(s, events, now) if events else []
             await _insert_errors(s, batch.errors, now)
-            plans = [(None, p) for p in self._plans(new)]
-            if plans:
-                written = await write_plans(s, self.services, plans)
-            await _after_insert(s, [*new, *counted] if counted else new)
+            if planned:
+                inserted = {e.dedupe_id for e in new}
+                plans = [(None, p) for e, p in planned if e.dedupe_id in inserted]
+                if plans:
+                    written = await write_plans(s, self.services, plans)
+            await _after_insert(s, [*new, *counted] if counted else new, batch.deliveries)
             if before_commit is not None:
                 await before_commit(s)
         if written is not None:
             await after_commit(self.services, written, db)
+        delivered = sum(batch.deliveries.values())
         return RecordResult(
-            new=len(new) + len(counted),
+            new=len(new) + len(counted) + delivered,
             duplicate=len(batch.events) - len(new) - len(counted),
             errors=len(batch.errors),
             suppressed=len(written.written) if written is not None else 0,
         )
 
-    def _plans(self, events: Sequence[Event]) -> list[Plan]:
-        return [p for e in events if (p := plan_event(e, self._settings)) is not None]
+    def _plans(self, events: Sequence[Event]) -> list[tuple[Event, Plan]]:
+        """(event, plan) of the events with something to write on the list."""
+        settings = self._settings
+        return [(e, p) for e in events if (p := plan_event(e, settings)) is not None and p.steps]
 
     async def record_subscription(self, kind: str, topic_arn: str, subscribe_url: str) -> bool:
         """Keep an SNS confirmation for ``stoplist events confirm-ses``; False when known."""
@@ -238,12 +249,14 @@ class EventStore:
             )
 
 
-async def _after_insert(s: AsyncSession, new_events: Sequence[Event]) -> None:
+async def _after_insert(
+    s: AsyncSession, new_events: Sequence[Event], deliveries: Mapping[DeliveryKey, int]
+) -> None:
     """Hook: runs inside the batch's transaction with exactly the newly inserted events
-    (duplicates excluded), after the policy was applied and before the commit. The deliverability
-    rate buckets are counted here."""
-    if new_events:
-        await record_events(await s.connection(), new_events)
+    (duplicates excluded) and the deliveries counted by key, after the policy was applied and
+    before the commit. The deliverability rate buckets are counted here."""
+    if new_events or deliveries:
+        await record_events(await s.connection(), new_events, deliveries)
 
 
 _DELIVERED = EventKind.DELIVERED

@@ -13,7 +13,7 @@ import csv
 from typing import Final, Protocol
 
 import events
-from events import Event, EventError
+from events import Batch
 
 
 class Decoder(Protocol):
@@ -21,26 +21,37 @@ class Decoder(Protocol):
 
     context: str | None
 
-    def feed(self, lines: list[str], first_line: int) -> list[Event | EventError]:
-        """The events and errors of ``lines`` (without line ends); line ``first_line`` first."""
+    def feed(self, lines: list[str], first_line: int, batch: Batch) -> None:
+        """Adds the events and errors of ``lines`` (without line ends; line ``first_line``
+        first) to ``batch``."""
         ...
 
 
 class PmtaDecoder:
     """PowerMTA accounting CSV; ``context`` is the header line in effect (saved with the offset,
-    so a resumed read knows the columns without re-reading the file's start)."""
+    so a resumed read knows the columns without re-reading the file's start).
 
-    def __init__(self, origin: str, context: str | None = None) -> None:
+    ``count_deliveries``: ``d`` records are counted into ``Batch.deliveries`` by key instead of
+    an ``Event`` each (the sink must then count them: ``app.events.EventStore`` does)."""
+
+    def __init__(
+        self, origin: str, context: str | None = None, *, count_deliveries: bool = False
+    ) -> None:
         self.origin = origin
         self.context = context
+        self.count_deliveries = count_deliveries
 
-    def feed(self, lines: list[str], first_line: int) -> list[Event | EventError]:
+    def feed(self, lines: list[str], first_line: int, batch: Batch) -> None:
         header = _header(self.context) if self.context else None
-        out = list(events.parse_pmta(lines, self.origin, header=header, first_line=first_line))
+        deliveries = batch.deliveries if self.count_deliveries else None
+        batch.add(
+            events.parse_pmta(
+                lines, self.origin, header=header, first_line=first_line, deliveries=deliveries
+            )
+        )
         for line in lines:
             if _is_header(line):
                 self.context = line
-        return out
 
 
 def _is_header(line: str) -> bool:
@@ -57,19 +68,27 @@ def _header(line: str) -> list[str]:
 
 
 class PostfixDecoder:
-    """Postfix mail log: the joiner remembers each queue id's sender across batches."""
-
-    context: str | None = None
+    """Postfix mail log: the joiner remembers each queue id's sender across batches; ``context``
+    is what it remembers (``PostfixJoiner.state``), saved with the offset, so a restart between
+    a ``qmgr`` line and the status lines keeps the sender. Setting it adds the saved queue ids to
+    the ones remembered (None adds nothing: a rotated-to file still joins the old one's)."""
 
     def __init__(self, origin: str, year: int | None = None) -> None:
         self._joiner = events.PostfixJoiner(origin, year=year)
 
-    def feed(self, lines: list[str], first_line: int) -> list[Event | EventError]:
-        out: list[Event | EventError] = []
+    @property
+    def context(self) -> str | None:
+        return self._joiner.state()
+
+    @context.setter
+    def context(self, value: str | None) -> None:
+        if value:
+            self._joiner.restore(value)
+
+    def feed(self, lines: list[str], first_line: int, batch: Batch) -> None:
         feed = self._joiner.feed
         for number, line in enumerate(lines, first_line):
-            out.extend(feed(line, number))
-        return out
+            batch.add(feed(line, number))
 
 
 class KumomtaDecoder:
@@ -80,19 +99,25 @@ class KumomtaDecoder:
     def __init__(self, origin: str) -> None:
         self.origin = origin
 
-    def feed(self, lines: list[str], first_line: int) -> list[Event | EventError]:
-        return list(events.parse_kumomta_lines(lines, self.origin, first_line=first_line))
+    def feed(self, lines: list[str], first_line: int, batch: Batch) -> None:
+        batch.add(events.parse_kumomta_lines(lines, self.origin, first_line=first_line))
 
 
 SOURCES: Final = ("pmta", "postfix", "kumomta")
 
 
 def make_decoder(
-    source: str, origin: str, *, context: str | None = None, year: int | None = None
+    source: str,
+    origin: str,
+    *,
+    context: str | None = None,
+    year: int | None = None,
+    count_deliveries: bool = False,
 ) -> Decoder:
-    """The decoder of ``source`` (one of ``SOURCES``), resumed with a saved ``context``."""
+    """The decoder of ``source`` (one of ``SOURCES``), resumed with a saved ``context``;
+    ``count_deliveries``: see ``PmtaDecoder`` (the other sources make an ``Event`` of each)."""
     if source == "pmta":
-        return PmtaDecoder(origin, context)
+        return PmtaDecoder(origin, context, count_deliveries=count_deliveries)
     if source == "postfix":
         return PostfixDecoder(origin, year)
     if source == "kumomta":

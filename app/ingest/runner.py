@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import DB_ERRORS
 from app.ingest.decoders import Decoder
 from app.ingest.offsets import OffsetStore
+from app.ingest.pipeline import DecoderProcess
 from app.ingest.progress import Progress, Totals
 from app.ingest.sink import CommitHook, EventSink
 from app.ingest.source import LineBatch, OpenedFile, Position
@@ -30,6 +31,8 @@ T = TypeVar("T")
 
 RETRY_FIRST_S: Final = 0.2
 RETRY_MAX_S: Final = 30.0
+# Batches handed to the decoder process ahead of the one being committed (memory: lines of each).
+PIPE_DEPTH: Final = 4
 
 
 class Reader(Protocol):
@@ -47,8 +50,10 @@ class Ingestor:
         progress: Progress,
         *,
         retry_max_s: float = RETRY_MAX_S,
+        process: DecoderProcess | None = None,
     ) -> None:
         self.decoder = decoder
+        self.process = process
         self.sink = sink
         self.offsets = offsets
         self.progress = progress
@@ -58,6 +63,8 @@ class Ingestor:
 
     async def run(self, reader: Reader) -> Totals:
         """Until the reader ends (a file read, a pipe closed) or the task is cancelled."""
+        if self.process is not None:
+            return await self._run_piped(reader, self.process)
         pending: asyncio.Task[None] | None = None
         current: OpenedFile | None = None
         try:
@@ -66,7 +73,7 @@ class Ingestor:
                     current = lines.file
                     self.decoder.context = current.start.context
                 batch = Batch()
-                batch.add(self.decoder.feed(lines.lines, lines.first_line))
+                self.decoder.feed(lines.lines, lines.first_line, batch)
                 end = Position(lines.end.offset, lines.end.line, self.decoder.context)
                 if pending is not None:
                     await pending
@@ -80,10 +87,52 @@ class Ingestor:
                 pending.cancel()
         return self.totals
 
+    async def _run_piped(self, reader: Reader, process: DecoderProcess) -> Totals:
+        """``run`` with the decoder in ``process``: up to ``PIPE_DEPTH`` batches are being
+        decoded there while this process commits the one before (in order, as in-process)."""
+        queue: asyncio.Queue[tuple[LineBatch, asyncio.Future[tuple[Batch, str | None]]] | None]
+        queue = asyncio.Queue()
+        room = asyncio.Semaphore(PIPE_DEPTH)
+
+        async def produce() -> None:
+            current: OpenedFile | None = None
+            try:
+                async for lines in reader.batches():
+                    await room.acquire()
+                    reset = lines.file is not current
+                    current = lines.file
+                    decoded = process.submit(
+                        lines.lines, lines.first_line, reset, current.start.context
+                    )
+                    queue.put_nowait((lines, decoded))
+            finally:
+                queue.put_nowait(None)  # unbounded: never blocks
+
+        producer = asyncio.create_task(produce())
+        pending: asyncio.Task[None] | None = None
+        try:
+            while (item := await queue.get()) is not None:
+                room.release()
+                lines, decoded = item
+                batch, context = await decoded
+                end = Position(lines.end.offset, lines.end.line, context)
+                if pending is not None:
+                    await pending
+                pending = asyncio.create_task(self._commit(batch, lines, end))
+            await producer  # the reader's error, if it stopped on one
+            if pending is not None:
+                await pending
+                pending = None
+        finally:
+            for task in (producer, pending):
+                if task is not None and not task.done():
+                    task.cancel()
+        return self.totals
+
     async def _commit(self, batch: Batch, lines: LineBatch, end: Position) -> None:
         totals = self.totals
         offsets = self.offsets
-        if batch.events or batch.errors:
+        if batch.events or batch.errors or batch.deliveries:
             hook: CommitHook | None = None
             if offsets is not None:
                 hook = _offset_hook(offsets, lines, end)

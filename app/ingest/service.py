@@ -10,6 +10,7 @@ from typing import BinaryIO
 from app.db import Database
 from app.ingest.decoders import make_decoder
 from app.ingest.offsets import OffsetStore
+from app.ingest.pipeline import DecoderProcess
 from app.ingest.progress import Progress, Totals
 from app.ingest.runner import Ingestor, Reader
 from app.ingest.sink import EventSink
@@ -28,11 +29,15 @@ async def ingest_log(
     year: int | None = None,
     progress: Progress | None = None,
     stdin: BinaryIO | None = None,
+    count_deliveries: bool = False,
+    parse_process: bool = False,
 ) -> Totals:
     """Reads ``path`` (``-``: standard input, no offsets) of log ``source`` into ``sink``.
 
     A file resumes at its saved offset; with ``follow`` it is read on as it grows and across
-    rotation until the task is cancelled.
+    rotation until the task is cancelled. ``count_deliveries``: PowerMTA deliveries are counted by
+    key (``Batch.deliveries``), without an ``Event`` each; the sink must count them.
+    ``parse_process``: the lines are parsed in a second process (``app.ingest.pipeline``).
     """
     progress = progress if progress is not None else Progress()
     offsets: OffsetStore | None = None
@@ -49,12 +54,17 @@ async def ingest_log(
         )
         if year is None and source == "postfix" and not follow:
             year = _year_of(path)
-    decoder = make_decoder(source, origin, year=year)
-    ingestor = Ingestor(decoder, sink, offsets, progress)
+    decoder = make_decoder(source, origin, year=year, count_deliveries=count_deliveries)
+    process: DecoderProcess | None = None
+    if parse_process:
+        process = DecoderProcess(source, origin, year=year, count_deliveries=count_deliveries)
+    ingestor = Ingestor(decoder, sink, offsets, progress, process=process)
     try:
         return await ingestor.run(reader)
     finally:
         progress.finish(ingestor.totals)
+        if process is not None:
+            process.close()
 
 
 def _year_of(path: str) -> int:

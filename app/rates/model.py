@@ -20,7 +20,7 @@ from functools import lru_cache
 from typing import Final
 
 from classifiers.providers import detect_provider
-from events.model import Event, EventKind
+from events.model import DeliveryKey, Event, EventKind
 
 __all__ = [
     "COUNTERS",
@@ -31,6 +31,7 @@ __all__ = [
     "RATES",
     "Occurrence",
     "bucket_start",
+    "delivery_occurrence",
     "event_occurrence",
     "mail_occurrence",
     "provider_of",
@@ -175,6 +176,25 @@ def event_occurrence(event: Event, now: datetime) -> Occurrence | None:
         ip=event.ip or "",
         pool=event.pool or "",
         vmta=event.vmta or "",
+    )
+
+
+_DELIVERY_COUNTERS: Final = ("sent", "delivered")
+
+
+def delivery_occurrence(key: DeliveryKey, now: datetime) -> Occurrence:
+    """What a delivery counted by its key (``events.DeliveryKey``) adds: what its ``Event``
+    would (``event_occurrence``), the provider looked up once per key."""
+    source, time, domain, remote_mta, stream, ip, pool, vmta = key
+    return Occurrence(
+        time=_when(time, now),
+        counters=_DELIVERY_COUNTERS,
+        provider=_provider(domain or None, remote_mta),
+        stream=stream or "",
+        source=source.value,
+        ip=ip or "",
+        pool=pool or "",
+        vmta=vmta or "",
     )
 
 

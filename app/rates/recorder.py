@@ -11,7 +11,7 @@ cannot deadlock each other.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Final
 
@@ -26,9 +26,10 @@ from app.rates.model import (
     GRAINS,
     KEY_COLUMNS,
     Occurrence,
+    delivery_occurrence,
     event_occurrence,
 )
-from events.model import Event
+from events.model import DeliveryKey, Event
 
 __all__ = ["record_events", "record_occurrences"]
 
@@ -39,17 +40,29 @@ _Bucket = tuple[str, datetime, str, str, str, str, str, str]
 _GRAIN_SECONDS: Final = tuple((g, int(d.total_seconds())) for g, d in GRAINS.items())
 
 
-async def record_events(conn: AsyncConnection, events: Sequence[Event]) -> None:
-    """Add ``events`` (just recorded by the caller, in its open transaction) to the rates."""
+async def record_events(
+    conn: AsyncConnection,
+    events: Sequence[Event],
+    deliveries: Mapping[DeliveryKey, int] | None = None,
+) -> None:
+    """Add ``events`` and the ``deliveries`` counted by key (just recorded by the caller, in its
+    open transaction) to the rates."""
     now = utcnow()
-    await record_occurrences(conn, (event_occurrence(e, now) for e in events))
+    weighted: list[tuple[Occurrence | None, int]] = [(event_occurrence(e, now), 1) for e in events]
+    if deliveries:
+        weighted += [(delivery_occurrence(k, now), n) for k, n in deliveries.items()]
+    await _record(conn, weighted)
 
 
 async def record_occurrences(
     conn: AsyncConnection, occurrences: Iterable[Occurrence | None]
 ) -> None:
     """Add ``occurrences`` to the buckets of every grain; ``None`` items count nothing."""
-    sums = _sum(occurrences)
+    await _record(conn, ((o, 1) for o in occurrences))
+
+
+async def _record(conn: AsyncConnection, weighted: Iterable[tuple[Occurrence | None, int]]) -> None:
+    sums = _sum(weighted)
     if not sums:
         return
     ordered = sorted(sums.items())
@@ -68,11 +81,11 @@ async def record_occurrences(
     await conn.execute(_SQLITE_UPSERT, rows)
 
 
-def _sum(occurrences: Iterable[Occurrence | None]) -> dict[_Bucket, dict[str, int]]:
-    """Counts per (grain, bucket start, key); the arithmetic on epoch seconds (a bucket is
-    aligned on the epoch), datetimes made once per bucket at the end."""
+def _sum(weighted: Iterable[tuple[Occurrence | None, int]]) -> dict[_Bucket, dict[str, int]]:
+    """Counts per (grain, bucket start, key) of (occurrence, how many times); the arithmetic on
+    epoch seconds (a bucket is aligned on the epoch), datetimes made once per bucket at the end."""
     sums: dict[tuple[str, int, str, str, str, str, str, str], dict[str, int]] = {}
-    for occ in occurrences:
+    for occ, n in weighted:
         if occ is None:
             continue
         key = occ.key()
@@ -83,7 +96,7 @@ def _sum(occurrences: Iterable[Occurrence | None]) -> dict[_Bucket, dict[str, in
             if counts is None:
                 counts = sums[bucket] = {}
             for counter in occ.counters:
-                counts[counter] = counts.get(counter, 0) + 1
+                counts[counter] = counts.get(counter, 0) + n
     return {(k[0], datetime.fromtimestamp(k[1], UTC), *k[2:]): counts for k, counts in sums.items()}
 
 

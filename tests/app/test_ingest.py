@@ -105,7 +105,9 @@ async def wait_for(check: Callable[[], object], what: str, timeout: float = 20.0
         ("kumomta", "kumomta-01.jsonl", {}),
     ],
 )
-@pytest.mark.parametrize("batch_lines", [1, 2, 1000])
+@pytest.mark.parametrize(
+    ("batch_lines", "parse_process"), [(1, False), (2, False), (1000, False), (2, True)]
+)
 async def test_a_file_in_batches_gives_what_one_pass_gives(
     db: Database,
     sink: TableSink,
@@ -114,9 +116,10 @@ async def test_a_file_in_batches_gives_what_one_pass_gives(
     name: str,
     kw: dict[str, int],
     batch_lines: int,
+    parse_process: bool,
 ) -> None:
-    """Whatever the batch size: the same events, located at the same lines (PowerMTA's header and
-    Postfix's queue-id state carry from batch to batch)."""
+    """Whatever the batch size, parsed here or in a second process: the same events, located at
+    the same lines (PowerMTA's header and Postfix's queue-id state carry from batch to batch)."""
     path = tmp_path / name
     shutil.copy(SAMPLES / name, path)
     totals = await ingest_log(
@@ -126,6 +129,7 @@ async def test_a_file_in_batches_gives_what_one_pass_gives(
         sink=sink,
         batch_lines=batch_lines,
         progress=quiet(),
+        parse_process=parse_process,
         **kw,  # type: ignore[arg-type]
     )
     want = expected(source, path, **kw)
@@ -145,8 +149,10 @@ async def test_a_second_run_reads_only_what_was_appended(
     assert (first.lines, first.events_new) == (51, 50)
     with path.open("a") as f:
         f.writelines(pmta_line(i) for i in range(50, 80))
-    second = await ingest_log("pmta", str(path), db=db, sink=sink, batch_lines=7, progress=quiet())
-    # Only the new lines, numbered from where the file left off, with the saved header's columns.
+    second = await ingest_log(
+        "pmta", str(path), db=db, sink=sink, batch_lines=7, progress=quiet(), parse_process=True
+    )
+    # Only the new lines (here parsed in a second process: the saved header goes there too), numbered from where the file left off, with the saved header's columns.
     assert (second.lines, second.events_new, second.duplicate, second.errors) == (30, 30, 0, 0)
     assert len(await sink.rows("t_attempts")) == 80
     assert await recorded(sink) == expected("pmta", path)

@@ -65,15 +65,18 @@ async def check(env: Env, address: str) -> dict[str, object]:
     return body
 
 
+@pytest.mark.parametrize("fast", [False, True], ids=["events", "counted-in-a-second-process"])
 @pytest.mark.parametrize("source", list(LOGS))
 async def test_a_hard_bounce_in_the_log_reads_as_suppressed(
-    env: Env, tmp_path: Path, source: str
+    env: Env, tmp_path: Path, source: str, fast: bool
 ) -> None:
+    """``fast``: as the CLI may run it (deliveries counted by key, parsing in a second process)."""
     path = tmp_path / f"{source}.log"
     path.write_text(LOGS[source])
     store = EventStore(env.services)
+    mode = {"count_deliveries": fast, "parse_process": fast}
     totals = await ingest_log(
-        source, str(path), db=env.services.db, sink=store, progress=Progress(quiet=True)
+        source, str(path), db=env.services.db, sink=store, progress=Progress(quiet=True), **mode
     )
     assert totals.errors == 0
     assert totals.events_new == LOGS[source].count("\n") - (1 if source != "kumomta" else 0)
@@ -88,7 +91,7 @@ async def test_a_hard_bounce_in_the_log_reads_as_suppressed(
     async with env.services.db.write() as s:
         await s.execute(text("DELETE FROM ingest_offsets"))
     again = await ingest_log(
-        source, str(path), db=env.services.db, sink=store, progress=Progress(quiet=True)
+        source, str(path), db=env.services.db, sink=store, progress=Progress(quiet=True), **mode
     )
     assert (again.events_new, again.duplicate) == (1, totals.events_new - 1)
     async with env.services.db.read() as s:
@@ -240,3 +243,25 @@ async def test_kill_9_mid_file_on_postgresql_then_restart_records_every_line_onc
         conn = await asyncpg.connect(admin)
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await conn.close()
+
+
+@pytest.mark.parametrize("parse_process", [False, True])
+async def test_a_restart_between_qmgr_and_status_lines_keeps_the_postfix_sender(
+    env: Env, tmp_path: Path, parse_process: bool
+) -> None:
+    """The join state (queue id -> from=) is saved with the offset: the status line read by the
+    next run still gets its message's sender."""
+    qmgr, bounced, _ = POSTFIX.splitlines(keepends=True)
+    path = tmp_path / "mail.log"
+    path.write_text(qmgr)
+    store = EventStore(env.services)
+    run = {"db": env.services.db, "sink": store, "progress": Progress(quiet=True)}
+    first = await ingest_log("postfix", str(path), parse_process=parse_process, **run)  # type: ignore[arg-type]
+    assert (first.lines, first.events_new) == (1, 0)
+    with path.open("a") as f:
+        f.write(bounced)
+    second = await ingest_log("postfix", str(path), parse_process=parse_process, **run)  # type: ignore[arg-type]
+    assert (second.lines, second.events_new) == (1, 1)
+    async with env.services.db.read() as s:
+        rows = (await s.execute(select(DeliveryEvent.recipient, DeliveryEvent.sender))).all()
+    assert [tuple(r) for r in rows] == [("gone@example.org", "bounces@mail.example.com")]

@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from app.models import RateCount
+from app.events import EventStore
+from app.models import DeliveryEvent, RateCount
 from app.rates import COUNTERS, prune, record_events
 from app.rates.model import bucket_start, provider_of
-from events import parse_pmta
+from events import Batch, DeliveryKey, parse_pmta
 from events.model import Event, EventKind, Source
 from tests.app.test_policy import apply, dsn
 from tests.conftest import Env
@@ -348,3 +349,27 @@ async def test_concurrent_batches_on_the_same_buckets_add_up(pg_env: Env) -> Non
         "apple": 20,
         "other": 20,
     }
+
+
+async def test_deliveries_counted_by_key_add_up_as_their_events_do(env: Env) -> None:
+    """The log ingest's fast path (``parse_pmta(deliveries=...)`` then ``EventStore.record``):
+    the same buckets as every line recorded as an Event, without a stored row per delivery."""
+    path = ROOT / "samples" / "events" / "pmta-01.csv"
+    counted: dict[DeliveryKey, int] = {}
+    with path.open() as lines:
+        items = list(parse_pmta(lines, path.name, deliveries=counted))
+    others = [e for e in items if isinstance(e, Event)]
+    assert sum(counted.values()) == 1 and all(e.kind is not EventKind.DELIVERED for e in others)
+    result = await EventStore(env.services).record(Batch(events=others, deliveries=counted))
+    assert (result.new, result.duplicate) == (len(pmta_events()), 0)
+    dims = ("provider", "vmta", "ip", "stream", "source")
+    fast = {(grain, by): await sums(env, grain, by) for grain in ("5m", "1d") for by in dims}
+    assert fast[("5m", "provider")]["gmail"] == {"sent": 2, "delivered": 1, "bounced": 1, "hard": 1}
+    # Every line again, each as an Event (the general path): each bucket exactly doubles.
+    await record(env, pmta_events())
+    for (grain, by), before in fast.items():
+        doubled = {k: {c: 2 * n for c, n in v.items()} for k, v in before.items()}
+        assert await sums(env, grain, by) == doubled, (grain, by)
+    async with env.services.db.read() as s:
+        stored = await s.scalar(select(func.count()).select_from(DeliveryEvent))
+    assert stored == len(others)

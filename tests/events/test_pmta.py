@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from events.model import Event, EventError, EventKind
+from events.model import Event, EventError, EventKind, Source
 from events.pmta import parse_pmta
 
 HEADER = "type,timeLogged,orig,rcpt,dsnAction,dsnStatus,dsnDiag,dsnMta,bounceCat,dlvSourceIp,vmta"
@@ -112,3 +112,47 @@ def test_same_line_same_dedupe_id() -> None:
     first, second = _events(text), _events(text)
     assert isinstance(first[0], Event) and isinstance(second[0], Event)
     assert first[0].dedupe_id == second[0].dedupe_id
+
+
+def test_deliveries_can_be_counted_by_key_instead_of_an_event_each() -> None:
+    """The log ingest's fast path: a ``d`` record becomes its count key, carrying what its Event
+    would (time, recipient domain, MX host, stream, ip, pool, vmta); other records and bad ``d``
+    records come out as before."""
+    header = "type,timeLogged,rcpt,dsnMta,dlvSourceIp,vmta,vmtaPool,header_X-Stoplist-Stream"
+    lines = [
+        header,
+        "d,1767607200,Alice@Example.org,mx1.example.org. (192.0.2.1),198.51.100.1,v1,p1,news",
+        "d,1767607200,bob@example.org,mx1.example.org (192.0.2.2),198.51.100.1,v1,p1,news",
+        "d,1767607201,carol@example.net,,,,,",
+        "d,1767607201,not an address,,,,,",  # bad: reported, not counted
+        "d,yesterday,dave@example.net,,,,,",  # bad time: reported, not counted
+        "delivery,1767607202,erin@example.net,,,,,",  # a long name: the general path
+        "b,1767607203,frank@example.net,,,,,",
+    ]
+    counted: dict[object, int] = {}
+    out = list(parse_pmta(lines, "acct.csv", deliveries=counted))
+    plain = list(parse_pmta(lines, "acct.csv"))
+    t0 = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
+    t1 = datetime(2026, 1, 5, 10, 0, 1, tzinfo=UTC)
+    assert counted == {
+        (Source.PMTA, t0, "example.org", "mx1.example.org", "news", "198.51.100.1", "p1", "v1"): 2,
+        (Source.PMTA, t1, "example.net", None, None, None, None, None): 1,
+    }
+    assert [(type(x).__name__, x.location) for x in out] == [
+        ("EventError", "acct.csv:5"),
+        ("EventError", "acct.csv:6"),
+        ("Event", "acct.csv:7"),
+        ("Event", "acct.csv:8"),
+    ]
+    assert [x.to_json() for x in out] == [x.to_json() for x in plain[3:]]
+    # The key is what the Event of the same line carries.
+    first = plain[0]
+    assert isinstance(first, Event)
+    assert (first.time, first.remote_mta, first.stream, first.ip, first.pool, first.vmta) == (
+        t0,
+        "mx1.example.org",
+        "news",
+        "198.51.100.1",
+        "p1",
+        "v1",
+    )
