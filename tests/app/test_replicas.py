@@ -161,7 +161,7 @@ class Split:
 
     api: list[str]  # base URLs
     smtp_ports: list[int]
-    pids: dict[str, int]  # name -> pid
+    procs: dict[str, subprocess.Popen[bytes]]
     key: str
     database_url: str
 
@@ -192,7 +192,7 @@ def split(tmp_path: Path) -> Iterator[Split]:
         yield Split(
             api=[started["api-a"][1], started["api-b"][1]],
             smtp_ports=ports,
-            pids={name: proc.pid for name, (proc, _) in started.items()},
+            procs={name: proc for name, (proc, _) in started.items()},
             key=env["STOPLIST_BOOTSTRAP_ADMIN_KEY"],
             database_url=env["STOPLIST_DATABASE_URL"],
         )
@@ -222,7 +222,7 @@ def _inbound_and_events(database_url: str, addresses: list[str]) -> tuple[list[A
 def test_intake_only_processes_apply_bounces_once_for_both_api_processes(split: Split) -> None:
     # The roles below the API run at a lower CPU priority.
     base_nice = os.getpriority(os.PRIO_PROCESS, 0)
-    nice = {name: os.getpriority(os.PRIO_PROCESS, pid) for name, pid in split.pids.items()}
+    nice = {name: os.getpriority(os.PRIO_PROCESS, p.pid) for name, p in split.procs.items()}
     assert nice == {
         "api-a": base_nice,
         "api-b": base_nice,
@@ -254,6 +254,9 @@ def test_intake_only_processes_apply_bounces_once_for_both_api_processes(split: 
         assert r.status_code in (200, 204), r.text
         r = http.get(f"{split.api[0]}/v1/check", params={"address": addresses[0]})
         assert r.json()["suppressed"] is False
+    # Every process is still running: an API process that had opened the sink would have taken
+    # intake-c's port, and intake-c would have exited.
+    assert {name: p.poll() for name, p in split.procs.items()} == dict.fromkeys(split.procs)
     inbound, events = _inbound_and_events(split.database_url, addresses)
     # Each stored message was claimed once (``attempts`` counts claims) and processed; each
     # bounced address has the one event its bounce wrote, plus the lift for the first.
