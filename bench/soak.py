@@ -1250,7 +1250,17 @@ def start_topology(
             )
     for port in sorted({int(env["STOPLIST_HTTP_PORT"]), import_port}):
         wait_ready(f"http://127.0.0.1:{port}", lambda r: r.get("cache") == "ok", 300)
-    return import_port
+    # The intake role has no HTTP: wait until its sink listens (the load must not start while
+    # a process is still starting).
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", int(env["STOPLIST_SMTP_PORT"])), 2).close()
+            return import_port
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the SMTP sink did not listen within 300 s") from None
+            time.sleep(0.2)
 
 
 def main() -> None:
