@@ -1,5 +1,6 @@
 """The service process: ``create_app`` returns the HTTP API whose typed lifespan builds the services
-(``app.container``), starts the SMTP sink and housekeeping, and disposes of them all."""
+(``app.container``), starts the SMTP sink and housekeeping (those its role runs, ``app.topology``),
+and disposes of them all."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from app.intake.smtp import start_sink
 from app.rates.jobs import retention_job
 from app.settings import Settings, get_settings
 from app.suppression.service import EXPIRY_INTERVAL_S
+from app.topology import Role
 from app.webhooks.service import WebhookService
 from app.webhooks.worker import DeliveryWorker
 
@@ -31,8 +33,18 @@ async def expire_entries(services: Services) -> None:
     await services.suppressions.expire_due()
 
 
-def create_app(settings: Settings | None = None, *, services: Services | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, services: Services | None = None, role: Role = Role.ALL
+) -> FastAPI:
+    """The HTTP API with what ``role`` runs beside it (``app.topology``): ``api`` keeps only the
+    cache upkeep on this loop; ``worker`` adds webhook delivery and the retention jobs; ``all``
+    adds the SMTP sink too."""
     settings = settings or get_settings()
+    jobs = (
+        [(EVENT_PRUNE_INTERVAL_S, prune_events), (EXPIRY_INTERVAL_S, expire_entries)]
+        if role.runs_background_jobs
+        else []
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -43,18 +55,15 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         # Start-up objects live for the whole process: keep them out of the cyclic GC's scans
         # so its pauses do not land on the pre-send check's tail latency.
         gc.freeze()
-        keeper = asyncio.create_task(
-            housekeeping(
-                svc,
-                jobs=[(EVENT_PRUNE_INTERVAL_S, prune_events), (EXPIRY_INTERVAL_S, expire_entries)],
-            )
-        )
-        rates_keeper = asyncio.create_task(retention_job(svc.db, svc.settings))
+        keeper = asyncio.create_task(housekeeping(svc, jobs=jobs))
+        rates_keeper = None
+        if role.runs_background_jobs:
+            rates_keeper = asyncio.create_task(retention_job(svc.db, svc.settings))
         sink = None
-        if svc.settings.sink_enabled:
+        if role.runs_sink and svc.settings.sink_enabled:
             sink = await start_sink(svc)
         deliverer = None
-        if svc.settings.webhook_enabled:
+        if role.runs_background_jobs and svc.settings.webhook_enabled:
             deliverer = DeliveryWorker(svc.db, WebhookService(svc.db, svc.settings))
             deliverer.start()
         try:
@@ -64,12 +73,11 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
                 await deliverer.stop()
             if sink is not None:
                 await sink.close()
-            keeper.cancel()
-            rates_keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
-            with contextlib.suppress(asyncio.CancelledError):
-                await rates_keeper
+            for task in (keeper, rates_keeper):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             await svc.suppressions.wait_rebuild()
             await svc.keys.close()
             if owned:

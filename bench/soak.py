@@ -4,7 +4,9 @@
     .venv/bin/python bench/soak.py --redis-down-seconds 30  # with Redis unreachable for 30 s
     .venv/bin/python bench/soak.py --duration 20 --warmup 5 --dsn-rate 50 --check-rate 50
 
-``stoplist serve`` runs as a subprocess (API + SMTP sink, intake processing in its child) on a
+``stoplist serve`` runs as a subprocess (API + SMTP sink, intake processing in its child; with
+``--topology split``, three: ``--role api`` takes the checks, ``--role intake`` the SMTP sink
+and ``--role worker`` the imports, as in docs/deployment.md's default topology) on a
 fresh PostgreSQL database and its own Redis database (11) and key prefix, preloaded with
 ``--preload`` suppressions by ``COPY`` (as ``bench/check_api.py`` does). Three load processes,
 each on its own event loop so that one cannot stall another's clock, run for a warm-up
@@ -105,6 +107,7 @@ DB_NAME = "stoplist_soak"
 SMTP_REPLY_TIMEOUT_S = 60.0  # well past the sink's storage timeout (10 s): a hang is an error
 HTTP_TIMEOUT_S = 10.0
 IMPORT_TIMEOUT_S = 300.0
+QUIET = ["--log-level", "warning"]
 DRAIN_S = 30.0  # after the run, messages still queued get this long to be sent
 
 
@@ -138,6 +141,7 @@ class Plan:
 
     http_port: int
     smtp_port: int
+    import_port: int  # http_port, or the worker's port in the split topology
     t0: float  # load starts (warm-up)
     w0: float  # measured window starts
     w1: float  # measured window ends: no new work is scheduled after it
@@ -471,7 +475,7 @@ async def import_load(plan: Plan) -> dict[str, Any]:
         # A connection of its own per request: between requests it would sit idle past the
         # server's keep-alive timeout.
         try:
-            conn = await HttpConnection.open(plan.http_port)
+            conn = await HttpConnection.open(plan.import_port)
         except OSError as exc:
             result = f"connect: {exc}"
         else:
@@ -595,11 +599,11 @@ def process_tree(root: int) -> list[int]:
     return tree
 
 
-def rss_by_process(root: int) -> dict[str, float]:
-    """VmRSS in MB of each process of the tree, keyed "pid command" (shared pages are counted
+def rss_by_process(roots: list[int]) -> dict[str, float]:
+    """VmRSS in MB of each process of the trees, keyed "pid command" (shared pages are counted
     in each process, as ps does)."""
     out: dict[str, float] = {}
-    for pid in process_tree(root):
+    for pid in (pid for root in roots for pid in process_tree(root)):
         with contextlib.suppress(OSError):
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -633,7 +637,7 @@ class Timeline:
 
 async def watch(
     plan: Plan,
-    service_pid: int,
+    service_pids: list[int],
     proxy_pid: int | None,
     down_s: float,
     timeline: Timeline,
@@ -660,7 +664,7 @@ async def watch(
                 cpu_start = cpu_times()
             if cpu_start and math.isnan(timeline.cpu_busy) and now >= plan.w1:
                 timeline.cpu_busy = cpu_share(cpu_start)
-            detail = rss_by_process(service_pid)
+            detail = rss_by_process(service_pids)
             timeline.rss.append((now - plan.t0, sum(detail.values())))
             timeline.rss_detail.append(detail)
             try:
@@ -695,7 +699,7 @@ async def run_load(
     plan: Plan,
     ctx: multiprocessing.context.SpawnContext,
     procs: list[BaseProcess],
-    service_pid: int,
+    service_pids: list[int],
     proxy_pid: int | None,
     down_s: float,
 ) -> tuple[dict[str, dict[str, Any]], Timeline]:
@@ -705,7 +709,7 @@ async def run_load(
         p.start()
         procs.append(p)
     timeline, done = Timeline(), asyncio.Event()
-    watcher = asyncio.create_task(watch(plan, service_pid, proxy_pid, down_s, timeline, done))
+    watcher = asyncio.create_task(watch(plan, service_pids, proxy_pid, down_s, timeline, done))
     try:
         deadline = plan.w1 + DRAIN_S + IMPORT_TIMEOUT_S
         got = await asyncio.to_thread(collect, results, procs, deadline)
@@ -1201,6 +1205,12 @@ def parse_args() -> argparse.Namespace:
     )
     # Not the tests' Redis database (15) nor the other benchmarks' (12, 13, 14).
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/11")
+    ap.add_argument(
+        "--topology",
+        choices=["all", "split"],
+        default="all",
+        help="all: one `stoplist serve`; split: --role api, intake and worker (docs/deployment.md)",
+    )
     ap.add_argument("--env", action="append", default=[], help="extra NAME=value for the service")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "soak.json")
     ap.add_argument(
@@ -1214,6 +1224,45 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def start_topology(
+    topology: str, env: dict[str, str], log_dir: Path, started: list[subprocess.Popen[bytes]]
+) -> int:
+    """Start the service as ``topology`` says (appending to ``started``); returns the port that
+    takes the imports. ``all``: one ``stoplist serve``. ``split``: the default topology of
+    docs/deployment.md, ``serve --role api`` (the checks, on ``STOPLIST_HTTP_PORT``), ``--role
+    intake`` (the SMTP sink) and ``--role worker`` (the imports, on a port of its own)."""
+    roles = {"all": ["all"], "split": ["api", "intake", "worker"]}[topology]
+    import_port = int(env["STOPLIST_HTTP_PORT"])
+    for role in roles:
+        role_env = dict(env)
+        if role == "worker":
+            import_port = free_port()
+            role_env["STOPLIST_HTTP_PORT"] = str(import_port)
+        with (log_dir / f"{role}.log").open("wb") as out:
+            started.append(
+                subprocess.Popen(
+                    [str(BIN / "stoplist"), "serve", "--no-migrate", "--role", role, *QUIET],
+                    env=role_env,
+                    cwd=ROOT,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+    for port in sorted({int(env["STOPLIST_HTTP_PORT"]), import_port}):
+        wait_ready(f"http://127.0.0.1:{port}", lambda r: r.get("cache") == "ok", 300)
+    # The intake role has no HTTP: wait until its sink listens (the load must not start while
+    # a process is still starting).
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", int(env["STOPLIST_SMTP_PORT"])), 2).close()
+            return import_port
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the SMTP sink did not listen within 300 s") from None
+            time.sleep(0.2)
+
+
 def main() -> None:
     args = parse_args()
     # A SIGTERM (a timeout, kill) unwinds like Ctrl-C, so the finally below stops the service and
@@ -1225,8 +1274,8 @@ def main() -> None:
     ctx = multiprocessing.get_context("spawn")
     procs: list[BaseProcess] = []
     proxy: BaseProcess | None = None
-    service: subprocess.Popen[bytes] | None = None
-    service_log = Path(tempfile.mkdtemp(prefix="stoplist-soak-")) / "serve.log"
+    services: list[subprocess.Popen[bytes]] = []
+    log_dir = Path(tempfile.mkdtemp(prefix="stoplist-soak-"))
     goals: list[tuple[bool, str]] = []
     try:
         asyncio.run(admin_sql(admin_url, f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)'))
@@ -1260,21 +1309,14 @@ def main() -> None:
         )
         log(f"preloading {args.preload:,} suppressions with COPY")
         asyncio.run(load_rows(db_url, args.preload))
-        with service_log.open("wb") as out:
-            service = subprocess.Popen(
-                [str(BIN / "stoplist"), "serve", "--no-migrate", "--log-level", "warning"],
-                env=env,
-                cwd=ROOT,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        wait_ready(f"http://127.0.0.1:{http_port}", lambda r: r.get("cache") == "ok", 300)
-        log(f"service ready (pid {service.pid}, log {service_log})")
+        import_port = start_topology(args.topology, env, log_dir, services)
+        log(f"service ready ({args.topology}: pids {[p.pid for p in services]}, logs {log_dir})")
 
         start = time.monotonic() + 3  # the load processes need a moment to start
         plan = Plan(
             http_port=http_port,
             smtp_port=smtp_port,
+            import_port=import_port,
             t0=start,
             w0=start + args.warmup,
             w1=start + args.warmup + args.duration,
@@ -1303,7 +1345,7 @@ def main() -> None:
                 plan,
                 ctx,
                 procs,
-                service.pid,
+                [p.pid for p in services],
                 proxy.pid if proxy else None,
                 args.redis_down_seconds,
             )
@@ -1316,8 +1358,9 @@ def main() -> None:
             if p.is_alive():
                 p.terminate()
             p.join(5)
-        if service is not None:
+        for service in services:
             service.send_signal(signal.SIGINT)
+        for service in services:
             try:
                 service.wait(60)
             except subprocess.TimeoutExpired:
@@ -1334,10 +1377,11 @@ def main() -> None:
             log(f"cleaned up: database {DB_NAME} dropped, {dropped:,} Redis keys deleted")
         problems = [
             line
+            for service_log in sorted(log_dir.glob("*.log"))
             for line in service_log.read_text(errors="replace").splitlines()
             if " ERROR " in line or " CRITICAL " in line or line.startswith("Traceback")
         ]
-        print(f"service log {service_log}: {len(problems)} error lines")
+        print(f"service logs {log_dir}: {len(problems)} error lines")
         for line in problems[:5]:
             print(f"    {line[:200]}")
     if not goals or not all(ok for ok, _ in goals):

@@ -9,12 +9,14 @@ from typing import Annotated, Any
 import typer
 
 from app.cli.common import (
+    err,
     out,
     run,
     settings_or_exit,
 )
 from app.container import Services
 from app.settings import Settings
+from app.topology import Role, lower_priority
 
 
 class LogLevel(StrEnum):
@@ -39,8 +41,17 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Default STOPLIST_HTTP_PORT")] = None,
     migrate: Annotated[bool, typer.Option(help="Apply migrations first")] = True,
     log_level: LogLevelOpt = LogLevel.INFO,
+    role: Annotated[
+        Role,
+        typer.Option(
+            case_sensitive=False,
+            help="What this process runs: all; or, on PostgreSQL, api (checks), intake (SMTP) "
+            "or worker (imports, webhooks, retention); see docs/deployment.md",
+        ),
+    ] = Role.ALL,
 ) -> None:
-    """Run the HTTP API (and, when configured, the SMTP sink) in one process."""
+    """Run the service: by default the HTTP API and, when configured, the SMTP sink in one
+    process; with --role, one part of the default topology."""
     import uvicorn
 
     from app.db import run_migrations
@@ -48,11 +59,16 @@ def serve(
     from app.main import create_app
 
     settings = settings_or_exit()
+    _check_role(settings, role)
+    if role is Role.INTAKE:
+        smtp(log_level=log_level, migrate=migrate)
+        return
     configure_logging(log_level.value, settings.log_format)
     if migrate:
         run_migrations(settings)
+    lower_priority(role)
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, role=role),
         host=host or settings.http_host,
         port=port or settings.http_port,
         log_level=log_level.value,
@@ -60,6 +76,14 @@ def serve(
         access_log=False,
         **proxy_options(settings),
     )
+
+
+def _check_role(settings: Settings, role: Role) -> None:
+    """A split topology needs a store the processes share: the embedded SQLite store and its
+    in-process cache belong to one process."""
+    if role is not Role.ALL and settings.is_sqlite:
+        err.print(f"[red]--role {role.value} needs PostgreSQL (STOPLIST_DATABASE_URL)[/red]")
+        raise typer.Exit(2)
 
 
 def proxy_options(settings: Settings) -> dict[str, Any]:
@@ -83,7 +107,8 @@ def smtp(
     log_level: LogLevelOpt = LogLevel.INFO,
     migrate: Annotated[bool, typer.Option(help="Apply migrations first")] = True,
 ) -> None:
-    """Run the SMTP sink and the intake processing alone (no HTTP API)."""
+    """Run the SMTP sink and the intake processing alone (no HTTP API), at a lower CPU priority
+    than the API: the same as ``serve --role intake``."""
     import signal
 
     from app.db import run_migrations
@@ -94,6 +119,7 @@ def smtp(
     configure_logging(log_level.value, settings.log_format)
     if migrate:
         run_migrations(settings)
+    lower_priority(Role.INTAKE)
 
     async def go(s: Services) -> None:
         stop = asyncio.Event()

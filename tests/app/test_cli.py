@@ -73,6 +73,14 @@ def test_trace_logging_is_refused(command: str) -> None:
     assert "trace" in result.output
 
 
+@pytest.mark.parametrize("role", ["api", "intake", "worker"])
+def test_a_split_role_is_refused_on_the_embedded_store(db_env: Path, role: str) -> None:
+    """The SQLite file and its in-process cache belong to one process: only ``--role all``."""
+    result = runner.invoke(app, ["serve", "--role", role, "--no-migrate"])
+    assert result.exit_code == 2
+    assert f"--role {role} needs PostgreSQL" in result.output
+
+
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 
 
