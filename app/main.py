@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.container import Services, build_services, housekeeping, start_services
+from app.container import PeriodicJob, Services, build_services, housekeeping, start_services
 from app.events.retention import PRUNE_INTERVAL_S as EVENT_PRUNE_INTERVAL_S
 from app.events.retention import prune_events
 from app.http.app import build_http_app
@@ -40,7 +40,7 @@ def create_app(
     cache upkeep on this loop; ``worker`` adds webhook delivery and the retention jobs; ``all``
     adds the SMTP sink too."""
     settings = settings or get_settings()
-    jobs = (
+    jobs: list[PeriodicJob] = (
         [(EVENT_PRUNE_INTERVAL_S, prune_events), (EXPIRY_INTERVAL_S, expire_entries)]
         if role.runs_background_jobs
         else []

@@ -30,7 +30,7 @@ class Role(StrEnum):
 
     @property
     def runs_background_jobs(self) -> bool:
-        """Webhook delivery and the retention jobs (events, rates)."""
+        """Webhook delivery, the retention jobs (events, rates) and the expiry sweep."""
         return self in (Role.ALL, Role.WORKER)
 
     @property

@@ -20,6 +20,7 @@ report is turned away on its Content-Type before anything else is looked at.
 from __future__ import annotations
 
 import re
+from email.errors import CharsetError
 from email.header import decode_header, make_header
 from email.message import Message
 from typing import Any, Final
@@ -370,5 +371,5 @@ def _decoded(value: str | None) -> str | None:
         return value
     try:
         return _clean(make_header(decode_header(value)))
-    except (LookupError, UnicodeError, ValueError):
+    except (CharsetError, LookupError, UnicodeError, ValueError):  # a charset name in bytes
         return value

@@ -135,3 +135,15 @@ def test_every_sample_parses(path: Path) -> None:
     """Bounces, negatives and hostile samples too (``negative/nested-01``: 1,000 nested
     multiparts made the standard library's parser raise RecursionError)."""
     check(path.read_bytes())
+
+
+def test_an_encoded_subject_whose_charset_name_is_not_ascii_is_kept_as_written() -> None:
+    # Found by the mutation test above: the standard library raises CharsetError (not a
+    # UnicodeError) for a charset name with 8-bit bytes in an RFC 2047 encoded word.
+    raw = (SAMPLES[0].parent / "aol-01.eml").read_bytes()
+    damaged = raw.replace(b"=?utf-8?q?Your", "=?\u00ff\u00feutf-8?q?Your".encode("latin-1"))
+    assert damaged != raw
+    report = parse_bytes(damaged)
+    assert isinstance(report, ComplaintReport)
+    assert report.original_subject is not None
+    assert report.original_subject.endswith("?=")
