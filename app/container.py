@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from app.cache import MemoryCache, RedisCache, SuppressionCache
+from app.cache import CacheUnavailable, MemoryCache, RedisCache, SuppressionCache
 from app.cache.cluster import CLUSTER_SCHEME, RedisClusterCache
 from app.db import DB_ERRORS, Database
 from app.keys import KeyService
@@ -104,7 +104,8 @@ async def start_services(services: Services) -> None:
 # A periodic job of housekeeping: (every so many seconds, what to run); given by the layers
 # above, which this module may not import (the delivery events' retention, for one).
 PeriodicJob = tuple[float, Callable[[Services], Awaitable[object]]]
-JOB_STOP_GRACE_S = 5.0  # how long a running job may finish when housekeeping is stopped
+JOB_STOP_GRACE_S = 5.0
+COLD_CHECK_S = 5.0  # how often housekeeping looks for a replica left cold  # how long a running job may finish when housekeeping is stopped
 
 
 async def housekeeping(
@@ -116,16 +117,20 @@ async def housekeeping(
     sup = services.suppressions
     due = [0.0] * len(jobs)
     running: dict[int, asyncio.Task[None]] = {}
+    cold_due = 0.0
     try:
         while True:
             await asyncio.sleep(interval_s)
             _start_due(services, jobs, due, running)
             try:
                 if sup.cache_dirty:
-                    sup.schedule_rebuild()
+                    sup.schedule_rebuild()  # repairs what this process missed, or rebuilds
                     await sup.wait_rebuild()
                 elif services.cache.kind == "memory":
                     await sup.sync_from_database()
+                elif time.monotonic() >= cold_due:
+                    cold_due = time.monotonic() + COLD_CHECK_S
+                    await _rebuild_if_cold(services)
             except DB_ERRORS as exc:
                 log.warning("housekeeping: database unreachable: %s", exc)
             except Exception:
@@ -138,6 +143,18 @@ async def housekeeping(
             await asyncio.wait(busy, timeout=JOB_STOP_GRACE_S)
         for task in busy:
             task.cancel()
+
+
+async def _rebuild_if_cold(services: Services) -> None:
+    """A replica found cold is rebuilt without waiting for a check to miss it: one whose
+    rebuild lost to another process's cold mark would otherwise stay cold until the next check
+    (and ``/readyz`` say ``cold`` on an idle service). The rebuild lock keeps it to one process."""
+    try:
+        cold = await services.cache.generation() is None
+    except CacheUnavailable:
+        return  # the checks say so; nothing to rebuild until Redis answers
+    if cold:
+        services.suppressions.schedule_rebuild()
 
 
 def _start_due(

@@ -25,6 +25,10 @@ CACHE_WRITE_FAILURES = Counter(
     "stoplist_cache_write_failures_total", "Write-throughs to the cache that failed"
 )
 CACHE_REBUILDS = Counter("stoplist_cache_rebuilds_total", "Completed cache rebuilds")
+CACHE_REPAIRS = Counter(
+    "stoplist_cache_repairs_total",
+    "Failed write-throughs written again without a rebuild (the replica stayed ready)",
+)
 SUPPRESSIONS_WRITTEN = Counter(
     "stoplist_suppressions_written_total", "Suppression writes", ["outcome", "source"]
 )

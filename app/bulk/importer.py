@@ -14,7 +14,6 @@ from datetime import datetime
 
 from asyncpg.exceptions import DeadlockDetectedError as DeadlockError  # type: ignore[import-untyped]
 
-from app import metrics
 from app.bulk.csv_io import CsvRecords
 from app.bulk.model import ImportSummary
 from app.bulk.presets import ImportOptions
@@ -271,6 +270,7 @@ async def _refresh(service: SuppressionService, store: ImportStore, addresses: l
     """Write the committed state of a batch through to the cache in one round of puts."""
     if not addresses:
         return
+    start = 0
     try:
         # A slice at a time: building and sending a whole batch's entries is ~100 ms of CPU in
         # one go, a stall every pre-send check on this event loop would wait out.
@@ -278,10 +278,8 @@ async def _refresh(service: SuppressionService, store: ImportStore, addresses: l
             items = await store.cache_items(addresses[start : start + REFRESH_SLICE], utcnow())
             await service.cache.put_many(items)
     except (CacheUnavailable, *DB_ERRORS) as exc:
-        # The rows are committed; the replica lacks them: stop trusting it until rebuilt.
-        log.error("cache write-through failed during import (%s); checks use the database", exc)
-        service.cache_dirty = True
-        metrics.CACHE_WRITE_FAILURES.inc()
+        # The rows are committed; the replica lacks them (from this slice on) until repaired.
+        service.note_unwritten(addresses[start:], exc)
 
 
 async def _audit(

@@ -284,9 +284,8 @@ async def _refresh(services: Services, addresses: list[str], db: Database) -> No
     try:
         await services.suppressions.refresh_cache(addresses, db=db)
     except DB_ERRORS as exc:
-        # Committed, but the fresh read failed: stop trusting the replica until rebuilt.
-        log.error("cache refresh after apply failed (%s); checks use the database", exc)
-        services.suppressions.cache_dirty = True
+        # Committed, but the fresh read failed: the replica lacks them until they are repaired.
+        services.suppressions.note_unwritten(addresses, exc)
 
 
 async def preview_plans(

@@ -1,7 +1,12 @@
 """Cache upkeep: the replica of the suppression list that checks read. Write-through after every
 commit, a full rebuild when the replica is cold or stale, and (embedded mode) picking up writes
 other processes made. Values are computed from a *committed* snapshot (a fresh read after the
-commit), so equal versions always mean equal content; see ``app.cache``."""
+commit), so equal versions always mean equal content; see ``app.cache``.
+
+A write-through that fails leaves its addresses to be written again: once Redis answers and the
+replica is still ready, those addresses are re-read and put (a repair, within a second); only
+when the replica went cold meanwhile, or more than ``REPAIR_LIMIT`` addresses were missed, is it
+marked cold and rebuilt from the whole table."""
 
 from __future__ import annotations
 
@@ -20,6 +25,11 @@ from app.suppression.model import cache_items
 
 log = logging.getLogger("app.suppressions")
 
+# How many missed addresses a process remembers to write again. Beyond it, repairing would cost
+# about as much as a rebuild, and the memory is better spent elsewhere: the replica is marked cold.
+REPAIR_LIMIT = 50_000
+REPAIR_SLICE = 1_000  # addresses re-read and put at a time (the loop answers checks in between)
+
 
 class CacheReplica:
     """Keeps ``cache`` a faithful replica of the suppressions table."""
@@ -32,6 +42,11 @@ class CacheReplica:
         self.cache_state = "unknown"  # ok | cold | unavailable | rebuilding
         self._rebuild_task: asyncio.Task[int] | None = None
         self._synced_until: datetime | None = None
+        # Addresses whose committed state may be missing from the cache, each with the number of
+        # the failure that left it there (a repair forgets only those not missed again since).
+        self._unwritten: dict[str, int] = {}
+        self._unwritten_overflow = False
+        self._failures = 0
 
     async def refresh_cache(self, addresses: Sequence[str], *, db: Database | None = None) -> None:
         """Write the committed state of ``addresses`` through to the cache.
@@ -44,13 +59,55 @@ class CacheReplica:
             items = await self.cache_state_for(addresses, db=db)
             await self.cache.put_many(items)
         except CacheUnavailable as exc:
-            # The replica now lacks a committed change: stop trusting it until rebuilt.
-            if not self.cache_dirty:  # the change of state is logged once, failures are counted
-                log.error(
-                    "cache write-through failed (%s); checks use the database until rebuilt", exc
-                )
-            self.cache_dirty = True
-            metrics.CACHE_WRITE_FAILURES.inc()
+            self.note_unwritten(addresses, exc)
+
+    def note_unwritten(self, addresses: Sequence[str], exc: BaseException) -> None:
+        """Committed changes to ``addresses`` may be missing from the cache (their write-through,
+        or the fresh read before it, failed): this process answers from the database and the
+        next upkeep writes them again (``rebuild_cache``)."""
+        if not self.cache_dirty:  # the change of state is logged once, failures are counted
+            log.error(
+                "cache write-through failed (%s); checks use the database until repaired", exc
+            )
+        self.cache_dirty = True
+        metrics.CACHE_WRITE_FAILURES.inc()
+        if self._unwritten_overflow:
+            return
+        self._failures += 1
+        self._unwritten.update(dict.fromkeys(addresses, self._failures))
+        if len(self._unwritten) > REPAIR_LIMIT:
+            self._unwritten_overflow = True
+            self._unwritten.clear()
+
+    def _forget_unwritten(self) -> None:
+        self._unwritten.clear()
+        self._unwritten_overflow = False
+
+    async def _repair(self) -> bool:
+        """Put the addresses a write-through missed, if the replica is still ready and they are
+        few: then it is whole again and nothing needs rebuilding. False when it must be marked
+        cold instead. Raises CacheUnavailable while Redis does not answer (nothing changes)."""
+        if self._unwritten_overflow or not self._unwritten:
+            return False
+        if await self.cache.generation() is None:
+            # Cold: a rebuild may be under way that read these rows before they were written;
+            # marking it cold again (the epoch) keeps it from vouching for them.
+            return False
+        missed = dict(self._unwritten)
+        addresses = sorted(missed)
+        for start in range(0, len(addresses), REPAIR_SLICE):
+            items = await self.cache_state_for(addresses[start : start + REPAIR_SLICE])
+            await self.cache.put_many(items)
+            await asyncio.sleep(0)
+        for address, failure in missed.items():
+            if self._unwritten.get(address) == failure:  # not missed again while we wrote
+                del self._unwritten[address]
+        if self._unwritten or self._unwritten_overflow:
+            return False
+        self.cache_dirty = False
+        metrics.CACHE_REPAIRS.inc()
+        log.info("cache write-through repaired: %d addresses written again", len(missed))
+        return True
 
     async def cache_state_for(
         self, addresses: Sequence[str], *, db: Database | None = None
@@ -85,7 +142,11 @@ class CacheReplica:
         """Load every suppression into the cache, then set the ready marker. Returns entries.
 
         Pages are small (``batch`` rows) and the loop yields between them: a rebuild runs on the
-        event loop that answers pre-send checks, which must not wait out 5,000 rows of work."""
+        event loop that answers pre-send checks, which must not wait out 5,000 rows of work.
+        When this process missed write-throughs it first repairs them (``_repair``) and returns
+        0 if that made the replica whole."""
+        if self.cache_dirty and not force and await self._repair():
+            return 0
         if self.cache_dirty:
             # Entries written while we could not reach the cache are missing there. Once it is
             # marked cold this process's part is done: a rebuild that began earlier cannot mark
@@ -94,6 +155,7 @@ class CacheReplica:
             # would fail every other process's rebuild for ever.
             await self.cache.mark_cold()
             self.cache_dirty = False
+            self._forget_unwritten()
         got = await self.cache.try_lock_rebuild(ttl_s=600)
         if not got and not force:
             log.info("another replica is rebuilding the cache")
@@ -101,6 +163,7 @@ class CacheReplica:
         self.cache_state = "rebuilding"
         dirty_before = self.cache_dirty
         self.cache_dirty = False
+        self._forget_unwritten()
         count = 0
         try:
             now = utcnow()
