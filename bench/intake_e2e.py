@@ -4,8 +4,9 @@
 
 1. The floor: a do-nothing aiosmtpd server (its own process, answers 250 to every DATA) receives
    the messages; messages/s from the first connection to the last 250.
-2. The service: ``stoplist serve`` (subprocess) on a fresh PostgreSQL database and Redis, with the
-   sink enabled, receives the same number of messages: hard-bounce DSNs to the bounce domain and,
+2. The service: ``stoplist serve`` (subprocess) on a fresh PostgreSQL database and Redis, holding
+   ``--preload`` suppressions (default 100,000, loaded by ``COPY`` and analyzed: a list in use, not
+   an empty table whose cached plans scan it whole), with the sink enabled, receives the same number of messages: hard-bounce DSNs to the bounce domain and,
    every ``--complaint-every``-th message (default 10), an RFC 5965 abuse report to the feedback
    address (one recipient each, all distinct); messages/s from the first connection until every
    row in ``inbound_messages`` is finished (polled in the database), i.e. stored, parsed, applied
@@ -50,6 +51,9 @@ ARF = ARF.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 RCPT = b"bounces@bounces.example.net"
 FEEDBACK = b"fbl@feedback.example.net"  # an address entry in the sink's domains
 DOMAINS = "bounces.example.net," + FEEDBACK.decode()
+
+# A sibling benchmark (bench/ is this script's directory, hence on sys.path): its preload.
+from check_api import load_rows  # noqa: E402
 
 
 def is_complaint(i: int, every: int) -> bool:
@@ -208,17 +212,26 @@ async def _admin(pg_url: str, sql: str) -> None:
         await conn.close()
 
 
-async def _finished(db_url: str) -> tuple[int, int]:
+async def _wait_finished(db_url: str, stored: int, *, analyze: bool = False) -> None:
+    """Wait until the ``stored`` messages (every one acknowledged, so every one in the table) are
+    no longer pending. One connection, and a count of the pending rows only (the state index):
+    a full count per poll would read the whole table 20 times a second, on the cores the service
+    is measured on. ``analyze``: then ANALYZE, as autovacuum does on a live database within its
+    first minute; without statistics the plans cached on the empty tables (sequential scans) stay
+    for the whole run, and the database's cost per message grows with the table."""
     import asyncpg
 
     conn = await asyncpg.connect(db_url.replace("postgresql+asyncpg://", "postgresql://"))
     try:
-        row = await conn.fetchrow(
-            "SELECT count(*) FILTER (WHERE state <> 'pending') AS done, count(*) AS total "
-            "FROM inbound_messages"
-        )
-        assert row is not None
-        return int(row["done"]), int(row["total"])
+        while True:
+            total = await conn.fetchval("SELECT count(*) FROM inbound_messages")
+            if total >= stored:
+                break
+            await asyncio.sleep(0.05)
+        while await conn.fetchval("SELECT count(*) FROM inbound_messages WHERE state = 'pending'"):
+            await asyncio.sleep(0.05)
+        if analyze:
+            await conn.execute("ANALYZE")
     finally:
         await conn.close()
 
@@ -332,6 +345,11 @@ def measure_service(args: argparse.Namespace) -> tuple[float, str, dict[str, set
     env.update(dict(kv.split("=", 1) for kv in args.env))
     profile = Path(tempfile.mkdtemp()) / "serve.prof"
     stoplist = str(Path(PYTHON).parent / "stoplist")
+    if args.preload:
+        subprocess.run([stoplist, "migrate"], env=env, check=True, cwd=ROOT)
+        asyncio.run(
+            load_rows(db_url.replace("postgresql+asyncpg://", "postgresql://"), args.preload)
+        )
     cmd = [stoplist, "serve", "--log-level", "warning"]
     if args.profile:
         cmd = [PYTHON, "-m", "cProfile", "-o", str(profile), *cmd]
@@ -343,8 +361,7 @@ def measure_service(args: argparse.Namespace) -> tuple[float, str, dict[str, set
         warm = args.warmup
         if warm:  # recipients of their own (after the timed ones), processed before timing
             assert not asyncio.run(blast(smtp_port, warm, args.connections, 0, args.messages))
-            while asyncio.run(_finished(db_url))[0] < warm:
-                time.sleep(0.05)
+            asyncio.run(_wait_finished(db_url, warm, analyze=True))
         cpu_before = cpu_used(proc.pid, db_url)
         started = time.perf_counter()
         failures = asyncio.run(
@@ -352,11 +369,7 @@ def measure_service(args: argparse.Namespace) -> tuple[float, str, dict[str, set
         )
         sent = time.perf_counter() - started
         assert not failures, failures[:3]
-        while True:
-            done, _total = asyncio.run(_finished(db_url))
-            if done >= args.messages + warm:
-                break
-            time.sleep(0.05)
+        asyncio.run(_wait_finished(db_url, args.messages + warm))
         elapsed = time.perf_counter() - started
         service_s, children_s, backends_s = (
             after - before
@@ -416,6 +429,12 @@ def main() -> None:
         default="redis://127.0.0.1:6379/13",
     )
     parser.add_argument("--profile", action="store_true", help="cProfile the service")
+    parser.add_argument(
+        "--preload",
+        type=int,
+        default=100_000,
+        help="suppressions in the database before the run (COPY, then ANALYZE)",
+    )
     parser.add_argument(
         "--warmup",
         type=int,
