@@ -74,6 +74,9 @@ def _delivery(sub: int, outbox_id: int, key: str | None, now: datetime) -> dict[
     }
 
 
+_SEQUENCER_LOCK = select(func.pg_try_advisory_xact_lock(SEQUENCER_LOCK))
+
+
 @functools.cache
 def _sequence_statement(dialect: str) -> Any:
     """The numbering ``UPDATE`` of ``sequence`` (built once per dialect: a round builds none)."""
@@ -81,10 +84,6 @@ def _sequence_statement(dialect: str) -> Any:
     base = select(func.coalesce(func.max(last.c.position), 0)).scalar_subquery()
     numbered = select(pick.c.id, (base + func.row_number().over(order_by=pick.c.id)).label("pos"))
     numbered = numbered.where(pick.c.position.is_(None))
-    if dialect == "postgresql":
-        # An uncorrelated subquery: evaluated once, before the first row is taken.
-        locked = select(func.pg_try_advisory_xact_lock(SEQUENCER_LOCK)).scalar_subquery()
-        numbered = numbered.where(locked)
     limit = bindparam("limit", type_=Integer)
     batch = numbered.order_by(pick.c.id).limit(limit).subquery("batch")
     return (
@@ -102,9 +101,14 @@ async def sequence(s: AsyncSession, dialect: str, now: datetime, limit: int) -> 
     PostgreSQL whoever holds the transaction's advisory lock (the others skip), on SQLite the
     process's write lock.
 
-    Round trips: one ``UPDATE … FROM (numbered rows) RETURNING`` takes the lock (PostgreSQL),
-    numbers the rows after the last position and returns them; when it returned rows, one read
-    of the subscriptions and one multi-row insert of the deliveries."""
+    Round trips: on PostgreSQL one for the lock; one ``UPDATE … FROM (numbered rows)
+    RETURNING`` numbers the rows after the last position and returns them; when it returned
+    rows, one read of the subscriptions and one multi-row insert of the deliveries. The lock is
+    a statement of its own: taken inside the ``UPDATE`` (as it was), it could be granted after
+    the statement's snapshot was taken, when the sequencer that held it had just committed, and
+    the rows that one had numbered were numbered again (a second delivery of the same events)."""
+    if dialect == "postgresql" and not await s.scalar(_SEQUENCER_LOCK):
+        return 0
     result = await s.execute(_sequence_statement(dialect), {"limit": limit})
     rows = sorted(result.all(), key=lambda r: int(r.id))
     if not rows:
