@@ -195,10 +195,10 @@ class Settings(BaseSettings):
         default=24.0, gt=0, description="An endpoint failing every attempt this long is disabled"
     )
     webhook_concurrency: int = Field(
-        default=64, ge=1, le=1000, description="Requests in flight in all"
+        default=256, ge=1, le=1000, description="Webhook requests in flight per worker"
     )
     webhook_subscription_concurrency: int = Field(
-        default=16,
+        default=64,
         ge=1,
         le=1000,
         description="Requests in flight to one subscription (at most the total)",

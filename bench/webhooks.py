@@ -9,25 +9,32 @@ On a fresh PostgreSQL database (created and dropped; the in-process cache, so Re
 with one delivery worker (``stoplist deliver``, a process of its own) and a receiver (a plain
 asyncio HTTP server in a process of its own, answering 200 at once):
 
-1. **writer slowdown**, same run, phases interleaved (A B A B, medians): single-row changes
-   through ``SuppressionService.suppress`` (what ``PUT /v1/suppressions/{address}`` runs: one
-   transaction per change) by ``--writers`` concurrent tasks, as fast as they go — *no outbox*
-   (the outbox insert patched out: the floor), *outbox, no subscription*, and *outbox + a
-   subscription being delivered to* (the worker and receiver busy beside the writer);
+1. **writer slowdown**, same run, phases interleaved (A B C… A B C…, medians): single-row
+   changes through ``SuppressionService.suppress`` (what ``PUT /v1/suppressions/{address}``
+   runs: one transaction per change) by ``--writers`` concurrent tasks, as fast as they go —
+   *no outbox* (the outbox insert patched out: the floor), *outbox, no subscription*, and, for
+   each ``--worker``, *outbox + a subscription being delivered to* (that worker and the
+   receiver busy beside the writer);
 2. **drain**: ``--drain-changes`` written with the worker stopped, then the worker started: events
    per second it delivers from a backlog;
 3. **lag**: ``--changes`` changes paced at ``--rate`` per second (``--batch`` per transaction,
    as the intake groups messages), then ``--slow-changes`` at ``--slow-rate``, with the worker
-   running: the lag from each change's commit (the writer's return) to its event's receipt, p50 /
-   p99 / max, and events per second delivered; every change must arrive (missing and duplicate
-   ids are counted).
+   running: the lag from each change's own timestamp (taken just before its transaction) to its
+   event's receipt, p50 / p99 / max, and events per second delivered; every change must arrive
+   (missing and duplicate ids are counted). Per event, the stages from the commit (the
+   writer's return): *sequenced* (the delivery row's ``created_at``: the start of the worker's
+   round that sequenced it), *claimed* (the start of the round that claimed it, from its lease),
+   *received* (the receiver's clock: the request was written and read), *recorded* (the round
+   that recorded the 200, ``finished_at``) — p50 / p99 of each step; and the worker's CPU time
+   per event (user + system of the ``deliver`` process, from after its start to the last
+   receipt; not separable for ``serve``).
 
 A/B: ``--worker LABEL=PATH`` (repeatable) names the ``stoplist`` executable whose ``deliver`` is
 the worker (another checkout's, e.g. ``--worker main=../main/.venv/bin/stoplist --worker
 new=.venv/bin/stoplist``), or ``LABEL=serve`` for a worker inside this process beside the writer
 (as in ``stoplist serve``: woken by the writer's commits); the drain and lag phases then run for
-each worker in turn, ``--rounds`` times (A B A B), on the same database and receiver. The
-writer-slowdown phase uses the first worker.
+each worker in turn, ``--rounds`` times (A B A B), on the same database and receiver; the
+writer-slowdown phase runs its subscribed phase once per worker in each of its rounds.
 
 Figures go to docs/benchmarks.md (with the machine).
 """
@@ -176,6 +183,12 @@ async def write_changes(
     return time.perf_counter() - start, committed
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Worker:
     """One delivery worker under test: ``stoplist deliver`` from a given installation (its own
     process), or ``serve``: a ``DeliveryWorker`` in this process, on the writer's loop, as in
@@ -205,6 +218,10 @@ class Worker:
             self.proc = subprocess.Popen(
                 [self.where, "deliver"], env=env, stdout=out, stderr=subprocess.STDOUT
             )
+
+    def cpu(self) -> float | None:
+        """The worker process's CPU seconds so far (None: in this process, not separable)."""
+        return cpu_seconds(self.proc.pid) if self.proc is not None else None
 
     async def stop(self) -> None:
         if self.inproc is not None:
@@ -246,14 +263,15 @@ async def slowdown(
     url: str,
     receiver: Receiver,
     log: Path,
-    worker: Worker,
+    workers: list[Worker],
 ) -> dict[str, Any]:
     real_write = outbox.write
 
     async def no_outbox(s: Any, rows: Any) -> None:
         return None
 
-    rates: dict[str, list[float]] = {"no_outbox": [], "outbox": [], "subscribed": []}
+    phases = ["no_outbox", "outbox"] + [f"subscribed_{w.label}" for w in workers]
+    rates: dict[str, list[float]] = {k: [] for k in phases}
     n = args.slowdown_changes
     for round_ in range(2):
         outbox.write = no_outbox  # type: ignore[assignment]
@@ -262,21 +280,31 @@ async def slowdown(
         rates["no_outbox"].append(n / elapsed)
         elapsed, _ = await write_changes(services, f"plain{round_}-", n, args.writers, None)
         rates["outbox"].append(n / elapsed)
-        sub, _ = await hooks.create(receiver_url(receiver), None, None, "bench")
-        await worker.start(services, url, log)
-        try:
-            elapsed, done = await write_changes(services, f"sub{round_}-", n, args.writers, None)
-            rates["subscribed"].append(n / elapsed)
-            await wait_received(receiver, set(done), 300)
-        finally:
-            await worker.stop()
-            await hooks.delete(sub["id"])
+        for w in workers:
+            sub, _ = await hooks.create(receiver_url(receiver), None, None, "bench")
+            await w.start(services, url, log)
+            try:
+                await asyncio.sleep(1)  # the worker is up (its start is not the writer's cost)
+                elapsed, done = await write_changes(
+                    services, f"sub{round_}{w.label}-", n, args.writers, None
+                )
+                rates[f"subscribed_{w.label}"].append(n / elapsed)
+                await wait_received(receiver, set(done), 300)
+            finally:
+                await w.stop()
+                await hooks.delete(sub["id"])
+        print(
+            "slowdown round",
+            round_,
+            {k: round(v[-1]) for k, v in rates.items()},
+            file=sys.stderr,
+            flush=True,
+        )
     med = {k: statistics.median(v) for k, v in rates.items()}
     return {
         "changes_per_phase": n,
         "writes_per_s": {k: round(v) for k, v in med.items()},
-        "outbox_cost_pct": round(100 * (1 - med["outbox"] / med["no_outbox"]), 1),
-        "subscription_cost_pct": round(100 * (1 - med["subscribed"] / med["outbox"]), 1),
+        "vs_floor_pct": {k: round(100 * (med[k] / med["no_outbox"] - 1), 1) for k in phases[1:]},
         "rounds": {k: [round(x) for x in v] for k, v in rates.items()},
     }
 
@@ -333,8 +361,11 @@ async def lag(
     try:
         await asyncio.sleep(2)  # the worker is up
         receiver.take()
+        cpu0 = worker.cpu()
         elapsed, done = await write_changes(services, prefix, changes, writers, rate, batch)
         got = await wait_received(receiver, set(done), 900)
+        cpu1 = worker.cpu()
+        steps = await stages(services, sub["id"], done, got["arrived"])
     finally:
         await worker.stop()
         await hooks.delete(sub["id"])
@@ -351,9 +382,56 @@ async def lag(
         "lag_p50_s": round(lags[len(lags) // 2], 3),
         "lag_p99_s": round(lags[int(len(lags) * 0.99)], 3),
         "lag_max_s": round(lags[-1], 3),
+        "stages_p50_p99_s": steps,
+        "worker_cpu_ms_per_event": (
+            round(1000 * (cpu1 - cpu0) / max(len(lags), 1), 3)
+            if cpu0 is not None and cpu1 is not None
+            else None
+        ),
         "missing": got["missing"],
         "duplicates": got["duplicates"],
     }
+
+
+async def stages(
+    services: Any, sub_id: int, committed: dict[str, float], arrived: dict[str, float]
+) -> dict[str, list[float]]:
+    """p50 and p99 of each step of an event's way: commit → sequenced → claimed → received →
+    recorded (seconds; from the delivery rows of subscription ``sub_id``, one per address)."""
+    from sqlalchemy import select
+
+    from app.models import WebhookDelivery as D
+
+    # The claim leases a delivery for 2 x timeout + 30 s from the start of its round.
+    lease = 2 * services.settings.webhook_timeout_s + 30
+    async with services.db.read() as s:
+        q = select(D.order_key, D.created_at, D.next_attempt_at, D.finished_at).where(
+            D.subscription_id == sub_id, D.state == "sent"
+        )
+        rows = (await s.execute(q)).all()
+    steps: dict[str, list[float]] = {
+        "commit_to_sequenced": [],
+        "sequenced_to_claimed": [],
+        "claimed_to_received": [],
+        "received_to_recorded": [],
+    }
+    for address, sequenced, leased, finished in rows:
+        if address not in committed or address not in arrived:
+            continue
+        claimed = leased.timestamp() - lease
+        steps["commit_to_sequenced"].append(sequenced.timestamp() - committed[address])
+        steps["sequenced_to_claimed"].append(claimed - sequenced.timestamp())
+        steps["claimed_to_received"].append(arrived[address] - claimed)
+        steps["received_to_recorded"].append(finished.timestamp() - arrived[address])
+    out = {}
+    for name, values in steps.items():
+        values.sort()
+        out[name] = (
+            [round(values[len(values) // 2], 3), round(values[int(len(values) * 0.99)], 3)]
+            if values
+            else []
+        )
+    return out
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -374,9 +452,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"cpus": os.cpu_count(), "workers": [w.label for w in workers]}
     try:
         if args.slowdown_changes:
-            result["slowdown"] = await slowdown(
-                args, services, hooks, url, receiver, log, workers[0]
-            )
+            result["slowdown"] = await slowdown(args, services, hooks, url, receiver, log, workers)
         drains: dict[str, list[dict[str, Any]]] = {w.label: [] for w in workers}
         lags: dict[str, list[list[dict[str, Any]]]] = {w.label: [] for w in workers}
         # Rounds interleave the workers (A B A B ...): the machine's load hits them alike.

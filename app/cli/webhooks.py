@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from app.cli.common import JsonOpt, dump, out, run
+from app.cli.common import JsonOpt, dump, fast_event_loop, out, run
 from app.container import Services
 from app.suppression import parse_since
 from app.webhooks.service import WebhookService
@@ -19,7 +19,8 @@ webhooks_app = typer.Typer(help="Outbound webhook subscriptions.", no_args_is_he
 def deliver(
     migrate: Annotated[bool, typer.Option(help="Apply migrations first")] = False,
 ) -> None:
-    """Run the webhook delivery worker only (replicas share the work on PostgreSQL)."""
+    """Run the webhook delivery worker only (replicas share the work on PostgreSQL), on uvloop
+    as ``serve`` runs."""
     import logging
     import signal
 
@@ -43,7 +44,8 @@ def deliver(
         finally:
             await worker.stop()
 
-    run(go)
+    with fast_event_loop():
+        run(go)
 
 
 @webhooks_app.command("list")

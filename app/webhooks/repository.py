@@ -3,12 +3,27 @@ caller's session: the caller owns the transaction."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, exists, func, select, text, update
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Integer,
+    Table,
+    all_,
+    any_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -37,11 +52,13 @@ class Filter:
         return self.stream is None or scope in (None, "global", self.stream)
 
 
+_FILTERS = select(SUBSCRIPTIONS.c.id, SUBSCRIPTIONS.c.events, SUBSCRIPTIONS.c.stream)
+
+
 async def filters(s: AsyncSession) -> list[Filter]:
-    q = select(WebhookSubscription.id, WebhookSubscription.events, WebhookSubscription.stream)
     return [
         Filter(i, frozenset(ev) if ev is not None else None, st)
-        for i, ev, st in (await s.execute(q)).all()
+        for i, ev, st in (await s.execute(_FILTERS)).all()
     ]
 
 
@@ -57,32 +74,43 @@ def _delivery(sub: int, outbox_id: int, key: str | None, now: datetime) -> dict[
     }
 
 
-async def sequence(s: AsyncSession, dialect: str, now: datetime, limit: int) -> int:
-    """Give the next committed, unsequenced outbox rows (in id order) their feed positions and
-    a delivery per interested subscription; the number sequenced. One sequencer at a time: on
-    PostgreSQL whoever holds the transaction's advisory lock (the others skip), on SQLite the
-    process's write lock.
+_SEQUENCER_LOCK = select(func.pg_try_advisory_xact_lock(SEQUENCER_LOCK))
 
-    Round trips: one ``UPDATE … FROM (numbered rows) RETURNING`` takes the lock (PostgreSQL),
-    numbers the rows after the last position and returns them; when it returned rows, one read
-    of the subscriptions and one multi-row insert of the deliveries."""
+
+@functools.cache
+def _sequence_statement(dialect: str) -> Any:
+    """The numbering ``UPDATE`` of ``sequence`` (built once per dialect: a round builds none)."""
     pick, last = OUTBOX.alias("pick"), OUTBOX.alias("last")
     base = select(func.coalesce(func.max(last.c.position), 0)).scalar_subquery()
     numbered = select(pick.c.id, (base + func.row_number().over(order_by=pick.c.id)).label("pos"))
     numbered = numbered.where(pick.c.position.is_(None))
-    if dialect == "postgresql":
-        # An uncorrelated subquery: evaluated once, before the first row is taken.
-        locked = select(func.pg_try_advisory_xact_lock(SEQUENCER_LOCK)).scalar_subquery()
-        numbered = numbered.where(locked)
+    limit = bindparam("limit", type_=Integer)
     batch = numbered.order_by(pick.c.id).limit(limit).subquery("batch")
-    stmt = (
+    return (
         update(OUTBOX)
         .where(OUTBOX.c.id == batch.c.id)
         .values(position=batch.c.pos)
         .returning(OUTBOX.c.id, OUTBOX.c.type, OUTBOX.c.scope, OUTBOX.c.address)
         .execution_options(synchronize_session=False)
     )
-    rows = sorted((await s.execute(stmt)).all(), key=lambda r: int(r.id))
+
+
+async def sequence(s: AsyncSession, dialect: str, now: datetime, limit: int) -> int:
+    """Give the next committed, unsequenced outbox rows (in id order) their feed positions and
+    a delivery per interested subscription; the number sequenced. One sequencer at a time: on
+    PostgreSQL whoever holds the transaction's advisory lock (the others skip), on SQLite the
+    process's write lock.
+
+    Round trips: on PostgreSQL one for the lock; one ``UPDATE … FROM (numbered rows)
+    RETURNING`` numbers the rows after the last position and returns them; when it returned
+    rows, one read of the subscriptions and one multi-row insert of the deliveries. The lock is
+    a statement of its own: taken inside the ``UPDATE`` (as it was), it could be granted after
+    the statement's snapshot was taken, when the sequencer that held it had just committed, and
+    the rows that one had numbered were numbered again (a second delivery of the same events)."""
+    if dialect == "postgresql" and not await s.scalar(_SEQUENCER_LOCK):
+        return 0
+    result = await s.execute(_sequence_statement(dialect), {"limit": limit})
+    rows = sorted(result.all(), key=lambda r: int(r.id))
     if not rows:
         return 0
     subs = await filters(s)
@@ -98,8 +126,11 @@ async def sequence(s: AsyncSession, dialect: str, now: datetime, limit: int) -> 
     return len(rows)
 
 
+_HAS_SUBSCRIPTIONS = select(exists().where(SUBSCRIPTIONS.c.id.isnot(None)))
+
+
 async def has_subscriptions(s: AsyncSession) -> bool:
-    return bool(await s.scalar(select(exists().where(SUBSCRIPTIONS.c.id.isnot(None)))))
+    return bool(await s.scalar(_HAS_SUBSCRIPTIONS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +150,52 @@ class Claimed:
     data: dict[str, Any]
 
 
+@functools.cache
+def _claim_statements(dialect: str) -> tuple[Any, Any]:
+    """The two statements of ``claim`` (built once per dialect: a round builds none): the
+    ``SELECT`` of due deliveries (``now``, ``full``: the subscriptions that may take no more,
+    ``limit``) and the ``UPDATE`` that takes them (``ids``, ``lease``). On PostgreSQL the lists
+    are arrays (``= ANY``, ``<> ALL``), so the statement's text is the same whatever their
+    length, and its prepared form is reused."""
+    d = aliased(WebhookDelivery)
+    e = aliased(WebhookDelivery)
+    earlier = exists().where(
+        e.subscription_id == d.subscription_id,
+        e.order_key == d.order_key,
+        e.state == "pending",
+        e.id < d.id,
+    )
+    now = bindparam("now", type_=DELIVERIES.c.next_attempt_at.type)
+    lease = bindparam("lease", type_=DELIVERIES.c.next_attempt_at.type)
+    if dialect == "postgresql":
+        not_full = d.subscription_id != all_(bindparam("full", type_=ARRAY(Integer)))
+        chosen = DELIVERIES.c.id == any_(bindparam("ids", type_=ARRAY(BigInteger)))
+    else:
+        not_full = d.subscription_id.not_in(bindparam("full", expanding=True))
+        chosen = DELIVERIES.c.id.in_(bindparam("ids", expanding=True))
+    due = (
+        select(d.id, d.subscription_id)
+        .join(WebhookSubscription, WebhookSubscription.id == d.subscription_id)
+        .where(d.state == "pending", d.next_attempt_at <= now, WebhookSubscription.enabled)
+        .where(~earlier, not_full)
+        .order_by(d.next_attempt_at)
+        .limit(bindparam("limit", type_=Integer))
+    )
+    take = (
+        update(DELIVERIES)
+        .where(chosen)
+        .values(next_attempt_at=lease, attempts=DELIVERIES.c.attempts + 1)
+    )
+    if dialect == "postgresql":
+        due = due.with_for_update(of=d, skip_locked=True)
+        # One round trip: PostgreSQL returns the joined subscription and event with the update.
+        w, o = SUBSCRIPTIONS, OUTBOX
+        take = take.where(
+            w.c.id == DELIVERIES.c.subscription_id, o.c.id == DELIVERIES.c.outbox_id
+        ).returning(*_claimed_columns())
+    return due, take
+
+
 async def claim(
     s: AsyncSession,
     dialect: str,
@@ -134,46 +211,21 @@ async def claim(
     ``per_subscription``, no subscription gets more than that in all, counting the ``busy``
     ones it already has in flight. A taken delivery is due again at ``lease_until`` (a worker
     that died mid-request is retried)."""
-    d = aliased(WebhookDelivery)
-    e = aliased(WebhookDelivery)
-    earlier = exists().where(
-        e.subscription_id == d.subscription_id,
-        e.order_key == d.order_key,
-        e.state == "pending",
-        e.id < d.id,
-    )
-    q = (
-        select(d.id, d.subscription_id)
-        .join(WebhookSubscription, WebhookSubscription.id == d.subscription_id)
-        .where(d.state == "pending", d.next_attempt_at <= now, WebhookSubscription.enabled)
-        .where(~earlier)
-        .order_by(d.next_attempt_at)
-        .limit(limit)
-    )
+    due, take = _claim_statements(dialect)
     taken = dict(busy or {})
     cap = per_subscription if per_subscription is not None else limit
     full = sorted(sub for sub, n in taken.items() if n >= cap)
-    if full:
-        q = q.where(d.subscription_id.not_in(full))
-    if dialect == "postgresql":
-        q = q.with_for_update(of=d, skip_locked=True)
-    ids = _within_cap((await s.execute(q)).all(), taken, cap)
+    rows = (await s.execute(due, {"now": now, "full": full, "limit": limit})).all()
+    ids = _within_cap(rows, taken, cap)
     if not ids:
         return []
-    w, o = SUBSCRIPTIONS, OUTBOX
-    take = (
-        update(DELIVERIES)
-        .where(DELIVERIES.c.id.in_(ids))
-        .values(next_attempt_at=lease_until, attempts=DELIVERIES.c.attempts + 1)
-    )
+    params = {"ids": ids, "lease": lease_until}
     if dialect != "postgresql":
         # SQLite's RETURNING sees only the updated table: the rest is read after.
-        await s.execute(take)
+        await s.execute(take, params)
         return await _claimed(s, ids)
-    # One round trip: PostgreSQL returns the joined subscription and event with the update.
-    take = take.where(w.c.id == DELIVERIES.c.subscription_id, o.c.id == DELIVERIES.c.outbox_id)
-    rows = (await s.execute(take.returning(*_claimed_columns()))).all()
-    return sorted((Claimed(*r) for r in rows), key=lambda c: c.id)
+    claimed = (await s.execute(take, params)).all()
+    return sorted((Claimed(*r) for r in claimed), key=lambda c: c.id)
 
 
 def _claimed_columns() -> tuple[Any, ...]:

@@ -22,7 +22,8 @@ from app.intake.parse_pool import ParsingPool
 from app.models import OutboxEvent, WebhookDelivery, utcnow
 from app.settings import Settings
 from app.suppression import SuppressRequest
-from app.webhooks.guard import TargetRefused, judge, parse_networks
+from app.webhooks import guard
+from app.webhooks.guard import TargetRefused, check_target, judge, parse_networks
 from app.webhooks.sender import Sender
 from app.webhooks.service import WebhookService
 from app.webhooks.worker import DeliveryWorker
@@ -382,6 +383,41 @@ def test_guard_judges_every_address() -> None:
         judge("https", "hooks.example.com", ["93.184.216.34", "10.0.0.1"], ())
     with pytest.raises(TargetRefused):  # http only inside an allowed network
         judge("http", "hooks.example.com", ["93.184.216.34"], ())
+
+
+async def test_guard_judges_an_address_in_the_url_without_a_lookup(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    looked_up: list[str] = []
+
+    async def resolve(host: str, port: int) -> list[str]:
+        looked_up.append(host)
+        return ["10.0.0.1"]  # what a rebinding name would resolve to
+
+    monkeypatch.setattr(guard, "resolve", resolve)
+    target = await check_target("http://127.0.0.1:8080/hook", parse_networks(LOOPBACK))
+    assert (target.addresses, target.host_header) == (("127.0.0.1",), "127.0.0.1:8080")
+    target = await check_target("https://[2001:4860::8888]/hook", ())
+    assert (target.addresses, target.host, target.port) == (
+        ("2001:4860::8888",),
+        "2001:4860::8888",
+        443,
+    )
+    # Still judged: internal addresses are refused as they are when a name resolves to them.
+    for url in (
+        "https://10.0.0.1/hook",
+        "https://169.254.169.254/latest/meta-data",
+        "https://[::ffff:127.0.0.1]/hook",
+        "https://[fe80::1]/hook",
+        "http://93.184.216.34/hook",  # http outside the allowed networks
+    ):
+        with pytest.raises(TargetRefused):
+            await check_target(url, parse_networks(LOOPBACK))
+    assert looked_up == []
+    # A name is still looked up, and the addresses it resolves to are judged.
+    with pytest.raises(TargetRefused, match=r"10\.0\.0\.1"):
+        await check_target("https://hooks.example.com/hook", ())
+    assert looked_up == ["hooks.example.com"]
 
 
 async def test_redirects_are_not_followed(receiver: Receiver) -> None:

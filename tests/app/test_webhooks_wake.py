@@ -2,7 +2,8 @@
 worker in another process at once (an outbox row written by a bare connection, which no
 in-process hook sees), polling still finds rows when the notification is lost, an idle worker
 backs off while no subscription exists, two workers share one queue with ``SKIP LOCKED`` (each
-event once, per-address order kept), and a stop gives back what was claimed but not sent."""
+event once, per-address order kept), two sequencers racing number each row once, and a stop gives
+back what was claimed but not sent."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import select
 
+from app.db import Database
 from app.models import WebhookDelivery, utcnow
 from app.settings import Settings
 from app.suppression import SuppressRequest
@@ -184,6 +186,47 @@ async def test_two_workers_share_the_queue_each_event_once_in_order(pgenv: Env) 
         types = [p["type"] for _, p in got if p["data"]["address"] == a]
         assert types == ["suppression.created", "suppression.updated", "suppression.removed"]
     assert sent[0] > 0 and sent[1] > 0, sent
+
+
+async def test_two_sequencers_never_number_a_row_twice(pgenv: Env) -> None:
+    """Sequencers racing while rows are committed: every row gets one position and one
+    delivery per subscription (a lock granted after the numbering statement's snapshot gave the
+    rows the last holder had just numbered a second delivery)."""
+    await subscribe(pgenv, "http://127.0.0.1:9/hook")
+    conn = await asyncpg.connect(pgenv.settings.database_url.replace("+asyncpg", ""))
+    dbs = [Database(pgenv.settings, pool_size=1, pre_ping=False) for _ in range(2)]
+    done = asyncio.Event()
+
+    async def write() -> None:
+        for n in range(300):
+            await conn.execute(
+                "INSERT INTO outbox (created_at, type, address, scope, data)"
+                " SELECT now(), 'suppression.created', 'race' || g || '-' || $1::text, 'global',"
+                " '{}'::jsonb FROM generate_series(1, 5) AS g",
+                str(n),
+            )
+        done.set()
+
+    async def sequence(db: Database) -> None:
+        while not done.is_set():
+            async with db.write() as s:
+                await repository.sequence(s, "postgresql", utcnow(), 1000)
+        async with db.write() as s:  # what was committed last
+            await repository.sequence(s, "postgresql", utcnow(), 1000)
+
+    try:
+        await asyncio.gather(write(), sequence(dbs[0]), sequence(dbs[1]))
+        rows, positions, deliveries, twice = await conn.fetchrow(
+            "SELECT count(*), count(DISTINCT position),"
+            " (SELECT count(*) FROM webhook_deliveries),"
+            " (SELECT count(*) FROM (SELECT 1 FROM webhook_deliveries GROUP BY outbox_id"
+            "  HAVING count(*) > 1) AS d) FROM outbox"
+        )
+    finally:
+        await conn.close()
+        for db in dbs:
+            await db.dispose()
+    assert (rows, positions, deliveries, twice) == (1500, 1500, 1500, 0)
 
 
 async def test_stop_gives_back_what_was_claimed_but_not_sent(wenv: Env) -> None:
