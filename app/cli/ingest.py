@@ -105,7 +105,8 @@ def _ingest(
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
 
     async def go() -> None:
-        services = build_services(settings, auto_rebuild=False)
+        # No ping per checkout: a batch that fails on a dead connection is retried (runner.py).
+        services = build_services(settings, auto_rebuild=False, pre_ping=False)
         task = asyncio.current_task()
         assert task is not None
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
