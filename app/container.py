@@ -50,8 +50,11 @@ def build_signer(settings: Settings) -> Signer | None:
     )
 
 
-def build_services(settings: Settings, *, auto_rebuild: bool = True) -> Services:
-    db = Database(settings)
+def build_services(
+    settings: Settings, *, auto_rebuild: bool = True, pre_ping: bool = True
+) -> Services:
+    """``pre_ping=False``: see ``Database`` (for callers that retry a failed transaction)."""
+    db = Database(settings, pre_ping=pre_ping)
     cache: SuppressionCache
     if settings.redis_url and settings.redis_url.startswith(CLUSTER_SCHEME):
         cache = RedisClusterCache(

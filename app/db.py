@@ -4,6 +4,15 @@
 serialises writers of those addresses (read-then-write logic such as soft-bounce counting): on
 PostgreSQL with transaction-scoped advisory locks, on SQLite (one process, one writer) with a
 process-wide lock that every write takes anyway.
+
+PostgreSQL keeps every advisory lock in its shared lock table, which holds
+``max_locks_per_transaction`` x (``max_connections`` + ``max_prepared_transactions``) locks for
+all sessions together (6,400 by default): a transaction locking 20,000 addresses fails with "out
+of shared memory". So a transaction locks at most ``MAX_ADDRESS_LOCKS`` addresses one by one;
+each such writer also holds the "all addresses" lock shared, and a transaction naming more
+addresses takes that one lock exclusively instead (it waits for the per-address writers and they
+for it). Every lock is taken in one statement, the shared one first and the addresses in key
+order, so two writers never wait for each other in a circle.
 """
 
 from __future__ import annotations
@@ -46,9 +55,18 @@ def _advisory_key(address: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+# Per-address locks one transaction may hold (see the module docstring).
+MAX_ADDRESS_LOCKS = 1000
+# The "all addresses" lock, in the two-int key space (which never meets the bigint keys above).
+_ALL_ADDRESSES = {"space": 0x53544C53, "id": 1}  # "STLS"
+# Output expressions are evaluated after ORDER BY, so the address locks are taken in key order,
+# and after the shared lock (its CTE is scanned before the sort returns a row).
 _LOCK_MANY = text(
-    "SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS k ORDER BY k"
+    "WITH everything AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared(:space, :id)) "
+    "SELECT pg_advisory_xact_lock(k) FROM everything, unnest(CAST(:keys AS bigint[])) AS k "
+    "ORDER BY k"
 )
+_LOCK_ALL = text("SELECT pg_advisory_xact_lock(:space, :id)")
 
 
 def pooler_connect_args(pooler: str) -> dict[str, Any]:
@@ -138,12 +156,10 @@ class Database:
                 yield session
             return
         async with self.sessions() as session, session.begin():
-            if len(keys) == 1:
-                await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": keys[0]})
+            if len(keys) > MAX_ADDRESS_LOCKS:
+                await session.execute(_LOCK_ALL, _ALL_ADDRESSES)
             elif keys:
-                # One round trip for a batch. Output expressions are evaluated after ORDER BY, so
-                # the locks are taken in key order, like every other writer: no deadlock.
-                await session.execute(_LOCK_MANY, {"keys": keys})
+                await session.execute(_LOCK_MANY, {**_ALL_ADDRESSES, "keys": keys})
             yield session
 
     @asynccontextmanager

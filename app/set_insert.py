@@ -16,31 +16,36 @@ from typing import Any
 from sqlalchemy import JSON, Table, TextClause, text
 from sqlalchemy.dialects import postgresql
 
-__all__ = ["UnnestInsert"]
+__all__ = ["UnnestInsert", "both"]
 
 
 class UnnestInsert:
     """The set-based insert of ``columns`` of ``table`` (every column but the generated ones)."""
 
-    def __init__(self, table: Table, columns: Sequence[str], returning: str = "") -> None:
+    def __init__(
+        self, table: Table, columns: Sequence[str], returning: str = "", *, prefix: str = ""
+    ) -> None:
+        """``prefix``: of every bind name, so two of these can share one statement."""
         dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
         self.columns = tuple(columns)
+        self.prefix = prefix
         self._json = frozenset(
             c for c in self.columns if isinstance(table.c[c].type.dialect_impl(dialect), JSON)
         )
         arrays = []
         for name in self.columns:
             if name in self._json:
-                arrays.append(f"CAST(CAST(:{name} AS text[]) AS jsonb[])")
+                arrays.append(f"CAST(CAST(:{prefix}{name} AS text[]) AS jsonb[])")
             else:
                 kind = table.c[name].type.dialect_impl(dialect).compile(dialect=dialect)
-                arrays.append(f"CAST(:{name} AS {kind}[])")
+                arrays.append(f"CAST(:{prefix}{name} AS {kind}[])")
         tail = f" RETURNING {returning}" if returning else ""
         # Every name comes from the table's own columns; the values are bound.
-        self.statement: TextClause = text(
+        self.sql = (
             f"INSERT INTO {table.name} ({', '.join(self.columns)}) "  # noqa: S608
             f"SELECT * FROM unnest({', '.join(arrays)}){tail}"
         )
+        self.statement: TextClause = text(self.sql)
 
     def params(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
         """One list per column, in the order of ``rows`` (a missing key is NULL)."""
@@ -49,5 +54,13 @@ class UnnestInsert:
             values = [row.get(name) for row in rows]
             if name in self._json:  # None is JSON null, as SQLAlchemy writes it
                 values = [json.dumps(v) for v in values]
-            params[name] = values
+            params[self.prefix + name] = values
         return params
+
+
+def both(first: UnnestInsert, second: UnnestInsert) -> TextClause:
+    """``first`` and ``second`` in one statement (one round trip): ``first`` as a data-modifying
+    ``WITH``, which PostgreSQL runs to completion whether or not it is read. Their prefixes must
+    differ. Bind both ``params``."""
+    assert first.prefix != second.prefix
+    return text(f"WITH first AS ({first.sql}) {second.sql}")

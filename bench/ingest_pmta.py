@@ -130,7 +130,7 @@ def main() -> None:
     ap.add_argument("--db", default="stoplist_bench_ingest")
     ap.add_argument("--redis", default="redis://127.0.0.1:6379/14")
     ap.add_argument("--workdir", default="/tmp/stoplist-ingest-bench")
-    ap.add_argument("--batch-lines", type=int, default=1000)
+    ap.add_argument("--batch-lines", type=int, default=5000)
     ap.add_argument("--profile", action="store_true", help="run the ingest under cProfile")
     ap.add_argument(
         "--parse-process",

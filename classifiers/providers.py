@@ -8,6 +8,7 @@ name but Google's MX. The recipient domain covers consumer domains. The reply te
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 # host-name suffix -> provider; checked label by label from the right, so "x.google.com" matches
 # "google.com" but "notgoogle.com" does not.
@@ -153,6 +154,12 @@ def _by_suffix(host: str) -> str | None:
 
 def detect_provider(*, remote_mta: str | None, recipient_domain: str | None) -> str | None:
     """Name the provider from the replying host, else from the recipient's domain."""
+    return _detect(remote_mta, recipient_domain)
+
+
+# A log names a few hundred hosts and domains over and over: each pair is looked up once.
+@lru_cache(maxsize=8192)
+def _detect(remote_mta: str | None, recipient_domain: str | None) -> str | None:
     if remote_mta:
         provider = _by_suffix(_clean_host(remote_mta))
         if provider is not None:

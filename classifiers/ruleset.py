@@ -26,6 +26,7 @@ from typing import Any, Self
 
 from classifiers.anchors import AnchorScanner, lower_pattern, rule_anchors
 from classifiers.diagnostic import is_generic, normalise, parse_status
+from classifiers.masking import MaskedCache, Masker
 from classifiers.model import (
     HARD_REASONS,
     UNCLASSIFIED,
@@ -34,7 +35,7 @@ from classifiers.model import (
     Reason,
 )
 from classifiers.precedence import StatusScope, outranked, status_scope
-from classifiers.providers import detect_provider, provider_from_text
+from classifiers.providers import TEXT_HINTS, detect_provider, provider_from_text
 
 RULES_DIR = Path(__file__).parent / "rules"
 CACHE_SIZE = 8192
@@ -148,7 +149,13 @@ class RuleSet:
     def __init__(self, rules: Sequence[Rule]) -> None:
         self.rules: tuple[Rule, ...] = tuple(rules)
         self._scanner = AnchorScanner(a for rule in self.rules for a in rule.anchors or ())
-        self._decide_cached = lru_cache(maxsize=CACHE_SIZE)(self._decide)
+        # Two levels: the exact text (a reply repeated word for word), then the text with its
+        # recipient, client address and ids masked (masking.py: the same reply to another
+        # recipient), each bounded.
+        patterns = [p for rule in self.rules for p in rule.text]
+        patterns += [hint.pattern for _, hint in TEXT_HINTS]
+        self._masked = MaskedCache(self._decide, Masker(patterns), maxsize=CACHE_SIZE)
+        self._decide_cached = lru_cache(maxsize=CACHE_SIZE)(self._decide_masked)
 
     def __repr__(self) -> str:
         return f"RuleSet({len(self.rules)} rules)"
@@ -184,6 +191,17 @@ class RuleSet:
         if provider is None and (remote_mta or recipient_domain):
             provider = detect_provider(remote_mta=remote_mta, recipient_domain=recipient_domain)
         return self._decide_cached(status, reply_code, diagnostic, provider)
+
+    def _decide_masked(
+        self,
+        status: str | None,
+        reply_code: int | None,
+        diagnostic: str | None,
+        provider: str | None,
+    ) -> Classification:
+        if not diagnostic:
+            return self._decide(status, reply_code, diagnostic, provider)
+        return self._masked.get(status, reply_code, diagnostic, provider)
 
     def _decide(
         self,

@@ -19,7 +19,7 @@ import typer
 from app.cli.common import err, settings_or_exit
 from app.container import build_services
 from app.events import EventStore
-from app.ingest import Progress, ingest_log
+from app.ingest import DEFAULT_BATCH_LINES, Progress, ingest_log
 
 ingest_app = typer.Typer(
     help="Read MTA logs (PowerMTA accounting, Postfix mail log, KumoMTA JSON log).",
@@ -48,7 +48,7 @@ def pmta(
     path: PathArg,
     follow: FollowOpt = False,
     quiet: QuietOpt = False,
-    batch_lines: BatchOpt = 1000,
+    batch_lines: BatchOpt = DEFAULT_BATCH_LINES,
     flush_ms: FlushOpt = 200,
     parse_process: ParseProcessOpt = False,
 ) -> None:
@@ -60,7 +60,7 @@ def postfix(
     path: PathArg,
     follow: FollowOpt = False,
     quiet: QuietOpt = False,
-    batch_lines: BatchOpt = 1000,
+    batch_lines: BatchOpt = DEFAULT_BATCH_LINES,
     flush_ms: FlushOpt = 200,
     year: Annotated[
         int | None,
@@ -75,7 +75,7 @@ def kumomta(
     path: PathArg,
     follow: FollowOpt = False,
     quiet: QuietOpt = False,
-    batch_lines: BatchOpt = 1000,
+    batch_lines: BatchOpt = DEFAULT_BATCH_LINES,
     flush_ms: FlushOpt = 200,
 ) -> None:
     """KumoMTA JSON log records, one per line (decompress zstd-rotated logs first)."""
@@ -105,7 +105,8 @@ def _ingest(
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
 
     async def go() -> None:
-        services = build_services(settings, auto_rebuild=False)
+        # No ping per checkout: a batch that fails on a dead connection is retried (runner.py).
+        services = build_services(settings, auto_rebuild=False, pre_ping=False)
         task = asyncio.current_task()
         assert task is not None
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)

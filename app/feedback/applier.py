@@ -166,12 +166,12 @@ def _soft_crossings(
 ) -> list[tuple[int | None, Step, int]]:
     """The soft bounces that reach the threshold: (message id, step, count) each.
 
-    ``counts`` are the soft bounces in the window per address, this batch's included. The n-th
+    ``counts`` are the soft bounces in the window per address before this batch's. The n-th
     soft bounce of an address in the batch sees the count it would have seen alone, so the
     threshold is crossed where it would have been one message at a time."""
     crossed: list[tuple[int | None, Step, int]] = []
     for address, found in d.soft.items():
-        before = counts.get(address, 0) - len(found)
+        before = counts.get(address, 0)
         for nth, (i, mid, step) in enumerate(found, start=1):
             count = before + nth
             if count < settings.soft_bounce_threshold:
@@ -239,10 +239,11 @@ async def write_plans(
     locks of every address in :func:`plan_keys` (``Database.write(addresses)``).
 
     One read of the events these messages already wrote (a step whose event exists is skipped, so
-    applying a message twice writes nothing new), one multi-row insert of the recorded and
-    soft-bounce events, one count of the soft bounces in the window per address (see
-    :func:`_soft_crossings`), then the suppressions with their events
-    (``SuppressionService.write_suppressions``). Nothing is committed here.
+    applying a message twice writes nothing new), one count of the soft bounces in the window per
+    address before this batch's (see :func:`_soft_crossings`; the address locks keep it true
+    until the commit), one insert of the recorded and soft-bounce events with their outbound
+    events, then the suppressions with theirs (``SuppressionService.write_suppressions_fast``).
+    Nothing is committed here.
     """
     settings = services.settings
     addresses, message_ids = plan_keys(plans)
@@ -250,6 +251,10 @@ async def write_plans(
     d = _decide(plans, await _applied_keys(s, addresses, message_ids))
     requests = [_request(step, mid) for mid, step in d.suppress]
     written: Sequence[SuppressResult | Merged] = []
+    counts: dict[str, int] = {}
+    if d.soft:
+        since = now - timedelta(hours=settings.soft_bounce_window_h)
+        counts = await _soft_counts(s, sorted(d.soft), since)
     if d.events:
         rows = [_event_row(st, m, now) for m, st in d.events]
         outbox = [out for r in rows for out in webhooks_outbox.for_history(r, None)]
@@ -259,8 +264,6 @@ async def write_plans(
             await s.execute(EVENTS_TABLE.insert(), rows)
             await webhooks_outbox.write(s, outbox)
     if d.soft:
-        since = now - timedelta(hours=settings.soft_bounce_window_h)
-        counts = await _soft_counts(s, sorted(d.soft), since)
         for mid, step, count in _soft_crossings(d, counts, settings):
             requests.append(_soft_request(settings, step, mid, count, now))
     if requests:
@@ -300,10 +303,7 @@ async def preview_plans(
         d = _decide(plans, await _applied_keys(s, addresses, message_ids))
         if d.soft:
             since = utcnow() - timedelta(hours=services.settings.soft_bounce_window_h)
-            counts = await _soft_counts(s, sorted(d.soft), since)
-            # Nothing was inserted: count this batch's soft bounces as apply_plans would see them.
-            batch = {a: counts.get(a, 0) + len(found) for a, found in d.soft.items()}
-            _soft_crossings(d, batch, services.settings)
+            _soft_crossings(d, await _soft_counts(s, sorted(d.soft), since), services.settings)
     return d.results(plans)
 
 
@@ -365,7 +365,7 @@ async def _applied_keys(
 async def _soft_counts(
     s: AsyncSession, addresses: Sequence[str], since: datetime
 ) -> dict[str, int]:
-    """Soft bounces per address since ``since`` (the ones of this batch included, once written)."""
+    """Soft bounces per address since ``since`` (read before this batch's are written)."""
     q = (
         select(Event.address, func.count(Event.id))
         .where(

@@ -13,9 +13,10 @@ from app.ingest.progress import Progress, Totals
 from app.ingest.runner import Ingestor
 from app.ingest.service import ingest_log
 from app.ingest.sink import EventSink, RecordCounts
-from app.ingest.source import FileReader, PipeReader
+from app.ingest.source import DEFAULT_BATCH_LINES, FileReader, PipeReader
 
 __all__ = [
+    "DEFAULT_BATCH_LINES",
     "SOURCES",
     "EventSink",
     "FileReader",

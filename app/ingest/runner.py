@@ -1,8 +1,9 @@
 """The ingest loop: batches of lines -> events -> the event sink (one commit) -> the saved offset.
 
-Each batch is decoded while the previous one is being committed (the database works while this
-process parses); offsets are saved in order, each in its batch's transaction (deliveries are
-counted, not stored, so the offset is what makes a batch count once). When storage is
+Up to ``PARSE_AHEAD`` batches are decoded while the one before them is being committed (the
+database works while this process parses; the decoding pauses every ``FEED_LINES`` lines so the
+commit's statements go on meanwhile); offsets are saved in order, each in its batch's transaction
+(deliveries are counted, not stored, so the offset is what makes a batch count once). When storage is
 down the batch is retried with backoff, forever: the offset never moves past uncommitted lines,
 and the outage is logged once (and its end once).
 """
@@ -33,6 +34,10 @@ RETRY_FIRST_S: Final = 0.2
 RETRY_MAX_S: Final = 30.0
 # Batches handed to the decoder process ahead of the one being committed (memory: lines of each).
 PIPE_DEPTH: Final = 4
+# Batches parsed in-process ahead of the one being committed, and lines parsed between two looks
+# at the commit's statements.
+PARSE_AHEAD: Final = 2
+FEED_LINES: Final = 500
 
 
 class Reader(Protocol):
@@ -65,27 +70,44 @@ class Ingestor:
         """Until the reader ends (a file read, a pipe closed) or the task is cancelled."""
         if self.process is not None:
             return await self._run_piped(reader, self.process)
-        pending: asyncio.Task[None] | None = None
-        current: OpenedFile | None = None
+        queue: asyncio.Queue[tuple[Batch, LineBatch, Position] | None] = asyncio.Queue()
+        room = asyncio.Semaphore(PARSE_AHEAD)
+
+        async def produce() -> None:
+            current: OpenedFile | None = None
+            try:
+                async for lines in reader.batches():
+                    await room.acquire()
+                    if lines.file is not current:
+                        current = lines.file
+                        self.decoder.context = current.start.context
+                    batch = Batch()
+                    await self._feed(lines, batch)
+                    end = Position(lines.end.offset, lines.end.line, self.decoder.context)
+                    queue.put_nowait((batch, lines, end))
+            finally:
+                queue.put_nowait(None)  # unbounded (``room`` bounds it): never blocks
+
+        producer = asyncio.create_task(produce())
         try:
-            async for lines in reader.batches():
-                if lines.file is not current:
-                    current = lines.file
-                    self.decoder.context = current.start.context
-                batch = Batch()
-                self.decoder.feed(lines.lines, lines.first_line, batch)
-                end = Position(lines.end.offset, lines.end.line, self.decoder.context)
-                if pending is not None:
-                    await pending
-                pending = asyncio.create_task(self._commit(batch, lines, end))
-                await asyncio.sleep(0)  # let it send its first statement before we parse on
-            if pending is not None:
-                await pending
-                pending = None
+            while (item := await queue.get()) is not None:
+                room.release()
+                await self._commit(*item)
+            await producer  # the reader's error, if it stopped on one
         finally:
-            if pending is not None and not pending.done():
-                pending.cancel()
+            if not producer.done():
+                producer.cancel()
         return self.totals
+
+    async def _feed(self, lines: LineBatch, batch: Batch) -> None:
+        """Decode ``lines`` into ``batch`` a slice at a time, letting the commit in flight read
+        its answers and send its next statement in between (parsing holds the event loop)."""
+        feed = self.decoder.feed
+        text = lines.lines
+        for start in range(0, len(text), FEED_LINES):
+            if start:
+                await asyncio.sleep(0)
+            feed(text[start : start + FEED_LINES], lines.first_line + start, batch)
 
     async def _run_piped(self, reader: Reader, process: DecoderProcess) -> Totals:
         """``run`` with the decoder in ``process``: up to ``PIPE_DEPTH`` batches are being

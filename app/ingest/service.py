@@ -14,7 +14,7 @@ from app.ingest.pipeline import DecoderProcess
 from app.ingest.progress import Progress, Totals
 from app.ingest.runner import Ingestor, Reader
 from app.ingest.sink import EventSink
-from app.ingest.source import FileReader, PipeReader
+from app.ingest.source import DEFAULT_BATCH_LINES, FileReader, PipeReader
 
 
 async def ingest_log(
@@ -24,7 +24,7 @@ async def ingest_log(
     db: Database,
     sink: EventSink,
     follow: bool = False,
-    batch_lines: int = 1000,
+    batch_lines: int = DEFAULT_BATCH_LINES,
     flush_s: float = 0.2,
     year: int | None = None,
     progress: Progress | None = None,

@@ -25,6 +25,9 @@ from dataclasses import dataclass
 from typing import BinaryIO, Final
 
 FINGERPRINT_BYTES: Final = 1024
+# Lines per batch (one transaction each) unless told otherwise: a commit, its offset save and its
+# round trips are shared by this many lines; the per-address locks stay bounded (app.db).
+DEFAULT_BATCH_LINES: Final = 5000
 CHUNK_BYTES: Final = 1 << 20
 PIPE_CHUNK_BYTES: Final = 1 << 16
 # A "line" this long without a newline is handed on as it is (the parser reports it) rather than
@@ -141,7 +144,7 @@ class FileReader:
         resume: Resume,
         *,
         follow: bool = False,
-        batch_lines: int = 1000,
+        batch_lines: int = DEFAULT_BATCH_LINES,
         poll_s: float = 0.2,
     ) -> None:
         self.path = path
@@ -251,7 +254,12 @@ class PipeReader:
     lines trickling in are handed on within ``flush_s``; nothing to resume, no offsets."""
 
     def __init__(
-        self, stream: BinaryIO, *, name: str = "-", batch_lines: int = 1000, flush_s: float = 0.2
+        self,
+        stream: BinaryIO,
+        *,
+        name: str = "-",
+        batch_lines: int = DEFAULT_BATCH_LINES,
+        flush_s: float = 0.2,
     ) -> None:
         self.stream = stream
         self.name = name

@@ -27,6 +27,7 @@ __all__ = [
     "GRAINS",
     "KEY_COLUMNS",
     "MAIL_SOURCE",
+    "MAX_AHEAD",
     "OTHER_PROVIDER",
     "RATES",
     "Occurrence",
@@ -86,7 +87,7 @@ RATES: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
 _BOUNCE_OUTCOMES: Final = frozenset({"hard", "soft", "policy"})
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 # A clock far ahead of ours must not create buckets in the future.
-_MAX_AHEAD: Final = timedelta(minutes=5)
+MAX_AHEAD: Final = timedelta(minutes=5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +158,7 @@ def _event_counters(event: Event) -> tuple[str, ...]:
 
 
 def _when(time: datetime | None, now: datetime) -> datetime:
-    if time is None or time > now + _MAX_AHEAD:
+    if time is None or time > now + MAX_AHEAD:
         return now
     return time
 

@@ -14,7 +14,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import AuditEntry, Event, Suppression
-from app.set_insert import UnnestInsert
+from app.set_insert import UnnestInsert, both
 from app.suppression.merge import active_clause, active_sql
 from app.suppression.model import SuppressionFilter, scope_for
 from app.webhooks import outbox as webhooks_outbox
@@ -222,16 +222,23 @@ async def insert_events(
 
 
 _EVENTS_SET_INSERT = UnnestInsert(EVENTS_TABLE, [c.name for c in EVENTS_TABLE.c if c.name != "id"])
+_HISTORY_AND_OUTBOX = both(_EVENTS_SET_INSERT, webhooks_outbox.SET_INSERT)
 
 
 async def insert_history_set(
     s: AsyncSession, events: Sequence[dict[str, Any]], outbox: Sequence[dict[str, Any]] = ()
 ) -> None:
-    """:func:`insert_events` without audit entries, set-based (PostgreSQL only): one
-    ``INSERT … SELECT FROM unnest`` for the history rows, one for the outbound events."""
-    if events:
+    """:func:`insert_events` without audit entries, set-based (PostgreSQL only): the history rows
+    and their outbound events in one statement (two ``INSERT … SELECT FROM unnest``, the first a
+    ``WITH``), one round trip."""
+    if events and outbox:
+        params = _EVENTS_SET_INSERT.params(events) | webhooks_outbox.SET_INSERT.params(outbox)
+        await s.execute(_HISTORY_AND_OUTBOX, params)
+        webhooks_outbox.wrote(s)
+    elif events:
         await s.execute(_EVENTS_SET_INSERT.statement, _EVENTS_SET_INSERT.params(events))
-    await webhooks_outbox.write_set(s, outbox)
+    else:
+        await webhooks_outbox.write_set(s, outbox)
 
 
 async def rows_of(s: AsyncSession, address: str) -> list[Suppression]:

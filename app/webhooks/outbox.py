@@ -197,15 +197,23 @@ async def write(s: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
         s.sync_session.info[_WROTE] = True
 
 
-_SET_INSERT: Final = UnnestInsert(OUTBOX_TABLE, ("created_at", "type", "address", "scope", "data"))
+SET_INSERT: Final = UnnestInsert(
+    OUTBOX_TABLE, ("created_at", "type", "address", "scope", "data"), prefix="outbox_"
+)
 
 
 async def write_set(s: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
     """:func:`write` as one ``INSERT … SELECT FROM unnest`` (PostgreSQL only): the same rows, in
     the same order, with nothing bound per row."""
     if rows:
-        await s.execute(_SET_INSERT.statement, _SET_INSERT.params(rows))
-        s.sync_session.info[_WROTE] = True
+        await s.execute(SET_INSERT.statement, SET_INSERT.params(rows))
+        wrote(s)
+
+
+def wrote(s: AsyncSession) -> None:
+    """Say that ``s`` wrote outbox rows (by ``SET_INSERT`` in a statement of the caller's): the
+    ``on_commit`` callbacks run once it commits."""
+    s.sync_session.info[_WROTE] = True
 
 
 # Callbacks run after a commit that wrote outbox rows (a delivery worker in this process wakes

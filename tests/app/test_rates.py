@@ -373,3 +373,28 @@ async def test_deliveries_counted_by_key_add_up_as_their_events_do(env: Env) -> 
     async with env.services.db.read() as s:
         stored = await s.scalar(select(func.count()).select_from(DeliveryEvent))
     assert stored == len(others)
+
+
+def test_deliveries_merged_per_bucket_count_the_same_buckets() -> None:
+    """The per-second delivery keys of a batch are merged per 5-minute bucket before counting:
+    every grain's buckets and counts stay what they were; a time counted as ``now`` (none, or
+    too far ahead) is kept apart."""
+    from app.rates.model import delivery_occurrence
+    from app.rates.recorder import _by_bucket, _sum
+
+    now = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+    deliveries: dict[DeliveryKey, int] = {}
+    for second in range(-4000, 400, 7):
+        for domain in ("gmail.com", "example.net"):
+            time = now + timedelta(seconds=second)
+            key = (Source.PMTA, time, domain, "mx1.example.net", "news", "192.0.2.1", None, "v1")
+            deliveries[key] = second % 5 + 1
+    deliveries[(Source.PMTA, None, "example.net", None, None, None, None, None)] = 3
+    merged = _by_bucket(deliveries, now)
+    assert len(merged) < len(deliveries) / 10
+    assert sum(merged.values()) == sum(deliveries.values())
+
+    def counted(keys: dict[DeliveryKey, int]) -> dict[Any, dict[str, int]]:
+        return _sum((delivery_occurrence(k, now), n) for k, n in keys.items())
+
+    assert counted(merged) == counted(deliveries)
