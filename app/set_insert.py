@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import JSON, Table, TextClause, text
 from sqlalchemy.dialects import postgresql
 
-__all__ = ["UnnestInsert", "both"]
+__all__ = ["UnnestInsert", "chained"]
 
 
 class UnnestInsert:
@@ -58,9 +58,10 @@ class UnnestInsert:
         return params
 
 
-def both(first: UnnestInsert, second: UnnestInsert) -> TextClause:
-    """``first`` and ``second`` in one statement (one round trip): ``first`` as a data-modifying
-    ``WITH``, which PostgreSQL runs to completion whether or not it is read. Their prefixes must
-    differ. Bind both ``params``."""
-    assert first.prefix != second.prefix
-    return text(f"WITH first AS ({first.sql}) {second.sql}")
+def chained(*inserts: UnnestInsert) -> TextClause:
+    """``inserts`` in one statement (one round trip): all but the last as data-modifying
+    ``WITH``s, which PostgreSQL runs to completion whether or not they are read, in the order
+    given. Their prefixes must differ. Bind every one's ``params``."""
+    assert len(inserts) >= 2 and len({i.prefix for i in inserts}) == len(inserts)
+    withs = ", ".join(f"w{n} AS ({i.sql})" for n, i in enumerate(inserts[:-1]))
+    return text(f"WITH {withs} {inserts[-1].sql}")

@@ -12,9 +12,11 @@ asyncio HTTP server in a process of its own, answering 200 at once):
 1. **writer slowdown**, same run, phases interleaved (A B C… A B C…, medians): single-row
    changes through ``SuppressionService.suppress`` (what ``PUT /v1/suppressions/{address}``
    runs: one transaction per change) by ``--writers`` concurrent tasks, as fast as they go —
-   *no outbox* (the outbox insert patched out: the floor), *outbox, no subscription*, and, for
+   *no outbox* (no outbound event made: the floor), *outbox, no subscription*, and, for
    each ``--worker``, *outbox + a subscription being delivered to* (that worker and the
-   receiver busy beside the writer);
+   receiver busy beside the writer; the rows of the earlier phases are sequenced before the
+   subscription exists, so it delivers this phase's changes only; the worker's CPU per event
+   is reported), ``--slowdown-rounds`` rounds;
 2. **drain**: ``--drain-changes`` written with the worker stopped, then the worker started: events
    per second it delivers from a backlog;
 3. **lag**: ``--changes`` changes paced at ``--rate`` per second (``--batch`` per transaction,
@@ -69,8 +71,9 @@ from app.db import run_migrations  # noqa: E402
 from app.models import utcnow  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from app.suppression import SuppressRequest  # noqa: E402
-from app.webhooks import outbox  # noqa: E402
 from app.webhooks.service import WebhookService  # noqa: E402
+from app.webhooks.worker import DeliveryWorker  # noqa: E402
+from bench.outbox_cost import without_outbox  # noqa: E402
 
 # --------------------------------------------------------------------------------- receiver
 
@@ -265,31 +268,34 @@ async def slowdown(
     log: Path,
     workers: list[Worker],
 ) -> dict[str, Any]:
-    real_write = outbox.write
-
-    async def no_outbox(s: Any, rows: Any) -> None:
-        return None
-
     phases = ["no_outbox", "outbox"] + [f"subscribed_{w.label}" for w in workers]
     rates: dict[str, list[float]] = {k: [] for k in phases}
+    cpu: dict[str, list[float]] = {w.label: [] for w in workers}
     n = args.slowdown_changes
-    for round_ in range(2):
-        outbox.write = no_outbox  # type: ignore[assignment]
-        elapsed, _ = await write_changes(services, f"floor{round_}-", n, args.writers, None)
-        outbox.write = real_write  # type: ignore[assignment]
+    for round_ in range(args.slowdown_rounds):
+        with without_outbox():
+            elapsed, _ = await write_changes(services, f"floor{round_}-", n, args.writers, None)
         rates["no_outbox"].append(n / elapsed)
         elapsed, _ = await write_changes(services, f"plain{round_}-", n, args.writers, None)
         rates["outbox"].append(n / elapsed)
         for w in workers:
+            # The rows written so far get their positions while no subscription wants them:
+            # the subscribed phase delivers its own changes only.
+            while await DeliveryWorker(services.db, hooks).sequence():
+                pass
             sub, _ = await hooks.create(receiver_url(receiver), None, None, "bench")
             await w.start(services, url, log)
             try:
                 await asyncio.sleep(1)  # the worker is up (its start is not the writer's cost)
+                before = w.cpu()
                 elapsed, done = await write_changes(
                     services, f"sub{round_}{w.label}-", n, args.writers, None
                 )
                 rates[f"subscribed_{w.label}"].append(n / elapsed)
                 await wait_received(receiver, set(done), 300)
+                after = w.cpu()
+                if before is not None and after is not None:
+                    cpu[w.label].append(1000 * (after - before) / n)
             finally:
                 await w.stop()
                 await hooks.delete(sub["id"])
@@ -306,6 +312,7 @@ async def slowdown(
         "writes_per_s": {k: round(v) for k, v in med.items()},
         "vs_floor_pct": {k: round(100 * (med[k] / med["no_outbox"] - 1), 1) for k in phases[1:]},
         "rounds": {k: [round(x) for x in v] for k, v in rates.items()},
+        "worker_cpu_ms_per_event": {k: [round(x, 3) for x in v] for k, v in cpu.items() if v},
     }
 
 
@@ -504,6 +511,9 @@ def main() -> None:
     parser.add_argument("--slow-changes", type=int, default=10_000)
     parser.add_argument("--slow-rate", type=float, default=200.0)
     parser.add_argument("--slowdown-changes", type=int, default=2000)
+    parser.add_argument(
+        "--slowdown-rounds", type=int, default=2, help="rounds of the writer-slowdown phases"
+    )
     parser.add_argument("--drain-changes", type=int, default=20_000)
     parser.add_argument("--pg-url", default="postgresql+asyncpg://postgres@127.0.0.1:5432/test")
     parser.add_argument(

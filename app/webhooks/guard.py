@@ -13,6 +13,7 @@ it stands, which spares every request to it a resolver call in the loop's thread
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 from collections.abc import Sequence
@@ -127,6 +128,7 @@ def judge(scheme: str, host: str, addresses: Sequence[str], allowed: Sequence[Ne
         raise TargetRefused("the URL must be https:// (http only for allowed networks)")
 
 
+@functools.lru_cache(maxsize=4096)
 def literal_address(host: str) -> str | None:
     """``host`` as an address when it is written as one (``192.0.2.1``, ``2001:db8::1``), else
     None. Only the usual forms: ``127.1`` or ``0x7f.1`` are names here, which the resolver

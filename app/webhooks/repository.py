@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from app.models import OutboxEvent, WebhookDelivery, WebhookSubscription
+from app.set_insert import UnnestInsert
 
 OUTBOX: Table = OutboxEvent.__table__  # type: ignore[assignment]
 DELIVERIES: Table = WebhookDelivery.__table__  # type: ignore[assignment]
@@ -74,6 +75,19 @@ def _delivery(sub: int, outbox_id: int, key: str | None, now: datetime) -> dict[
     }
 
 
+_DELIVERIES_SET_INSERT = UnnestInsert(
+    DELIVERIES,
+    (
+        "subscription_id",
+        "outbox_id",
+        "order_key",
+        "state",
+        "attempts",
+        "next_attempt_at",
+        "created_at",
+    ),
+)
+
 _SEQUENCER_LOCK = select(func.pg_try_advisory_xact_lock(SEQUENCER_LOCK))
 
 
@@ -103,7 +117,8 @@ async def sequence(s: AsyncSession, dialect: str, now: datetime, limit: int) -> 
 
     Round trips: on PostgreSQL one for the lock; one ``UPDATE … FROM (numbered rows)
     RETURNING`` numbers the rows after the last position and returns them; when it returned
-    rows, one read of the subscriptions and one multi-row insert of the deliveries. The lock is
+    rows, one read of the subscriptions and one insert of the deliveries (``unnest`` of arrays
+    on PostgreSQL). The lock is
     a statement of its own: taken inside the ``UPDATE`` (as it was), it could be granted after
     the statement's snapshot was taken, when the sequencer that held it had just committed, and
     the rows that one had numbered were numbered again (a second delivery of the same events)."""
@@ -121,7 +136,9 @@ async def sequence(s: AsyncSession, dialect: str, now: datetime, limit: int) -> 
         for f in subs
         if f.wants(r.type, r.scope)
     ]
-    if deliveries:
+    if deliveries and dialect == "postgresql":
+        await s.execute(_DELIVERIES_SET_INSERT.statement, _DELIVERIES_SET_INSERT.params(deliveries))
+    elif deliveries:
         await s.execute(DELIVERIES.insert(), deliveries)
     return len(rows)
 
@@ -148,6 +165,7 @@ class Claimed:
     type: str
     created_at: datetime
     data: dict[str, Any]
+    failing_since: datetime | None  # the endpoint's failure record when this was claimed
 
 
 @functools.cache
@@ -242,6 +260,7 @@ def _claimed_columns() -> tuple[Any, ...]:
         o.c.type,
         o.c.created_at,
         o.c.data,
+        w.c.failing_since,
     )
 
 
@@ -290,6 +309,9 @@ class Outcome:
     status: int | None
     error: str | None
     next_at: datetime | None
+    # Whether the endpoint had a failure record when the delivery was claimed: only then does
+    # a success need to clear it (a round without failures writes no subscription row).
+    was_failing: bool = True
 
 
 _FINISH = (
@@ -360,10 +382,13 @@ async def finish(
 async def _record_health(
     s: AsyncSession, outcomes: Sequence[Outcome], now: datetime, disable_before: datetime
 ) -> list[int]:
-    """A success clears an endpoint's failure record; a failure starts it (``failing_since``)
-    and disables the endpoint once it is older than ``disable_before``."""
+    """A success clears an endpoint's failure record (when its delivery was claimed while the
+    record existed: a record made after the claim is cleared by the next success); a failure
+    starts it (``failing_since``) and disables the endpoint once it is older than
+    ``disable_before``."""
     healthy = {o.subscription_id for o in outcomes if o.state == "sent"}
     failing = {o.subscription_id for o in outcomes} - healthy
+    healthy = {o.subscription_id for o in outcomes if o.state == "sent" and o.was_failing}
     if healthy:
         await s.execute(
             update(SUBSCRIPTIONS)

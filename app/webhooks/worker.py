@@ -50,6 +50,10 @@ CLAIM_AHEAD = 2
 # How long finished requests may gather before the round that records them (adds at most
 # this to the time before an address's next event may go; one transaction for many outcomes).
 ROUND_GATHER_S = 0.01
+# The shortest time from one round's start to the next's, whatever woke the worker: under a
+# stream of commits (each a wake-up) rounds come at most this often, each taking what the
+# commits of the interval wrote, instead of one round (a transaction) per commit.
+ROUND_SPACING_S = 0.025
 # The poll interval while PostgreSQL's NOTIFY wakes the worker (polling is only the fallback,
 # and what finds retries coming due), and the longest one when no subscription exists.
 LISTENING_POLL_S = 1.0
@@ -80,7 +84,8 @@ class DeliveryWorker:
     share), and ``CLAIM_AHEAD`` times as many claimed. A round runs when a request finished (after
     ``ROUND_GATHER_S``), when a commit wrote outbox rows (in this process, or on PostgreSQL in
     any: ``NOTIFY``), and otherwise every ``idle_s`` (``LISTENING_POLL_S`` while listening; up to
-    ``NO_SUBSCRIPTION_POLL_S`` while no subscription exists). ``step`` is one whole round
+    ``NO_SUBSCRIPTION_POLL_S`` while no subscription exists), never sooner than
+    ``ROUND_SPACING_S`` after the previous round started. ``step`` is one whole round
     (claim, send, record), for tests.
     """
 
@@ -98,6 +103,7 @@ class DeliveryWorker:
             self.settings.webhook_subscription_concurrency, self.settings.webhook_concurrency
         )
         self._last_stats = 0.0
+        self._round_at = 0.0  # when the last round started (the loop's clock)
         self._last_purge = 0.0
         self._in_flight: dict[int, int] = {}  # subscription -> requests in flight
         self._held: dict[int, int] = {}  # subscription -> claimed, not finished (queued or sent)
@@ -187,8 +193,11 @@ class DeliveryWorker:
             self._poll_s = min(max(self._poll_s, self.idle_s) * 2, longest)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), self._poll_s)
-        if self._sends and not self._stopping:
-            await asyncio.sleep(ROUND_GATHER_S)
+        delay = self._round_at + ROUND_SPACING_S - asyncio.get_running_loop().time()
+        if self._sends:
+            delay = max(delay, ROUND_GATHER_S)
+        if delay > 0 and not self._stopping:
+            await asyncio.sleep(delay)
 
     async def _wind_down(self) -> None:
         """Let the requests in flight finish (then cancel them: retried after their lease),
@@ -211,6 +220,7 @@ class DeliveryWorker:
     async def _round(self) -> tuple[int, int]:
         """Record, sequence and claim in one transaction, then start sending; how many rows
         were sequenced and deliveries claimed."""
+        self._round_at = asyncio.get_running_loop().time()
         outcomes, self._outcomes = self._outcomes, []
         now = utcnow()
         try:
@@ -321,7 +331,9 @@ class DeliveryWorker:
     def _outcome(self, c: Claimed, a: Attempt) -> Outcome:
         if a.ok:
             SENT.inc()
-            return Outcome(c.id, c.subscription_id, "sent", a.status, None, None)
+            return Outcome(
+                c.id, c.subscription_id, "sent", a.status, None, None, c.failing_since is not None
+            )
         delay = next_delay(self.settings.webhook_retry_delays_s, c.attempts, a.retry_after_s)
         if delay is None:
             DEAD.inc()

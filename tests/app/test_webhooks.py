@@ -292,6 +292,24 @@ async def test_failing_endpoint_is_disabled_and_re_enabled(wenv: Env, receiver: 
     assert states == ["sent"]
 
 
+async def test_a_success_clears_the_failure_record(wenv: Env, receiver: Receiver) -> None:
+    """A failed attempt records the endpoint as failing; the retry that succeeds (claimed
+    while the record existed) clears it, so the endpoint is never disabled for an old failure."""
+    sub, _ = await subscribe(wenv, receiver.url)
+    receiver.answers = [(500, {})]
+    worker = worker_for(wenv, webhook_retry_delays_s=[0.3, 0.3])
+    try:
+        await put(wenv, "recovers@example.com")
+        await worker.step()
+        r = await wenv.client.get(f"/v1/webhooks/{sub}", headers=wenv.auth("admin"))
+        assert r.json()["failing_since"] is not None
+        await drain(worker, lambda: len(receiver.requests) >= 2)
+    finally:
+        await worker.stop()
+    r = await wenv.client.get(f"/v1/webhooks/{sub}", headers=wenv.auth("admin"))
+    assert r.json()["enabled"] is True and r.json()["failing_since"] is None
+
+
 async def test_rotation_signs_with_both_secrets(wenv: Env, receiver: Receiver) -> None:
     sub, old = await subscribe(wenv, receiver.url)
     r = await wenv.client.patch(
