@@ -29,7 +29,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import DB_ERRORS, Database
 from app.models import utcnow
 from app.webhooks import outbox, repository
-from app.webhooks.repository import Claimed, Outcome
+from app.webhooks.outcomes import Outcome, finish
+from app.webhooks.repository import Claimed
 from app.webhooks.sender import Attempt, Sender
 from app.webhooks.service import WebhookService, event_body, message_id
 from app.webhooks.signing import SecretError
@@ -313,7 +314,7 @@ class DeliveryWorker:
 
     async def _finish(self, s: AsyncSession, outcomes: list[Outcome], now: datetime) -> None:
         before = now - timedelta(hours=self.settings.webhook_disable_after_h)
-        for sub in await repository.finish(s, self.db.dialect, outcomes, now, before):
+        for sub in await finish(s, self.db.dialect, outcomes, now, before):
             log.warning(
                 "webhook subscription %s disabled: every attempt failed since %s", sub, before
             )
