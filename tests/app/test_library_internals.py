@@ -14,6 +14,8 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 from aiosmtpd.smtp import SMTP
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from redis.asyncio.connection import Connection, ConnectionPool
 
 from app.cache import resp
@@ -31,6 +33,65 @@ async def test_a_changed_aiosmtpd_is_noticed(monkeypatch: pytest.MonkeyPatch) ->
     found = internals.problems(asyncio.get_running_loop())
     assert any("_set_post_data_state is gone" in p for p in found)
     assert any("_timeout_cb takes (self, reason)" in p for p in found)
+
+
+# MAIL / RCPT arguments: what MTAs send (with parameters, the null path), and what they should not.
+PATHS = [
+    "", "<>", "<> SIZE=100", "<>  ", " <>", "<>x", "<> (c) SIZE=1", "<>\tSIZE=1",
+    "<a@b.c>", " <a@b.c>", "<A@B.C>", "<a.b+c@d-e.f>", "<a=b@c.d>", "<a@-b.c>",
+    "<a@b.c> SIZE=10 BODY=8BITMIME", "<a@b.c>\tSIZE=1", "<a@b.c>  SIZE=1  ", "<a@b.c> SIZE=1\t",
+    "<a@b.c> (c) SIZE=1", "<a@b.c>(c)", '<a@b.c> "x"', "<a@b.c>>", "<a@b.c> <x>", "<a@b.c>x",
+    "<a@b.c>  ", '<"q x"@b.c>', "<@r.s:a@b.c>", "<a@[1.2.3.4]>", "<ü@b.c>", "<a b@c.d>",
+    "<.a@b.c>", "<a..b@c.d>", "<a@b..c>", "<a@b.c.>", "<a@b.c", "a@b.c", "a@b.c SIZE=1",
+    "<" + "x" * 64 + "@b.c>", "<" + "x" * 65 + "@b.c>", "<bounces+123-abc=example.org@mx.example>",
+]  # fmt: skip
+
+
+def _sessions() -> tuple[SMTP, internals.AiosmtpdSession]:
+    loop = asyncio.new_event_loop()
+    try:
+        return SMTP(handler=object(), loop=loop), internals.AiosmtpdSession(object(), loop=loop)
+    finally:
+        loop.close()
+
+
+@pytest.mark.parametrize("arg", PATHS)
+def test_the_address_parsing_returns_what_aiosmtpd_returns(arg: str) -> None:
+    theirs, ours = _sessions()
+    assert ours._getaddr(arg) == theirs._getaddr(arg)
+
+
+_PATH_PART = st.text(alphabet='ab.@<>()" -+=_[]:\t\u00fc', max_size=12)
+
+
+_ATOM = st.text(alphabet="aZ9!#$%&'*+-/=?^_`{|}~.\u00fc\"", min_size=0, max_size=8)
+_PATHS = st.one_of(
+    st.lists(_PATH_PART, min_size=1, max_size=4).map("".join),
+    st.builds(
+        lambda lead, local, domain, close, rest: f"{lead}<{local}@{domain}{close}{rest}",
+        st.sampled_from(["", " ", "\t"]),
+        _ATOM,
+        _ATOM,
+        st.sampled_from([">", "", ">>"]),
+        st.sampled_from(["", " ", "  SIZE=1", "\tBODY=8BITMIME ", " (c) x", "(c)", "x", " <y>"]),
+    ),
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_PATHS)
+def test_the_address_parsing_returns_what_aiosmtpd_returns_on_any_text(arg: str) -> None:
+    theirs, ours = _SESSIONS
+    try:
+        expected = theirs._getaddr(arg)
+    except Exception as exc:  # aiosmtpd's parser raising: ours must raise the same
+        with pytest.raises(type(exc)):
+            ours._getaddr(arg)
+        return
+    assert ours._getaddr(arg) == expected
+
+
+_SESSIONS = _sessions()
 
 
 async def test_unread_and_drop_unread_on_a_real_stream_reader() -> None:

@@ -3,7 +3,8 @@
 asyncio's ``StreamReader`` has no public way to push bytes back or to drop them (its buffer is a
 bytearray; aiosmtpd clears it itself after STARTTLS). aiosmtpd's ``SMTP`` has no public hook for
 its per-command timeout, the call of a handler hook, the reset after DATA, its TLS state or its
-reader. :class:`AiosmtpdSession` gives each a public name; subclasses use only those.
+reader. :class:`AiosmtpdSession` gives each a public name; subclasses use only those. It also
+replaces aiosmtpd's address parsing with a faster one that returns the same.
 :func:`problems` says what no longer matches the versions pinned in pyproject.toml (aiosmtpd
 1.4.x, CPython 3.11+): the sink refuses to start then, and a test runs it on every change.
 """
@@ -12,9 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from typing import Any
+import re
+from email._header_value_parser import get_addr_spec, get_angle_addr
+from email.errors import HeaderParseError
+from typing import Any, Final
 
 from aiosmtpd.smtp import SMTP
+
+_ATEXT: Final = r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+"
+# ``<local@domain>`` with both parts dot-atoms of ASCII atext, then spaces: the path nearly every
+# MAIL and RCPT carries, which email's parser reads the same way (tested against aiosmtpd).
+_SIMPLE_PATH: Final = re.compile(
+    rf"[ \t]*<({_ATEXT}(?:\.{_ATEXT})*@{_ATEXT}(?:\.{_ATEXT})*)>[ \t]*"
+)
+_NULL_PATH: Final = re.compile(r"[ \t]*<>")
 
 
 def _buffer_of(reader: asyncio.StreamReader) -> bytearray:
@@ -71,6 +83,31 @@ class AiosmtpdSession(SMTP):
     def _timeout_cb(self) -> None:
         self.on_command_timeout()
 
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """The address of a MAIL or RCPT argument and the rest (its parameters), as aiosmtpd's
+        own ``_getaddr`` returns them, which defines a ``typing.Protocol`` class on every call
+        (~45 µs, twice per message). The common paths are read by a regular expression; anything
+        else by the same parser aiosmtpd uses."""
+        if not arg:
+            return "", ""
+        null = _NULL_PATH.match(arg)
+        if null is not None:
+            return "<>", arg[null.end() :]
+        simple = _SIMPLE_PATH.match(arg)
+        if simple is not None and not arg.startswith("(", simple.end()):
+            addr: str = simple.group(1)
+            rest = arg[simple.end() :]
+        else:
+            parse = get_angle_addr if arg.lstrip().startswith("<") else get_addr_spec
+            try:
+                address, rest = parse(arg)
+            except HeaderParseError:
+                return None, None
+            addr = address.addr_spec
+        if self.local_part_limit and len(addr.rpartition("@")[0]) > self.local_part_limit:
+            return None, None
+        return addr, rest
+
     async def _call_handler_hook(self, command: str, *args: Any) -> Any:
         return await self.call_handler_hook(command, *args)
 
@@ -78,6 +115,7 @@ class AiosmtpdSession(SMTP):
 # Private methods used or overridden above, with the parameters they take.
 _METHODS = {
     "_timeout_cb": ["self"],
+    "_getaddr": ["self", "arg"],
     "_call_handler_hook": ["self", "command", "args"],
     "_set_post_data_state": ["self"],
 }
