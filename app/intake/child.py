@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import multiprocessing
 import os
@@ -201,6 +202,10 @@ async def _child(settings: Settings, wake: Connection) -> None:
     keeper = asyncio.create_task(housekeeping(services))
     try:
         await intake.processor.start()
+        # What start-up built lives as long as the process: out of the cyclic GC's scans, as in
+        # the service (``app.main``), so the full collections that processing's allocations
+        # trigger do not walk every imported module again.
+        gc.freeze()
         loop.add_reader(fd, on_wake)
         await stop.wait()
     finally:

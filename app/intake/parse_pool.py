@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import multiprocessing
 import os
@@ -105,6 +106,7 @@ def _worker_init(memory_mb: int) -> None:
     # parse timeout would be spent on loading them (a restarted pool's first message, say).
     with contextlib.suppress(Exception):
         analyse_message(_WARM_UP)
+    gc.freeze()  # the loaded parsers and rules: out of the cyclic GC's scans for good
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     try:
         import resource
