@@ -27,7 +27,7 @@ from app.rates import Occurrence, mail_occurrence, record_occurrences
 from app.settings import Settings
 from app.streams import GLOBAL_SCOPE
 from app.suppression import SuppressRequest, SuppressResult
-from app.suppression.repository import EVENTS_TABLE, insert_history_set
+from app.suppression.repository import insert_events
 from app.suppression.set_merge import Merged
 from app.webhooks import outbox as webhooks_outbox
 from dsn.model import MessageAnalysis
@@ -258,11 +258,7 @@ async def write_plans(
     if d.events:
         rows = [_event_row(st, m, now) for m, st in d.events]
         outbox = [out for r in rows for out in webhooks_outbox.for_history(r, None)]
-        if services.db.dialect == "postgresql":
-            await insert_history_set(s, rows, outbox)
-        else:
-            await s.execute(EVENTS_TABLE.insert(), rows)
-            await webhooks_outbox.write(s, outbox)
+        await insert_events(s, rows, [], outbox)
     if d.soft:
         for mid, step, count in _soft_crossings(d, counts, settings):
             requests.append(_soft_request(settings, step, mid, count, now))

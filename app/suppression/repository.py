@@ -237,30 +237,13 @@ _EVENTS_SET_INSERT = UnnestInsert(EVENTS_TABLE, [c.name for c in EVENTS_TABLE.c 
 _AUDIT_SET_INSERT = UnnestInsert(
     AUDIT_TABLE, [c.name for c in AUDIT_TABLE.c if c.name != "id"], prefix="audit_"
 )
-_HISTORY_AND_OUTBOX = chained(_EVENTS_SET_INSERT, webhooks_outbox.SET_INSERT)
 # ``insert_events`` on PostgreSQL, by (audit entries?, outbound events?).
 _CHAINED = {
     (False, False): _EVENTS_SET_INSERT.statement,
     (True, True): chained(_EVENTS_SET_INSERT, _AUDIT_SET_INSERT, webhooks_outbox.SET_INSERT),
     (True, False): chained(_EVENTS_SET_INSERT, _AUDIT_SET_INSERT),
-    (False, True): _HISTORY_AND_OUTBOX,
+    (False, True): chained(_EVENTS_SET_INSERT, webhooks_outbox.SET_INSERT),
 }
-
-
-async def insert_history_set(
-    s: AsyncSession, events: Sequence[dict[str, Any]], outbox: Sequence[dict[str, Any]] = ()
-) -> None:
-    """:func:`insert_events` without audit entries, set-based (PostgreSQL only): the history rows
-    and their outbound events in one statement (two ``INSERT … SELECT FROM unnest``, the first a
-    ``WITH``), one round trip."""
-    if events and outbox:
-        params = _EVENTS_SET_INSERT.params(events) | webhooks_outbox.SET_INSERT.params(outbox)
-        await s.execute(_HISTORY_AND_OUTBOX, params)
-        webhooks_outbox.wrote(s)
-    elif events:
-        await s.execute(_EVENTS_SET_INSERT.statement, _EVENTS_SET_INSERT.params(events))
-    else:
-        await webhooks_outbox.write_set(s, outbox)
 
 
 async def rows_of(s: AsyncSession, address: str) -> list[Suppression]:

@@ -207,8 +207,8 @@ class SuppressionService(SuppressionLookup):
         """:meth:`write_suppressions`, set-based where it can be: on PostgreSQL, for requests of
         distinct (address, scope) pairs that name no actor (the intake's batches), one statement
         merges them all (``set_merge.merge_many``, the never-weaken rule generated from
-        ``app.suppression.merge``), one inserts their events and one their outbound events; no
-        ORM object is made. Otherwise (and when one of the pairs revives an entry whose expiry is not
+        ``app.suppression.merge``), one inserts their events with their outbound events; no ORM
+        object is made. Otherwise (and when one of the pairs revives an entry whose expiry is not
         recorded yet, which must say ``suppression.removed`` first) :meth:`write_suppressions`."""
         checked = [validate_request(r, now) for r in requests]
         keys = [(r.address, r.stream or GLOBAL_SCOPE) for r in checked]
@@ -226,7 +226,7 @@ class SuppressionService(SuppressionLookup):
         outbox: list[dict[str, Any]] = []
         for event, m in zip(events, results, strict=True):
             outbox += webhooks_outbox.for_history(event, _change(m, m.was_active), m)
-        await repository.insert_history_set(s, events, outbox)
+        await repository.insert_events(s, events, [], outbox)
         return results
 
     async def unsuppress(

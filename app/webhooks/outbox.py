@@ -194,20 +194,14 @@ async def write(s: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
     callbacks run once it commits."""
     if rows:
         await s.execute(OUTBOX_TABLE.insert(), list(rows))
-        s.sync_session.info[_WROTE] = True
+        wrote(s)
 
 
+# The set-based insert of outbox rows (PostgreSQL), for a statement of the caller's that writes
+# them with the change (``app.suppression.repository.insert_events``); then call ``wrote``.
 SET_INSERT: Final = UnnestInsert(
     OUTBOX_TABLE, ("created_at", "type", "address", "scope", "data"), prefix="outbox_"
 )
-
-
-async def write_set(s: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
-    """:func:`write` as one ``INSERT … SELECT FROM unnest`` (PostgreSQL only): the same rows, in
-    the same order, with nothing bound per row."""
-    if rows:
-        await s.execute(SET_INSERT.statement, SET_INSERT.params(rows))
-        wrote(s)
 
 
 def wrote(s: AsyncSession) -> None:

@@ -90,9 +90,8 @@ _DELIVERIES_SET_INSERT = UnnestInsert(
 _SEQUENCER_LOCK = select(func.pg_try_advisory_xact_lock(SEQUENCER_LOCK))
 
 
-@functools.cache
-def _sequence_statement(dialect: str) -> Any:
-    """The numbering ``UPDATE`` of ``sequence`` (built once per dialect: a round builds none)."""
+def _sequence_statement() -> Any:
+    """The numbering ``UPDATE`` of ``sequence`` (built once, at import: a round builds none)."""
     pick, last = OUTBOX.alias("pick"), OUTBOX.alias("last")
     base = select(func.coalesce(func.max(last.c.position), 0)).scalar_subquery()
     numbered = select(pick.c.id, (base + func.row_number().over(order_by=pick.c.id)).label("pos"))
@@ -108,6 +107,9 @@ def _sequence_statement(dialect: str) -> Any:
     )
 
 
+_SEQUENCE = _sequence_statement()
+
+
 async def sequence(s: AsyncSession, dialect: str, now: datetime, limit: int) -> int:
     """Give the next committed, unsequenced outbox rows (in id order) their feed positions and
     a delivery per interested subscription; the number sequenced. One sequencer at a time: on
@@ -117,13 +119,13 @@ async def sequence(s: AsyncSession, dialect: str, now: datetime, limit: int) -> 
     Round trips: on PostgreSQL one for the lock; one ``UPDATE … FROM (numbered rows)
     RETURNING`` numbers the rows after the last position and returns them; when it returned
     rows, one read of the subscriptions and one insert of the deliveries (``unnest`` of arrays
-    on PostgreSQL). The lock is
-    a statement of its own: taken inside the ``UPDATE`` (as it was), it could be granted after
-    the statement's snapshot was taken, when the sequencer that held it had just committed, and
-    the rows that one had numbered were numbered again (a second delivery of the same events)."""
+    on PostgreSQL). The lock is a statement of its own: taken inside the ``UPDATE`` (as it was),
+    it could be granted after the statement's snapshot was taken, when the sequencer that held it
+    had just committed, and the rows that one had numbered were numbered again (a second delivery
+    of the same events)."""
     if dialect == "postgresql" and not await s.scalar(_SEQUENCER_LOCK):
         return 0
-    result = await s.execute(_sequence_statement(dialect), {"limit": limit})
+    result = await s.execute(_SEQUENCE, {"limit": limit})
     rows = sorted(result.all(), key=lambda r: int(r.id))
     if not rows:
         return 0
