@@ -39,10 +39,10 @@ SUBSCRIBE = (
 )
 
 from app.container import build_services  # noqa: E402
-from app.db import run_migrations  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from app.suppression import SuppressRequest  # noqa: E402
 from app.webhooks import outbox  # noqa: E402
+from bench.scratch_db import create_scratch_database, drop_scratch_database  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -74,15 +74,8 @@ async def write(services: Any, prefix: str, n: int, writers: int) -> float:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    admin = args.pg_url.replace("postgresql+asyncpg://", "postgresql://")
-    conn = await asyncpg.connect(admin)
-    await conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-    await conn.execute(f'CREATE DATABASE "{DB_NAME}"')
-    await conn.close()
-    url = args.pg_url.rsplit("/", 1)[0] + "/" + DB_NAME
-    settings = Settings(database_url=url, redis_url=None)
-    await asyncio.to_thread(run_migrations, settings)
-    services = build_services(settings)
+    url = await create_scratch_database(args.pg_url, DB_NAME)
+    services = build_services(Settings(database_url=url, redis_url=None))
     await services.suppressions.rebuild_cache()
     raw = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
     variants = ("no_outbox", "outbox", "outbox_subscribed", "outbox_subscribed_no_notify")
@@ -125,9 +118,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         await raw.close()
         await services.db.dispose()
-        conn = await asyncpg.connect(admin)
-        await conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-        await conn.close()
+        await drop_scratch_database(args.pg_url, DB_NAME)
     return result
 
 

@@ -58,7 +58,6 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,13 +66,13 @@ BIN = Path(sys.executable).parent
 DB_NAME = "stoplist_bench_webhooks"
 
 from app.container import build_services  # noqa: E402
-from app.db import run_migrations  # noqa: E402
 from app.models import utcnow  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from app.suppression import SuppressRequest  # noqa: E402
 from app.webhooks.service import WebhookService  # noqa: E402
 from app.webhooks.worker import DeliveryWorker  # noqa: E402
 from bench.outbox_cost import without_outbox  # noqa: E402
+from bench.scratch_db import create_scratch_database, drop_scratch_database  # noqa: E402
 
 # --------------------------------------------------------------------------------- receiver
 
@@ -442,14 +441,8 @@ async def stages(
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    admin = args.pg_url.replace("postgresql+asyncpg://", "postgresql://")
-    conn = await asyncpg.connect(admin)
-    await conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-    await conn.execute(f'CREATE DATABASE "{DB_NAME}"')
-    await conn.close()
-    url = args.pg_url.rsplit("/", 1)[0] + "/" + DB_NAME
+    url = await create_scratch_database(args.pg_url, DB_NAME)
     settings = Settings(database_url=url, redis_url=None, webhook_allowed_networks=["127.0.0.0/8"])
-    await asyncio.to_thread(run_migrations, settings)
     services = build_services(settings)
     await services.suppressions.rebuild_cache()
     hooks = WebhookService(services.db, settings)
@@ -496,9 +489,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         receiver.stop()
         await services.db.dispose()
-        conn = await asyncpg.connect(admin)
-        await conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-        await conn.close()
+        await drop_scratch_database(args.pg_url, DB_NAME)
     return result
 
 
