@@ -51,6 +51,7 @@ def build_http_app(
     )
     if services is not None:
         app.state.services = services
+    app.add_middleware(check.CheckFastPath)  # inside the body limit (added after it)
     app.add_middleware(
         BodyLimit,
         max_bytes=MAX_BODY,

@@ -6,6 +6,8 @@ that is away is 503."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -45,3 +47,14 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
     for exc_type in DB_ERRORS:
         app.add_exception_handler(exc_type, storage_error)
+
+
+def handler_for(app: Any, exc: Exception) -> Callable[[Request, Exception], Awaitable[Any]] | None:
+    """The exception handler ``app`` registered for ``exc``'s class or its nearest base (the
+    lookup Starlette's exception middleware makes), for code that answers outside the router."""
+    handlers = app.exception_handlers
+    for cls in type(exc).__mro__:
+        if cls in handlers:
+            handler: Callable[[Request, Exception], Awaitable[Any]] = handlers[cls]
+            return handler
+    return None
