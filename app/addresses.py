@@ -16,6 +16,7 @@ import logging
 import re
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import cast
 
 # flanker builds its ply grammars at import and logs harmless "Symbol ... is unreachable" warnings.
 logging.getLogger("flanker.addresslib._parser.parser").setLevel(logging.ERROR)
@@ -32,8 +33,13 @@ MAX_LENGTH = 254  # RFC 5321 §4.5.3.1.3 path limit minus the angle brackets
 # Dot-atom local part and LDH domain of two or more labels, ASCII only (RFC 5322 §3.2.3, RFC 1035).
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_FAST_RE = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*@{_LABEL}(?:\.{_LABEL})+")
+_FAST = rf"{_ATEXT}+(?:\.{_ATEXT}+)*@{_LABEL}(?:\.{_LABEL})+"
+_FAST_RE = re.compile(_FAST)
 _fast_match = _FAST_RE.fullmatch
+# The same, line after line: a whole batch tested in one call. No address of the fast path can hold
+# a line feed, so a match means every line is one (and a count of lines that differs from the
+# count of inputs means some input held a line feed).
+_FAST_LINES_RE = re.compile(rf"{_FAST}(?:\n{_FAST})*")
 # A label with "--" in its third and fourth places is reserved (RFC 5891 §4.2.3.1: "xn--" and
 # future prefixes); only the IDNA code path decides those, so such input takes the slow path.
 _RESERVED = "--"
@@ -73,7 +79,20 @@ def try_normalise(raw: str) -> str | None:
 def try_normalise_many(raws: Sequence[object]) -> list[str | None]:
     """:func:`try_normalise` of each item (``None`` for invalid ones and non-strings), for the
     batch check: the fast path's test inlined with its callables bound once, which saves two
-    Python calls an address."""
+    Python calls an address. A batch that is all fast-path input (nearly every batch) is tested
+    by one match over its lines and lower-cased in one call."""
+    try:
+        joined = "\n".join(raws)  # type: ignore[arg-type]
+    except TypeError:  # an item that is not a string
+        joined = ""
+    if (
+        _FAST_LINES_RE.fullmatch(joined)
+        and _RESERVED not in joined
+        and max(map(len, raws)) <= MAX_LENGTH  # type: ignore[arg-type]
+    ):
+        lowered = joined.lower().split("\n")
+        if len(lowered) == len(raws):
+            return cast(list[str | None], lowered)
     match, limit, reserved = _fast_match, MAX_LENGTH, _RESERVED
     out: list[str | None] = []
     append = out.append

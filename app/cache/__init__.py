@@ -23,7 +23,7 @@ from app.cache.model import (
     CacheUnavailable,
     Entries,
     SuppressionCache,
-    decode,
+    decode_hits,
     encode,
     expiry_ms,
 )
@@ -38,7 +38,7 @@ __all__ = [
     "MemoryCache",
     "RedisCache",
     "SuppressionCache",
-    "decode",
+    "decode_hits",
     "encode",
     "expiry_ms",
 ]

@@ -32,7 +32,7 @@ from app.cache.model import (
     CachedEntry,
     CacheUnavailable,
     Entries,
-    decode,
+    decode_hits,
     encode,
     expiry_ms,
 )
@@ -187,8 +187,8 @@ class RedisClusterCache(RedisCommands):
             for b, values in replies.items():
                 if values[0] is None:
                     raise CacheCold(f"ready marker of bucket {b} missing")
-                for i, value in zip(groups[b], values[1:], strict=True):
-                    out[i] = None if value is None else decode(value) or None
+                for i, entries in zip(groups[b], decode_hits(values[1:]), strict=True):
+                    out[i] = entries
         except (TypeError, ValueError) as exc:
             raise CacheCold(f"undecodable cache value: {exc}") from exc
         return out

@@ -37,16 +37,40 @@ class CachedEntry(NamedTuple):
 
 
 Entries = tuple[CachedEntry, ...]
+_FIELDS = len(CachedEntry._fields)
 
 
 def encode(version: int, entries: Sequence[CachedEntry]) -> bytes:
     return b"%d|" % version + orjson.dumps([e.as_list() for e in entries])
 
 
-def decode(value: bytes) -> Entries:
-    """The entries of an ``encode``d value; TypeError or ValueError when it is not one."""
-    _, _, body = value.partition(b"|")
-    return tuple(map(CachedEntry._make, orjson.loads(body)))
+def decode_hits(values: Sequence[bytes | None]) -> list[Entries | None]:
+    """The entries of each ``encode``d value (None for None and for a value with no entries).
+    The present ones are parsed by one ``orjson.loads`` of their bodies joined into one array: a
+    batch check decodes hundreds, and one call per value cost a fifth of its CPU (py-spy).
+    TypeError or ValueError when a value is not an ``encode``d one."""
+    bodies = [value[value.index(b"|") + 1 :] for value in values if value is not None]
+    if not bodies:
+        return [None] * len(values)
+    decoded = orjson.loads(b"[" + b",".join(bodies) + b"]")
+    if len(decoded) != len(bodies):  # a body that was not one JSON value
+        raise ValueError(f"{len(bodies)} values decoded as {len(decoded)}")
+    entries = iter([_entries(e) for e in decoded])
+    return [None if value is None else next(entries) for value in values]
+
+
+_new = tuple.__new__  # CachedEntry._make without its Python-level call
+
+
+def _entries(decoded: list[list[object]]) -> Entries | None:
+    if len(decoded) == 1:  # nearly always: one suppression per address
+        (one,) = decoded
+        if len(one) != _FIELDS:
+            raise ValueError(f"an entry of {len(one)} fields")
+        return (_new(CachedEntry, one),)
+    if any(len(e) != _FIELDS for e in decoded):
+        raise ValueError("an entry of the wrong size")
+    return tuple([_new(CachedEntry, e) for e in decoded]) or None
 
 
 def expiry_ms(entries: Sequence[CachedEntry]) -> int:

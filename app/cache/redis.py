@@ -25,7 +25,7 @@ from app.cache.model import (
     CachedEntry,
     CacheUnavailable,
     Entries,
-    decode,
+    decode_hits,
     encode,
     expiry_ms,
 )
@@ -208,13 +208,10 @@ class RedisCache(RedisCommands):
         self._answered()
         if values[0] is None:
             raise CacheCold("ready marker missing")
-        out: list[Entries | None] = []
         try:
-            for value in values[1:]:
-                out.append(None if value is None else decode(value) or None)
+            return decode_hits(values[1:])
         except (TypeError, ValueError) as exc:
             raise CacheCold(f"undecodable cache value: {exc}") from exc
-        return out
 
     async def _mget(self, addresses: Sequence[str]) -> list[bytes | None]:
         """MGET of the ready marker and every address, in one round trip.

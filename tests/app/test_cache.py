@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from app.cache import CacheCold, CacheUnavailable, RedisCache
+from app.cache import CacheCold, CachedEntry, CacheUnavailable, RedisCache
+from app.cache.model import decode_hits, encode
 from app.container import build_services
 from app.settings import Settings
 from app.suppression import SuppressRequest
@@ -319,7 +320,34 @@ async def test_an_undecodable_value_makes_the_cache_cold_not_clear(pg_env: Env) 
     assert isinstance(cache, RedisCache)
     await cache.mark_ready("test")
     addr = f"junk{uuid.uuid4().hex[:6]}@example.com"
-    for junk in (b"1|[[1,2]]", b"1|[7]", b"1|not json"):
+    for junk in (b"1|[[1,2]]", b"1|[7]", b"1|not json", b"1|", b"no version", b"1|[],[]"):
         await cache._client.set(cache.key(addr), junk)
         with pytest.raises(CacheCold):
             await cache.get_many([addr])
+
+
+def test_hits_decode_as_they_were_encoded() -> None:
+    """A batch's values are decoded together (one JSON parse); each slot still gets its own
+    entries, an empty value reads as no entry, and a value holding two JSON values is refused
+    rather than shifting the slots after it."""
+    hard = CachedEntry(
+        "global", "hard", "user_unknown", "2026-01-01T00:00:00Z", None, None, False, "bounce"
+    )
+    soft = CachedEntry(
+        "news",
+        "soft",
+        "mailbox_full",
+        "2026-01-02T00:00:00Z",
+        1.8e9,
+        "2027-01-15T08:00:00Z",
+        True,
+        "api",
+    )
+    values = [None, encode(3, [hard]), encode(1, []), None, encode(12, [soft, hard]), None]
+    assert decode_hits(values) == [None, (hard,), None, None, (soft, hard), None]
+    assert decode_hits([None, None]) == [None, None]
+    assert decode_hits([]) == []
+    two = encode(3, [hard]) + b"," + encode(3, [soft]).partition(b"|")[2]
+    for bad in (two, b"3|", b"[]", b"3|[[1]]"):
+        with pytest.raises((TypeError, ValueError)):
+            decode_hits([encode(1, [hard]), bad, encode(1, [soft])])
