@@ -27,7 +27,7 @@ from app.rates import Occurrence, mail_occurrence, record_occurrences
 from app.settings import Settings
 from app.streams import GLOBAL_SCOPE
 from app.suppression import SuppressRequest, SuppressResult
-from app.suppression.repository import insert_events
+from app.suppression.repository import among, insert_events
 from app.suppression.set_merge import Merged
 from app.webhooks import outbox as webhooks_outbox
 from dsn.model import MessageAnalysis
@@ -353,7 +353,7 @@ async def _applied_keys(
     if not message_ids:
         return set()
     q = select(Event.address, Event.message_id, Event.kind, Event.outcome).where(
-        Event.address.in_(list(addresses)), Event.message_id.in_(list(message_ids))
+        among(s, Event.address, addresses), among(s, Event.message_id, message_ids)
     )
     return {(a, m, k, o) for a, m, k, o in (await s.execute(q)).all()}
 
@@ -365,7 +365,7 @@ async def _soft_counts(
     q = (
         select(Event.address, func.count(Event.id))
         .where(
-            Event.address.in_(list(addresses)),
+            among(s, Event.address, addresses),
             Event.kind == "bounce",
             Event.outcome == "soft",
             Event.created_at >= since,

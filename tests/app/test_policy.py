@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from sqlalchemy import select
 
 from app.container import build_signer
-from app.feedback import ApplyResult, Envelope, apply_analysis
+from app.feedback import ApplyResult, BatchItem, Envelope, apply_analysis, apply_batch
 from app.models import Event, Suppression
 from app.signing import Signer
 from dsn import MessageAnalysis, analyse_message
@@ -246,6 +246,31 @@ async def test_three_soft_bounces_in_the_window_suppress_for_a_while(env: Env) -
     assert answer["expires_at"] is not None
     kinds = [(e.kind, e.outcome) for e in await events(env, "dan@example.org")]
     assert kinds == [("bounce", "soft")] * 3 + [("soft_threshold", "soft")]
+
+
+async def test_a_batch_counts_each_address_soft_bounces(env: Env) -> None:
+    """One batch (one transaction, one grouped count) of third soft bounces for several
+    addresses with two earlier ones each, and of a first one for another: each address is counted
+    on its own, the first three reach the threshold, the last does not."""
+    crossing = [f"soft{i}@example.org" for i in range(3)]
+    for address in crossing:
+        for _ in range(2):
+            await apply(env, dsn(address, MAILBOX_FULL))
+    rcpt = "bounces@bounces.example.net"
+    batch = [
+        BatchItem(
+            next(_ids),
+            analyse_message(dsn(a, MAILBOX_FULL), envelope_rcpt=rcpt),
+            Envelope(mail_from="", rcpt_to=[rcpt], peer="192.0.2.1"),
+        )
+        for a in [*crossing, "first@example.org"]
+    ]
+    results = await apply_batch(env.services, batch)
+    assert [r.applied for r in results] == [1, 1, 1, 0]
+    for address in crossing:
+        answer = await check(env, address)
+        assert (answer["suppressed"], answer["outcome"]) == (True, "soft"), address
+    assert (await check(env, "first@example.org"))["suppressed"] is False
 
 
 async def test_two_soft_bounces_suppress_nothing(env: Env) -> None:
