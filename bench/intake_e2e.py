@@ -223,35 +223,23 @@ async def load_history(dsn: str, rows: int) -> None:
 
     conn = await asyncpg.connect(dsn)
     try:
-        now = datetime.now(UTC)
+        same = {
+            "created_at": datetime.now(UTC),
+            "scope": "global",
+            "kind": "bounce",
+            "outcome": "hard",
+            "reason": "user_unknown",
+            "source": "smtp",
+            "verified": False,
+            "detail": "{}",
+        }
         for start in range(0, rows, 100_000):
             await conn.copy_records_to_table(
                 "events",
                 records=[
-                    (
-                        now,
-                        address(i),
-                        "global",
-                        "bounce",
-                        "hard",
-                        "user_unknown",
-                        "smtp",
-                        False,
-                        "{}",
-                    )
-                    for i in range(start, min(rows, start + 100_000))
+                    (address(i), *same.values()) for i in range(start, min(rows, start + 100_000))
                 ],
-                columns=[
-                    "created_at",
-                    "address",
-                    "scope",
-                    "kind",
-                    "outcome",
-                    "reason",
-                    "source",
-                    "verified",
-                    "detail",
-                ],
+                columns=["address", *same],
             )
         await conn.execute("ANALYZE events")
     finally:
