@@ -140,7 +140,8 @@ class CheckFastPath:
     """ASGI middleware: ``GET`` and ``POST /v1/check`` answered by the route functions above
     without going through the router. Anything else, these paths with another method included
     (405 with ``Allow``), goes on to the app unchanged; so does a path under a ``root_path``,
-    which ASGI servers put in front of it."""
+    which ASGI servers put in front of it. Where OpenTelemetry is configured, FastAPI's span of
+    these requests has no ``http.route`` (the router sets it; the span is still made)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
