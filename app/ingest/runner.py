@@ -38,6 +38,9 @@ PIPE_DEPTH: Final = 4
 # at the commit's statements.
 PARSE_AHEAD: Final = 2
 FEED_LINES: Final = 500
+# How long a stop waits for the batch whose transaction is in flight: a commit takes
+# milliseconds, a retry against a database that is down does not.
+STOP_GRACE_S: Final = 5.0
 
 
 class Reader(Protocol):
@@ -149,9 +152,26 @@ class Ingestor:
             for task in (producer, pending):
                 if task is not None and not task.done():
                     task.cancel()
+            if pending is not None:  # a commit in flight finishes first (see ``_commit``)
+                await asyncio.gather(pending, return_exceptions=True)
         return self.totals
 
     async def _commit(self, batch: Batch, lines: LineBatch, end: Position) -> None:
+        """``_write`` one batch. A stop (the task cancelled) while it is in flight lets it end
+        for up to ``STOP_GRACE_S``, so that a batch that committed is counted in the summary
+        (before, a stop between the commit and its answer left it out); then the stop goes on."""
+        write = asyncio.ensure_future(self._write(batch, lines, end))
+        try:
+            await asyncio.shield(write)
+        except asyncio.CancelledError:
+            done, _ = await asyncio.wait({write}, timeout=STOP_GRACE_S)
+            if not done:
+                write.cancel()
+            elif not write.cancelled():
+                write.exception()  # retrieved: the stop is what is reported
+            raise
+
+    async def _write(self, batch: Batch, lines: LineBatch, end: Position) -> None:
         totals = self.totals
         offsets = self.offsets
         if batch.events or batch.errors or batch.deliveries:
