@@ -2,7 +2,8 @@
 
 A file is read from its start or where the last run stopped (offsets are kept in the database,
 saved after each batch commits); ``--follow`` keeps reading as it grows and across rotation until
-stopped (SIGTERM or Ctrl-C: the batch in flight is either committed or read again next time);
+stopped (SIGTERM or Ctrl-C: the batch in flight is given up to 5 s to commit, and is counted in
+the summary if it did; otherwise it is read again next time);
 ``-`` reads standard input (PowerMTA's ``<acct-file |program>`` pipe), which has no offset.
 """
 
