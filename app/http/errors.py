@@ -51,9 +51,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
 def handler_for(app: Any, exc: Exception) -> Callable[[Request, Exception], Awaitable[Any]] | None:
     """The exception handler ``app`` registered for ``exc``'s class or its nearest base (the
-    lookup Starlette's exception middleware makes), for code that answers outside the router."""
+    lookup Starlette's exception middleware makes), for code that answers outside the router. A
+    handler of ``Exception`` itself is not returned: Starlette gives that one to its server-error
+    middleware, which the exception then reaches as it would from the router."""
     handlers = app.exception_handlers
     for cls in type(exc).__mro__:
+        if cls is Exception:
+            break
         if cls in handlers:
             handler: Callable[[Request, Exception], Awaitable[Any]] = handlers[cls]
             return handler

@@ -132,3 +132,26 @@ async def _suppressed(env: Env) -> None:
             whole_domain=True,
         )
     )
+
+
+async def test_an_unexpected_error_is_a_500_either_way(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug below the route is not rendered by the fast path: it goes up to the server-error
+    middleware, as it does from the router."""
+
+    async def broken(*_: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(env.services.suppressions, "check_one", broken)
+    app = create_app(env.settings, services=env.services)
+    answers = []
+    for root in ("", "/api"):
+        transport = httpx.ASGITransport(app=app, root_path=root, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url=f"http://test{root}") as c:
+            r = await c.get(
+                "/v1/check", params={"address": "a@example.com"}, headers=env.auth("check")
+            )
+            answers.append((r.status_code, r.text))
+    assert answers[0] == answers[1]
+    assert answers[0][0] == 500
