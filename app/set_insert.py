@@ -17,7 +17,7 @@ import orjson
 from sqlalchemy import JSON, Table, TextClause, text
 from sqlalchemy.dialects import postgresql
 
-__all__ = ["UnnestInsert", "chained"]
+__all__ = ["UnnestInsert", "chained", "json_text"]
 
 
 class UnnestInsert:
@@ -54,14 +54,15 @@ class UnnestInsert:
         for name in self.columns:
             values = [row.get(name) for row in rows]
             if name in self._json:  # None is JSON null, as SQLAlchemy writes it
-                values = [_json_text(v) for v in values]
+                values = [json_text(v) for v in values]
             params[self.prefix + name] = values
         return params
 
 
-def _json_text(value: Any) -> str:
-    """``value`` as JSON text: by orjson (a seventh of the standard library's cost), or by the
-    standard library for what orjson refuses (an integer beyond 64 bits, say), as before."""
+def json_text(value: Any) -> str:
+    """``value`` as JSON text for a ``jsonb`` parameter: by orjson (a seventh of the standard
+    library's cost), or by the standard library for what orjson refuses (an integer beyond 64
+    bits, say)."""
     try:
         return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
     except TypeError:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import os
 import socket
@@ -21,6 +20,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app.db import Database
 from app.models import InboundMessage, utcnow
+from app.set_insert import json_text
 
 log = logging.getLogger("app.intake")
 
@@ -384,7 +384,7 @@ class IntakeStore:
 
         def arrays(rows: list[dict[str, Any]]) -> dict[str, Any]:
             out = {key[2:]: [r[key] for r in rows] for key in rows[0]}
-            out["summary"] = [None if v is None else json.dumps(v) for v in out["summary"]]
+            out["summary"] = [None if v is None else json_text(v) for v in out["summary"]]
             return {**out, "instance": self.instance}
 
         if not again:

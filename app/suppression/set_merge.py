@@ -13,7 +13,6 @@ statement again for it. The (address, scope) pairs of one call must be distinct.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,6 +21,7 @@ from typing import Any, Final
 from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.set_insert import json_text
 from app.suppression.merge import COMPARED, is_active, merge_set_sql
 
 __all__ = ["Merged", "merge_many"]
@@ -115,7 +115,7 @@ def _params(rows: Sequence[dict[str, Any]], now: datetime) -> dict[str, Any]:
     params: dict[str, Any] = {"now": now}
     for name, kind in _INPUT:
         values = [row[name] for row in rows]
-        params[name] = [json.dumps(v) for v in values] if kind == "jsonb" else values
+        params[name] = [json_text(v) for v in values] if kind == "jsonb" else values
     return params
 
 
