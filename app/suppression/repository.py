@@ -230,7 +230,7 @@ async def insert_events(
     """History rows, audit entries and the outbound events they make, in the caller's
     transaction; on PostgreSQL in one statement (one round trip: the outbox costs a change no
     round trip of its own)."""
-    if s.sync_session.get_bind().dialect.name == "postgresql" and events:
+    if s.get_bind().dialect.name == "postgresql" and events:
         params = _EVENTS_SET_INSERT.params(events)
         if audits:
             params |= _AUDIT_SET_INSERT.params(audits)

@@ -101,14 +101,15 @@ async def _record_health(
     record existed: a record made after the claim is cleared by the next success); a failure
     starts it (``failing_since``) and disables the endpoint once it is older than
     ``disable_before``."""
-    healthy = {o.subscription_id for o in outcomes if o.state == "sent"}
-    failing = {o.subscription_id for o in outcomes} - healthy
-    healthy = {o.subscription_id for o in outcomes if o.state == "sent" and o.was_failing}
-    if healthy:
+    sent = {o.subscription_id for o in outcomes if o.state == "sent"}
+    failing = {o.subscription_id for o in outcomes} - sent
+    recovered = {o.subscription_id for o in outcomes if o.state == "sent" and o.was_failing}
+    if recovered:
         await s.execute(
             update(SUBSCRIPTIONS)
             .where(
-                SUBSCRIPTIONS.c.id.in_(sorted(healthy)), SUBSCRIPTIONS.c.failing_since.isnot(None)
+                SUBSCRIPTIONS.c.id.in_(sorted(recovered)),
+                SUBSCRIPTIONS.c.failing_since.isnot(None),
             )
             .values(failing_since=None)
         )
