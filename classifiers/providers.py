@@ -175,8 +175,10 @@ def _detect(remote_mta: str | None, recipient_domain: str | None) -> str | None:
     return None
 
 
+@lru_cache(maxsize=4096)
 def provider_from_text(text: str) -> str | None:
-    """A provider named by its own signature in the reply, if any."""
+    """A provider named by its own signature in the reply, if any. Cached: the four searches
+    cost ~14 µs a reply, and a log or a day's bounces repeat their replies."""
     for provider, pattern in TEXT_HINTS:
         if pattern.search(text):
             return provider

@@ -17,13 +17,14 @@ or already counted by key by its parser, ``Batch.deliveries``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final, cast
 
 from sqlalchemy import Boolean, Integer, delete, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -43,11 +44,11 @@ from app.models import (
     WebhookToken,
     utcnow,
 )
-from app.rates import record_events
+from app.rates import merge_deliveries, record_events
 from dsn.explain import explain_delivery_event
 from events import Batch, DeliveryKey, Event, EventError, EventKind, Source, vendor_meaning
 
-__all__ = ["EventStore", "KeptError", "PendingSubscription", "RecordResult"]
+__all__ = ["EventStore", "KeptError", "PendingSubscription", "Prepared", "RecordResult"]
 
 log = logging.getLogger("app.events")
 
@@ -60,6 +61,8 @@ _WIDTHS: dict[str, int] = {
     if getattr(c.type, "length", None)
 }
 _TEXT_COLUMNS = [c.name for c in _EVENTS.columns if c.type.python_type is str]
+# Events prepared between two returns to the event loop (``EventStore.prepare``).
+PREPARE_SLICE: Final = 250
 # Run inside a batch's transaction just before its commit (the ingest saves its offset there).
 CommitHook = Callable[[AsyncSession], Awaitable[None]]
 
@@ -73,6 +76,29 @@ class RecordResult:
     duplicate: int
     errors: int
     suppressed: int
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """What :meth:`EventStore.record` works out of a batch before its transaction, without I/O
+    (:meth:`EventStore.prepare`): the log ingest prepares the next batch while the one before it
+    is committing, so this work overlaps the database's."""
+
+    batch: Batch
+    count_deliveries: bool
+    # To insert: each dedupe id once, the deliveries counted without a row taken out.
+    events: list[Event]
+    # Deliveries counted into the rates without a row (``count_deliveries``).
+    counted: list[Event]
+    # (event, plan) of the events with something to write on the list.
+    planned: list[tuple[Event, Plan]]
+    # The recipients those plans can write: the transaction's address locks.
+    addresses: list[str]
+    # The rows of ``events``: column -> one value per event on PostgreSQL (bound as arrays),
+    # a dict per event elsewhere.
+    rows: dict[str, list[Any]] | list[dict[str, Any]]
+    # ``batch.deliveries`` merged per smallest rate bucket (``app.rates.merge_deliveries``).
+    deliveries: Mapping[DeliveryKey, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +140,54 @@ class EventStore:
         self.services = services
         self._settings = event_settings(services.settings)
 
+    async def prepare(self, batch: Batch, *, count_deliveries: bool = False) -> Prepared:
+        """The part of :meth:`record` that needs no database (see ``Prepared``), giving the event
+        loop back every ``PREPARE_SLICE`` events (a commit in flight reads its answers then)."""
+        work = self._preparing(batch, count_deliveries)
+        while True:
+            try:
+                next(work)
+            except StopIteration as done:
+                return cast(Prepared, done.value)
+            await asyncio.sleep(0)
+
+    def _prepared(self, batch: Batch, count_deliveries: bool) -> Prepared:
+        work = self._preparing(batch, count_deliveries)
+        while True:
+            try:
+                next(work)
+            except StopIteration as done:
+                return cast(Prepared, done.value)
+
+    def _preparing(self, batch: Batch, count_deliveries: bool) -> Generator[None, None, Prepared]:
+        """Yields between slices of the work; returns the ``Prepared``."""
+        counted: list[Event] = []
+        events = batch.events
+        if count_deliveries:
+            counted = [e for e in events if e.kind is _DELIVERED]
+            events = [e for e in events if e.kind is not _DELIVERED] if counted else events
+        events = _unique(events)
+        # Only the recipients the policy can act on are locked (a delivery, a drop, a kind the
+        # planner leaves alone writes nothing on the list): planned before the insert, kept for
+        # the events the insert finds new.
+        now = utcnow()
+        planned: list[tuple[Event, Plan]] = []
+        rows: list[dict[str, Any]] = []
+        for start in range(0, len(events), PREPARE_SLICE):
+            part = events[start : start + PREPARE_SLICE]
+            planned += self._plans(part)
+            rows += [_event_row(e, now) for e in part]
+            yield
+        addresses = sorted({step.address for _, plan in planned for step in plan.steps})
+        bound: dict[str, list[Any]] | list[dict[str, Any]] = rows
+        if self.services.db.dialect == "postgresql":
+            # One statement of column arrays: far cheaper than a 1,000-row VALUES list.
+            bound = {name: [row[name] for row in rows] for name in _PG_COLUMNS}
+        deliveries = merge_deliveries(batch.deliveries, now) if batch.deliveries else {}
+        return Prepared(
+            batch, count_deliveries, events, counted, planned, addresses, bound, deliveries
+        )
+
     async def record(
         self,
         batch: Batch,
@@ -121,6 +195,7 @@ class EventStore:
         token: tuple[str, str, timedelta] | None = None,
         count_deliveries: bool = False,
         before_commit: CommitHook | None = None,
+        prepared: Prepared | None = None,
     ) -> RecordResult:
         """Store and apply ``batch`` in one transaction; committed when this returns.
 
@@ -132,32 +207,29 @@ class EventStore:
         without dedupe; the caller makes the batch count once by saving its read offset through
         ``before_commit``, in this transaction. Counted deliveries are reported as new; so are
         ``batch.deliveries`` (counted by the parser), which are always counted this way.
+        ``prepared``: ``prepare(batch)`` done ahead (made again if it was of another batch).
         """
-        counted: list[Event] = []
-        events = batch.events
-        if count_deliveries:
-            counted = [e for e in events if e.kind is _DELIVERED]
-            events = [e for e in events if e.kind is not _DELIVERED] if counted else events
-        events = _unique(events)
-        # Only the recipients the policy can act on are locked (a delivery, a drop, a kind the
-        # planner leaves alone writes nothing on the list): planned before the insert, kept for
-        # the events the insert finds new.
-        planned = self._plans(events)
-        addresses = sorted({step.address for _, plan in planned for step in plan.steps})
+        if (
+            prepared is None
+            or prepared.batch is not batch
+            or prepared.count_deliveries != count_deliveries
+        ):
+            prepared = self._prepared(batch, count_deliveries)
+        events, counted, planned = prepared.events, prepared.counted, prepared.planned
         db = self.services.db
         now = utcnow()
         written: WrittenPlans | None = None
-        async with db.write(addresses) as s:
+        async with db.write(prepared.addresses) as s:
             if token is not None:
                 await _claim_token(s, *token, now)
-            new = await _insert_events(s, events, now) if events else []
+            new = await _insert_events(s, events, prepared.rows) if events else []
             await _insert_errors(s, batch.errors, now)
             if planned:
                 inserted = {e.dedupe_id for e in new}
                 plans = [(None, p) for e, p in planned if e.dedupe_id in inserted]
                 if plans:
                     written = await write_plans(s, self.services, plans)
-            await _after_insert(s, [*new, *counted] if counted else new, batch.deliveries)
+            await _after_insert(s, [*new, *counted] if counted else new, prepared.deliveries)
             if before_commit is not None:
                 await before_commit(s)
         if written is not None:
@@ -278,13 +350,13 @@ def _insert_ignore(s: AsyncSession, table: Any, key: str) -> Any:
     return insert(table).on_conflict_do_nothing(index_elements=[key])
 
 
-async def _insert_events(s: AsyncSession, events: Sequence[Event], now: datetime) -> list[Event]:
-    """Insert ``events``; the ones that were not stored before, in batch order."""
-    rows = [_event_row(e, now) for e in events]
-    if s.get_bind().dialect.name == "postgresql":
-        # One statement of column arrays: far cheaper than a 1,000-row VALUES list.
-        columns = {name: [row[name] for row in rows] for name in _PG_COLUMNS}
-        result = await s.execute(_PG_INSERT, columns)
+async def _insert_events(
+    s: AsyncSession, events: Sequence[Event], rows: dict[str, list[Any]] | list[dict[str, Any]]
+) -> list[Event]:
+    """Insert ``events`` (their ``rows``, see ``Prepared``); the ones that were not stored
+    before, in batch order."""
+    if isinstance(rows, dict):
+        result = await s.execute(_PG_INSERT, rows)
     else:
         stmt = _insert_ignore(s, _EVENTS, "dedupe_id").returning(_EVENTS.c.dedupe_id)
         result = await s.execute(stmt, rows)

@@ -10,6 +10,7 @@ outcome does: docs/architecture.md ("What a parsed message does").
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any, Literal
 
 from app.addresses import try_normalise
@@ -466,6 +467,16 @@ def safe_stream(stream: str | None) -> str | None:
     through this."""
     if not stream:
         return None
+    if len(stream) <= _CACHED_STREAM_LEN:  # a log or a batch of reports repeats its streams
+        return _safe_stream(stream)
+    return _safe_stream.__wrapped__(stream)
+
+
+_CACHED_STREAM_LEN = 128
+
+
+@lru_cache(maxsize=1024)
+def _safe_stream(stream: str) -> str | None:
     text = stream.strip().lower()
     if text == GLOBAL_SCOPE or not STREAM_RE.match(text):
         return None

@@ -1,8 +1,9 @@
 """The ingest loop: batches of lines -> events -> the event sink (one commit) -> the saved offset.
 
-Up to ``PARSE_AHEAD`` batches are decoded while the one before them is being committed (the
-database works while this process parses; the decoding pauses every ``FEED_LINES`` lines so the
-commit's statements go on meanwhile); offsets are saved in order, each in its batch's transaction
+Up to ``PARSE_AHEAD`` batches are decoded, and prepared by the sink (``EventSink.prepare``: its
+work that needs no database), while the one before them is being committed (the database works
+while this process parses; the decoding pauses every ``FEED_LINES`` lines, the preparing every few
+hundred events, so the commit's statements go on meanwhile); offsets are saved in order, each in its batch's transaction
 (deliveries are counted, not stored, so the offset is what makes a batch count once). When storage is
 down the batch is retried with backoff, forever: the offset never moves past uncommitted lines,
 and the outage is logged once (and its end once).
@@ -14,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Final, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -73,7 +74,7 @@ class Ingestor:
         """Until the reader ends (a file read, a pipe closed) or the task is cancelled."""
         if self.process is not None:
             return await self._run_piped(reader, self.process)
-        queue: asyncio.Queue[tuple[Batch, LineBatch, Position] | None] = asyncio.Queue()
+        queue: asyncio.Queue[tuple[Batch, LineBatch, Position, Any] | None] = asyncio.Queue()
         room = asyncio.Semaphore(PARSE_AHEAD)
 
         async def produce() -> None:
@@ -87,7 +88,8 @@ class Ingestor:
                     batch = Batch()
                     await self._feed(lines, batch)
                     end = Position(lines.end.offset, lines.end.line, self.decoder.context)
-                    queue.put_nowait((batch, lines, end))
+                    prepared = await self.sink.prepare(batch, count_deliveries=True)
+                    queue.put_nowait((batch, lines, end, prepared))
             finally:
                 queue.put_nowait(None)  # unbounded (``room`` bounds it): never blocks
 
@@ -141,9 +143,10 @@ class Ingestor:
                 lines, decoded = item
                 batch, context = await decoded
                 end = Position(lines.end.offset, lines.end.line, context)
+                prepared = await self.sink.prepare(batch, count_deliveries=True)
                 if pending is not None:
                     await pending
-                pending = asyncio.create_task(self._commit(batch, lines, end))
+                pending = asyncio.create_task(self._commit(batch, lines, end, prepared))
             await producer  # the reader's error, if it stopped on one
             if pending is not None:
                 await pending
@@ -156,11 +159,11 @@ class Ingestor:
                 await asyncio.gather(pending, return_exceptions=True)
         return self.totals
 
-    async def _commit(self, batch: Batch, lines: LineBatch, end: Position) -> None:
+    async def _commit(self, batch: Batch, lines: LineBatch, end: Position, prepared: Any) -> None:
         """``_write`` one batch. A stop (the task cancelled) while it is in flight lets it end
         for up to ``STOP_GRACE_S``, so that a batch that committed is counted in the summary
         (before, a stop between the commit and its answer left it out); then the stop goes on."""
-        write = asyncio.ensure_future(self._write(batch, lines, end))
+        write = asyncio.ensure_future(self._write(batch, lines, end, prepared))
         try:
             await asyncio.shield(write)
         except asyncio.CancelledError:
@@ -171,7 +174,7 @@ class Ingestor:
                 write.exception()  # retrieved: the stop is what is reported
             raise
 
-    async def _write(self, batch: Batch, lines: LineBatch, end: Position) -> None:
+    async def _write(self, batch: Batch, lines: LineBatch, end: Position, prepared: Any) -> None:
         totals = self.totals
         offsets = self.offsets
         if batch.events or batch.errors or batch.deliveries:
@@ -179,7 +182,9 @@ class Ingestor:
             if offsets is not None:
                 hook = _offset_hook(offsets, lines, end)
             counts = await self._retrying(
-                lambda: self.sink.record(batch, count_deliveries=True, before_commit=hook)
+                lambda: self.sink.record(
+                    batch, count_deliveries=True, before_commit=hook, prepared=prepared
+                )
             )
             totals.events_new += counts.new
             totals.duplicate += counts.duplicate

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,7 +30,13 @@ class EventSink(Protocol):
 
     ``count_deliveries``: deliveries may be counted into the rates without being stored, hence
     without dedupe; the caller passes a ``before_commit`` that makes the batch's commit happen
-    once (the saved read offset)."""
+    once (the saved read offset).
+
+    ``prepare`` does the part of ``record`` that needs no database, ahead: the ingest calls it for
+    the next batch while the one before commits, and passes what it returned to ``record`` as
+    ``prepared`` (a sink with nothing to do ahead returns None)."""
+
+    async def prepare(self, batch: Batch, *, count_deliveries: bool = False) -> Any: ...
 
     async def record(
         self,
@@ -38,4 +44,5 @@ class EventSink(Protocol):
         *,
         count_deliveries: bool = False,
         before_commit: CommitHook | None = None,
+        prepared: Any = None,
     ) -> RecordCounts: ...

@@ -10,7 +10,7 @@ nothing of the flows above.
 """
 
 from app.rates.model import COUNTERS, GRAINS, RATES, Occurrence, mail_occurrence, rates_of
-from app.rates.recorder import record_events, record_occurrences
+from app.rates.recorder import merge_deliveries, record_events, record_occurrences
 from app.rates.repository import (
     BY_DIMENSIONS,
     StatsQuery,
@@ -29,6 +29,7 @@ __all__ = [
     "StatsQuery",
     "StatsResult",
     "mail_occurrence",
+    "merge_deliveries",
     "prune",
     "query_stats",
     "rates_of",

@@ -32,7 +32,7 @@ from app.rates.model import (
 )
 from events.model import DeliveryKey, Event
 
-__all__ = ["record_events", "record_occurrences"]
+__all__ = ["merge_deliveries", "record_events", "record_occurrences"]
 
 RATES_TABLE: Final[Table] = RateCount.__table__  # type: ignore[assignment]
 _KEY: Final = ("grain", "bucket", *KEY_COLUMNS)
@@ -51,7 +51,7 @@ async def record_events(
     now = utcnow()
     weighted: list[tuple[Occurrence | None, int]] = [(event_occurrence(e, now), 1) for e in events]
     if deliveries:
-        merged = _by_bucket(deliveries, now)
+        merged = merge_deliveries(deliveries, now)
         weighted += [(delivery_occurrence(k, now), n) for k, n in merged.items()]
     await _record(conn, weighted)
 
@@ -59,19 +59,25 @@ async def record_events(
 _FIRST_GRAIN: Final = min(seconds for _, seconds in _GRAIN_SECONDS)
 
 
-def _by_bucket(deliveries: Mapping[DeliveryKey, int], now: datetime) -> dict[DeliveryKey, int]:
+def merge_deliveries(
+    deliveries: Mapping[DeliveryKey, int], now: datetime
+) -> dict[DeliveryKey, int]:
     """``deliveries`` (the parser keys them by the second) merged per smallest bucket: the time
     of each key moved to the start of its 5-minute bucket, which every coarser bucket contains
     (all align on the epoch), so the buckets counted are the same, for a few hundred keys a batch
     instead of a few thousand. A time the counting would replace by ``now`` (none, or too far
-    ahead: ``model._when``) is kept as it is."""
+    ahead: ``model._when``) is kept as it is. Merging merged keys again changes nothing, so a
+    caller may merge ahead of ``record_events`` (the ingest does, while the batch before commits)."""
     latest = now + MAX_AHEAD
     merged: dict[DeliveryKey, int] = {}
+    starts: dict[datetime, datetime] = {}  # a batch's keys share a few hundred seconds
     for key, n in deliveries.items():
         time = key[1]
         if time is not None and time <= latest:
-            epoch = int(time.timestamp())
-            start = datetime.fromtimestamp(epoch - epoch % _FIRST_GRAIN, UTC)
+            start = starts.get(time)
+            if start is None:
+                epoch = int(time.timestamp())
+                start = starts[time] = datetime.fromtimestamp(epoch - epoch % _FIRST_GRAIN, UTC)
             key = (key[0], start, *key[2:])
         merged[key] = merged.get(key, 0) + n
     return merged

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import text
 
@@ -38,12 +39,16 @@ class TableSink:
             for statement in SCHEMA:
                 await s.execute(text(statement))
 
+    async def prepare(self, batch: Batch, *, count_deliveries: bool = False) -> None:
+        return None  # nothing to work out ahead
+
     async def record(
         self,
         batch: Batch,
         *,
         count_deliveries: bool = False,
         before_commit: CommitHook | None = None,
+        prepared: Any = None,
     ) -> Counts:
         new = 0
         async with self.db.write() as s:

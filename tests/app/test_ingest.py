@@ -171,8 +171,16 @@ async def test_a_failed_batch_is_read_again_and_nothing_is_skipped(
     class Failing:
         calls = 0
 
+        async def prepare(self, batch: Batch, *, count_deliveries: bool = False) -> None:
+            return None
+
         async def record(
-            self, batch: Batch, *, count_deliveries: bool = False, before_commit: Any = None
+            self,
+            batch: Batch,
+            *,
+            count_deliveries: bool = False,
+            before_commit: Any = None,
+            prepared: Any = None,
         ) -> Counts:
             self.calls += 1
             if self.calls == 4:
@@ -197,8 +205,16 @@ async def test_storage_down_is_retried_without_advancing_and_logged_once(
     class Flaky:
         failures = 0
 
+        async def prepare(self, batch: Batch, *, count_deliveries: bool = False) -> None:
+            return None
+
         async def record(
-            self, batch: Batch, *, count_deliveries: bool = False, before_commit: Any = None
+            self,
+            batch: Batch,
+            *,
+            count_deliveries: bool = False,
+            before_commit: Any = None,
+            prepared: Any = None,
         ) -> Counts:
             if self.failures < 3:
                 self.failures += 1
@@ -330,8 +346,16 @@ async def test_a_stop_while_a_batch_commits_counts_it(
     committed = asyncio.Event()
 
     class SlowAnswer:
+        async def prepare(self, batch: Batch, *, count_deliveries: bool = False) -> None:
+            return None
+
         async def record(
-            self, batch: Batch, *, count_deliveries: bool = False, before_commit: Any = None
+            self,
+            batch: Batch,
+            *,
+            count_deliveries: bool = False,
+            before_commit: Any = None,
+            prepared: Any = None,
         ) -> Counts:
             counts = await sink.record(batch, before_commit=before_commit)
             committed.set()

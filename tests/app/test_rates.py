@@ -380,7 +380,7 @@ def test_deliveries_merged_per_bucket_count_the_same_buckets() -> None:
     every grain's buckets and counts stay what they were; a time counted as ``now`` (none, or
     too far ahead) is kept apart."""
     from app.rates.model import delivery_occurrence
-    from app.rates.recorder import _by_bucket, _sum
+    from app.rates.recorder import _sum, merge_deliveries
 
     now = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
     deliveries: dict[DeliveryKey, int] = {}
@@ -390,11 +390,47 @@ def test_deliveries_merged_per_bucket_count_the_same_buckets() -> None:
             key = (Source.PMTA, time, domain, "mx1.example.net", "news", "192.0.2.1", None, "v1")
             deliveries[key] = second % 5 + 1
     deliveries[(Source.PMTA, None, "example.net", None, None, None, None, None)] = 3
-    merged = _by_bucket(deliveries, now)
+    merged = merge_deliveries(deliveries, now)
     assert len(merged) < len(deliveries) / 10
     assert sum(merged.values()) == sum(deliveries.values())
+    assert merge_deliveries(merged, now) == merged  # so a caller may merge ahead
 
     def counted(keys: dict[DeliveryKey, int]) -> dict[Any, dict[str, int]]:
         return _sum((delivery_occurrence(k, now), n) for k, n in keys.items())
 
     assert counted(merged) == counted(deliveries)
+
+
+async def test_batches_prepared_ahead_record_what_record_alone_does(env: Env) -> None:
+    """The ingest prepares the next batch (``EventStore.prepare``: plans, rows, deliveries merged)
+    while the one before commits, and hands that to ``record``. The result is the same as the
+    one-call path; a ``Prepared`` of another batch is not used for this one."""
+    path = ROOT / "samples" / "events" / "pmta-01.csv"
+    counted: dict[DeliveryKey, int] = {}
+    with path.open() as lines:
+        items = list(parse_pmta(lines, path.name, deliveries=counted))
+    others = [e for e in items if isinstance(e, Event)]
+    first, second = others[: len(others) // 2], others[len(others) // 2 :]
+    assert first and second and any(e.outcome == "hard" for e in others)
+    store = EventStore(env.services)
+    a, b = Batch(events=first, deliveries=counted), Batch(events=second)
+    prepared_a = await store.prepare(a, count_deliveries=True)
+    assert prepared_a.events == first and sum(prepared_a.deliveries.values()) == 1
+    # b handed a's preparation: b's own events are recorded, not a's.
+    result_b = await store.record(b, count_deliveries=True, prepared=prepared_a)
+    assert (result_b.new, result_b.duplicate) == (len(second), 0)
+    result_a = await store.record(a, count_deliveries=True, prepared=prepared_a)
+    assert (result_a.new, result_a.duplicate) == (len(first) + 1, 0)
+    assert result_a.suppressed + result_b.suppressed == len(
+        {e.recipient for e in others if e.outcome == "hard"}
+    )
+    gmail = (await sums(env, "5m", "provider"))["gmail"]
+    assert gmail == {"sent": 2, "delivered": 1, "bounced": 1, "hard": 1}
+    async with env.services.db.read() as s:
+        stored = await s.scalar(select(func.count()).select_from(DeliveryEvent))
+    assert stored == len(others)
+    for e in others:
+        if e.outcome == "hard":
+            assert e.recipient is not None
+            entry = await env.services.suppressions.get(e.recipient)
+            assert entry["suppressions"] and entry["suppressions"][0]["outcome"] == "hard"
