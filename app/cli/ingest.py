@@ -116,7 +116,7 @@ def _ingest(
                 source,
                 path,
                 db=services.db,
-                sink=EventStore(services),
+                sink=EventStore(services, defer_refresh=True),
                 follow=follow,
                 batch_lines=batch_lines,
                 flush_s=flush_ms / 1000,

@@ -134,11 +134,19 @@ class KeptError:
 
 
 class EventStore:
-    """Delivery events of one service (its database, cache and settings)."""
+    """Delivery events of one service (its database, cache and settings).
 
-    def __init__(self, services: Services) -> None:
+    ``defer_refresh`` (the log ingest): ``record`` returns once the batch is committed and leaves
+    the cache's refresh of the addresses it suppressed running, so it overlaps the next batch's
+    transaction; the next ``record`` waits for it before starting its own (the refreshes stay
+    in commit order), and ``settle`` waits for the last one. The webhooks answer only after the
+    refresh (a check right after the 2xx sees the suppression), so they do not defer."""
+
+    def __init__(self, services: Services, *, defer_refresh: bool = False) -> None:
         self.services = services
         self._settings = event_settings(services.settings)
+        self._defer_refresh = defer_refresh
+        self._refreshing: asyncio.Task[None] | None = None
 
     async def prepare(self, batch: Batch, *, count_deliveries: bool = False) -> Prepared:
         """The part of :meth:`record` that needs no database (see ``Prepared``), giving the event
@@ -233,7 +241,11 @@ class EventStore:
             if before_commit is not None:
                 await before_commit(s)
         if written is not None:
-            await after_commit(self.services, written, db)
+            await self.settle()
+            if self._defer_refresh:
+                self._refreshing = asyncio.create_task(after_commit(self.services, written, db))
+            else:
+                await after_commit(self.services, written, db)
         delivered = sum(batch.deliveries.values())
         return RecordResult(
             new=len(new) + len(counted) + delivered,
@@ -241,6 +253,12 @@ class EventStore:
             errors=len(batch.errors),
             suppressed=len(written.written) if written is not None else 0,
         )
+
+    async def settle(self) -> None:
+        """Wait for the cache refresh a deferred ``record`` left running, if any."""
+        task, self._refreshing = self._refreshing, None
+        if task is not None:
+            await task
 
     def _plans(self, events: Sequence[Event]) -> list[tuple[Event, Plan]]:
         """(event, plan) of the events with something to write on the list."""

@@ -99,9 +99,11 @@ class Ingestor:
                 room.release()
                 await self._commit(*item)
             await producer  # the reader's error, if it stopped on one
+            await self.sink.settle()
         finally:
             if not producer.done():
                 producer.cancel()
+            await self._settle_on_stop()
         return self.totals
 
     async def _feed(self, lines: LineBatch, batch: Batch) -> None:
@@ -151,12 +153,14 @@ class Ingestor:
             if pending is not None:
                 await pending
                 pending = None
+            await self.sink.settle()
         finally:
             for task in (producer, pending):
                 if task is not None and not task.done():
                     task.cancel()
             if pending is not None:  # a commit in flight finishes first (see ``_commit``)
                 await asyncio.gather(pending, return_exceptions=True)
+            await self._settle_on_stop()
         return self.totals
 
     async def _commit(self, batch: Batch, lines: LineBatch, end: Position, prepared: Any) -> None:
@@ -173,6 +177,17 @@ class Ingestor:
             elif not write.cancelled():
                 write.exception()  # retrieved: the stop is what is reported
             raise
+
+    async def _settle_on_stop(self) -> None:
+        """After an error or a stop, what the sink left running after its last commit (a cache
+        refresh) gets up to ``STOP_GRACE_S`` to end; an error of its own is not the one
+        reported. Nothing to wait for when the run ended normally (settled already)."""
+        settle = asyncio.ensure_future(self.sink.settle())
+        await asyncio.wait({settle}, timeout=STOP_GRACE_S)
+        if not settle.done():
+            settle.cancel()
+        elif not settle.cancelled():
+            settle.exception()  # retrieved
 
     async def _write(self, batch: Batch, lines: LineBatch, end: Position, prepared: Any) -> None:
         totals = self.totals

@@ -32,6 +32,9 @@ class EventSink(Protocol):
     without dedupe; the caller passes a ``before_commit`` that makes the batch's commit happen
     once (the saved read offset).
 
+    ``record`` may leave work derived from the committed batch running when it returns (the
+    cache's refresh); ``settle`` waits for it (the ingest calls it before it ends).
+
     ``prepare`` does the part of ``record`` that needs no database, ahead: the ingest calls it for
     the next batch while the one before commits, and passes what it returned to ``record`` as
     ``prepared`` (a sink with nothing to do ahead returns None)."""
@@ -46,3 +49,5 @@ class EventSink(Protocol):
         before_commit: CommitHook | None = None,
         prepared: Any = None,
     ) -> RecordCounts: ...
+
+    async def settle(self) -> None: ...

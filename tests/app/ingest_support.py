@@ -33,6 +33,7 @@ class TableSink:
     def __init__(self, db: Database, *, delay_s: float = 0.0) -> None:
         self.db = db
         self.delay_s = delay_s
+        self.unsettled = False  # a batch recorded since the last ``settle``
 
     async def create(self) -> None:
         async with self.db.write() as s:
@@ -41,6 +42,9 @@ class TableSink:
 
     async def prepare(self, batch: Batch, *, count_deliveries: bool = False) -> None:
         return None  # nothing to work out ahead
+
+    async def settle(self) -> None:
+        self.unsettled = False
 
     async def record(
         self,
@@ -77,6 +81,7 @@ class TableSink:
                 await asyncio.sleep(self.delay_s)
             if before_commit is not None:
                 await before_commit(s)
+        self.unsettled = True
         return Counts(new, len(batch.events) - new)
 
     async def rows(self, table: str, columns: str = "*") -> list[tuple[object, ...]]:

@@ -138,6 +138,7 @@ async def test_a_file_in_batches_gives_what_one_pass_gives(
     assert totals.events_new == len(want)
     assert totals.duplicate == 0
     assert totals.offset == path.stat().st_size
+    assert not sink.unsettled  # what the sink left running after its last commit was waited for
 
 
 async def test_a_second_run_reads_only_what_was_appended(
@@ -174,6 +175,9 @@ async def test_a_failed_batch_is_read_again_and_nothing_is_skipped(
         async def prepare(self, batch: Batch, *, count_deliveries: bool = False) -> None:
             return None
 
+        async def settle(self) -> None:
+            return None
+
         async def record(
             self,
             batch: Batch,
@@ -206,6 +210,9 @@ async def test_storage_down_is_retried_without_advancing_and_logged_once(
         failures = 0
 
         async def prepare(self, batch: Batch, *, count_deliveries: bool = False) -> None:
+            return None
+
+        async def settle(self) -> None:
             return None
 
         async def record(
@@ -347,6 +354,9 @@ async def test_a_stop_while_a_batch_commits_counts_it(
 
     class SlowAnswer:
         async def prepare(self, batch: Batch, *, count_deliveries: bool = False) -> None:
+            return None
+
+        async def settle(self) -> None:
             return None
 
         async def record(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -434,3 +435,27 @@ async def test_batches_prepared_ahead_record_what_record_alone_does(env: Env) ->
             assert e.recipient is not None
             entry = await env.services.suppressions.get(e.recipient)
             assert entry["suppressions"] and entry["suppressions"][0]["outcome"] == "hard"
+
+
+async def test_a_deferred_refresh_reaches_the_cache_in_order_and_on_settle(env: Env) -> None:
+    """``EventStore(defer_refresh=True)`` (the log ingest): ``record`` returns once the batch is
+    committed, the cache's refresh of what it suppressed still to run; the next ``record`` waits
+    for it, and ``settle`` for the last one."""
+    path = ROOT / "samples" / "events" / "pmta-01.csv"
+    with path.open() as lines:
+        items = [e for e in parse_pmta(lines, path.name) if isinstance(e, Event)]
+    hard = sorted({e.recipient for e in items if e.outcome == "hard" and e.recipient})
+    assert hard
+    cache = env.services.cache
+    store = EventStore(env.services, defer_refresh=True)
+    result = await store.record(Batch(events=items))
+    assert result.suppressed >= len(hard)
+    assert await cache.get_many(hard) == [None] * len(hard)  # committed, not refreshed yet
+    bounce = next(e for e in items if e.outcome == "hard")
+    later = dataclasses.replace(bounce, recipient="later@example.org", dedupe_id="later-1")
+    assert (await store.record(Batch(events=[later]))).suppressed == 1
+    # The first batch's refresh ran before the second's was started.
+    assert all(found is not None for found in await cache.get_many(hard))
+    assert await cache.get_many(["later@example.org"]) == [None]
+    await store.settle()
+    assert (await cache.get_many(["later@example.org"]))[0] is not None
