@@ -2,11 +2,13 @@
 
 Up to ``PARSE_AHEAD`` batches are decoded, and prepared by the sink (``EventSink.prepare``: its
 work that needs no database), while the one before them is being committed (the database works
-while this process parses; the decoding pauses every ``FEED_LINES`` lines, the preparing every few
-hundred events, so the commit's statements go on meanwhile); offsets are saved in order, each in its batch's transaction
-(deliveries are counted, not stored, so the offset is what makes a batch count once). When storage is
-down the batch is retried with backoff, forever: the offset never moves past uncommitted lines,
-and the outage is logged once (and its end once).
+while this process parses; the decoding pauses every ``FEED_LINES`` lines, the preparing every
+few hundred events, so the commit's statements go on meanwhile); offsets are saved in order, each
+in its batch's transaction (deliveries are counted, not stored, so the offset is what makes a
+batch count once). When storage is down the batch is retried with backoff, forever: the offset
+never moves past uncommitted lines, and the outage is logged once (and its end once). What the
+sink leaves running after a commit (``EventSink.settle``: the cache's refresh) is waited for
+before the loop ends.
 """
 
 from __future__ import annotations
