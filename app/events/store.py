@@ -21,10 +21,10 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final, cast
+from typing import Any, Final
 
 from sqlalchemy import Boolean, Integer, delete, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -151,24 +151,17 @@ class EventStore:
     async def prepare(self, batch: Batch, *, count_deliveries: bool = False) -> Prepared:
         """The part of :meth:`record` that needs no database (see ``Prepared``), giving the event
         loop back every ``PREPARE_SLICE`` events (a commit in flight reads its answers then)."""
-        work = self._preparing(batch, count_deliveries)
-        while True:
-            try:
-                next(work)
-            except StopIteration as done:
-                return cast(Prepared, done.value)
+        for done in self._preparing(batch, count_deliveries):
+            if done is not None:
+                return done
             await asyncio.sleep(0)
+        raise AssertionError("_preparing ends with its Prepared")
 
     def _prepared(self, batch: Batch, count_deliveries: bool) -> Prepared:
-        work = self._preparing(batch, count_deliveries)
-        while True:
-            try:
-                next(work)
-            except StopIteration as done:
-                return cast(Prepared, done.value)
+        return next(done for done in self._preparing(batch, count_deliveries) if done is not None)
 
-    def _preparing(self, batch: Batch, count_deliveries: bool) -> Generator[None, None, Prepared]:
-        """Yields between slices of the work; returns the ``Prepared``."""
+    def _preparing(self, batch: Batch, count_deliveries: bool) -> Iterator[Prepared | None]:
+        """None between slices of the work, then the ``Prepared``."""
         counted: list[Event] = []
         events = batch.events
         if count_deliveries:
@@ -185,14 +178,14 @@ class EventStore:
             part = events[start : start + PREPARE_SLICE]
             planned += self._plans(part)
             rows += [_event_row(e, now) for e in part]
-            yield
+            yield None
         addresses = sorted({step.address for _, plan in planned for step in plan.steps})
         bound: dict[str, list[Any]] | list[dict[str, Any]] = rows
         if self.services.db.dialect == "postgresql":
             # One statement of column arrays: far cheaper than a 1,000-row VALUES list.
             bound = {name: [row[name] for row in rows] for name in _PG_COLUMNS}
         deliveries = merge_deliveries(batch.deliveries, now) if batch.deliveries else {}
-        return Prepared(
+        yield Prepared(
             batch, count_deliveries, events, counted, planned, addresses, bound, deliveries
         )
 
