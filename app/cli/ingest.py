@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from concurrent.futures.process import BrokenProcessPool
 from typing import Annotated
 
 import typer
@@ -131,8 +132,15 @@ def _ingest(
             await services.db.dispose()
 
     # Stopped (SIGTERM, Ctrl-C): what committed has its offset saved; the rest is read next time.
-    with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
-        asyncio.run(go())
+    try:
+        with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
+            asyncio.run(go())
+    except BrokenProcessPool as exc:  # --parse-process: the child was killed (the OOM killer...)
+        err.print(
+            "[red]the parse process stopped[/red]; what was committed is kept with its offset: "
+            "run the same command again to go on from there"
+        )
+        raise typer.Exit(1) from exc
 
 
 def _readable(path: str) -> bool:

@@ -162,6 +162,10 @@ class Ingestor:
                     task.cancel()
             if pending is not None:  # a commit in flight finishes first (see ``_commit``)
                 await asyncio.gather(pending, return_exceptions=True)
+            while not queue.empty():  # decodes never awaited: a child that died fails them all
+                left = queue.get_nowait()
+                if left is not None:
+                    left[1].add_done_callback(_retrieved)
             await self._settle_on_stop()
         return self.totals
 
@@ -235,6 +239,12 @@ class Ingestor:
                 log.warning("storage back after %.1f s", time.monotonic() - self._down_since)
                 self._down_since = None
             return result
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Mark the outcome of a future nobody awaits as seen (asyncio logs an unseen error)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _offset_hook(offsets: OffsetStore, lines: LineBatch, end: Position) -> CommitHook:

@@ -4,6 +4,7 @@ durable offsets. The sink is a real SQLite table (tests/app/ingest_support.py)."
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
 import io
 import logging
@@ -13,6 +14,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,8 @@ from sqlalchemy.exc import OperationalError
 
 import events
 from app.db import Database, run_migrations
-from app.ingest import Progress, ingest_log
+from app.ingest import Progress, ingest_log, pipeline
+from app.ingest import service as ingest_service
 from app.settings import Settings
 from events import Batch
 from tests.app.ingest_support import Counts, TableSink
@@ -389,6 +392,97 @@ async def test_a_stop_while_a_batch_commits_counts_it(
     await stop(task)
     assert len(await sink.rows("t_attempts")) == 30
     assert out.getvalue().splitlines()[-1].endswith("events: 30 new, 0 duplicate; 0 bad lines")
+
+
+async def test_a_parse_process_killed_mid_file_stops_the_ingest_and_a_rerun_resumes(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``--parse-process`` and its child killed (the OOM killer) mid-file: the ingest stops with
+    ``BrokenProcessPool`` (the CLI says so and exits 1), leaves no unseen future errors behind,
+    and a run of the same command goes on from the last commit: every line once."""
+    path = tmp_path / "acct.csv"
+    pmta_file(path, 300)
+    slow = TableSink(db, delay_s=0.05)
+    await slow.create()
+    started: list[pipeline.DecoderProcess] = []
+
+    class Watched(pipeline.DecoderProcess):
+        def __init__(self, *args: Any, **kw: Any) -> None:
+            super().__init__(*args, **kw)
+            started.append(self)
+
+    monkeypatch.setattr(ingest_service, "DecoderProcess", Watched)
+    caplog.set_level(logging.ERROR, "asyncio")
+    run = asyncio.create_task(
+        ingest_log(
+            "pmta",
+            str(path),
+            db=db,
+            sink=slow,
+            batch_lines=10,
+            progress=quiet(),
+            parse_process=True,
+        )
+    )
+    await wait_for(count(slow, 30), "three batches committed")
+    [child] = started[0]._pool._processes.values()  # type: ignore[attr-defined]
+    assert child.pid is not None
+    os.kill(child.pid, signal.SIGKILL)
+    with pytest.raises(BrokenProcessPool):
+        await asyncio.wait_for(run, 30)
+    committed = len(await slow.rows("t_events"))
+    assert 30 <= committed < 300
+    gc.collect()
+    await asyncio.sleep(0.1)
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
+    again = await ingest_log("pmta", str(path), db=db, sink=slow, progress=quiet())
+    assert again.events_new == 300 - committed
+    assert await recorded(slow) == expected("pmta", path)
+    assert len(await slow.rows("t_attempts")) == 300  # no committed line was given again
+
+
+async def test_decodes_left_by_a_dead_parse_process_leave_no_unseen_errors(
+    db: Database,
+    sink: TableSink,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A dead child fails every decode handed to it (up to ``PIPE_DEPTH`` ahead); the ingest
+    stops on the first and marks the others seen, so asyncio logs no "exception was never
+    retrieved" for them (four such tracebacks followed the real error before)."""
+    path = tmp_path / "acct.csv"
+    pmta_file(path, 100)
+
+    class Dead:
+        def __init__(self, *args: Any, **kw: Any) -> None:
+            self.submitted = 0
+
+        def submit(self, *args: Any) -> asyncio.Future[Any]:
+            self.submitted += 1
+            failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            failed.set_exception(BrokenProcessPool("A process in the process pool was terminated"))
+            return failed
+
+        def close(self) -> None:
+            return None
+
+    monkeypatch.setattr(ingest_service, "DecoderProcess", Dead)
+    caplog.set_level(logging.ERROR, "asyncio")
+    with pytest.raises(BrokenProcessPool):
+        await ingest_log(
+            "pmta",
+            str(path),
+            db=db,
+            sink=sink,
+            batch_lines=10,
+            progress=quiet(),
+            parse_process=True,
+        )
+    gc.collect()
+    await asyncio.sleep(0.05)
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
+    assert await sink.rows("t_events") == []
 
 
 async def test_follow_leaves_a_partial_line_until_its_newline(
