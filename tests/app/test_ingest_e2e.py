@@ -169,6 +169,56 @@ def test_follow_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     assert stderr.splitlines()[-1].endswith("events: 3 new, 0 duplicate; 0 bad lines")
 
 
+def test_a_dead_parse_process_stops_the_cli_with_a_message(tmp_path: Path) -> None:
+    """``--parse-process`` and its child killed (as the OOM killer would): the command says so
+    and exits 1, no traceback; what was committed keeps its offset."""
+    import signal
+    import time
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
+    run_migrations(Settings(database_url=url))
+    path = tmp_path / "acct.csv"
+    path.write_text(PMTA)
+    env = os.environ | {"STOPLIST_DATABASE_URL": url}
+    env.pop("STOPLIST_REDIS_URL", None)
+    cmd = [str(BIN / "stoplist"), "ingest", "pmta", str(path), "--follow", "--parse-process"]
+    child = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while _offset(tmp_path / "cli.db") != path.stat().st_size:
+            if time.monotonic() > deadline:
+                pytest.fail("the follower never saved its offset")
+            time.sleep(0.1)
+        workers = _grandchildren(child.pid)  # the fork server's child: the parse process
+        assert workers
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)
+        with path.open("a") as f:  # the next batch goes to the dead child
+            f.write(PMTA.splitlines(keepends=True)[1].replace("kept@", "more@"))
+        _, stderr = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 1, stderr
+    assert "the parse process stopped" in stderr
+    assert "Traceback" not in stderr
+    assert _offset(tmp_path / "cli.db") == len(PMTA.encode())
+
+
+def _grandchildren(pid: int) -> list[int]:
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rpartition(")")[2].split()[1])
+    children = {p for p, parent in parents.items() if parent == pid}
+    return [p for p, parent in parents.items() if parent in children]
+
+
 def _offset(db: Path) -> int | None:
     with sqlite3.connect(db) as conn:
         try:
