@@ -394,6 +394,13 @@ async def test_a_stop_while_a_batch_commits_counts_it(
     assert out.getvalue().splitlines()[-1].endswith("events: 30 new, 0 duplicate; 0 bad lines")
 
 
+async def piped(path: Path, db: Database, sink: TableSink) -> Any:
+    """``path`` ingested in batches of 10 lines, parsed in a second process."""
+    return await ingest_log(
+        "pmta", str(path), db=db, sink=sink, batch_lines=10, progress=quiet(), parse_process=True
+    )
+
+
 async def test_a_parse_process_killed_mid_file_stops_the_ingest_and_a_rerun_resumes(
     db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -413,17 +420,7 @@ async def test_a_parse_process_killed_mid_file_stops_the_ingest_and_a_rerun_resu
 
     monkeypatch.setattr(ingest_service, "DecoderProcess", Watched)
     caplog.set_level(logging.ERROR, "asyncio")
-    run = asyncio.create_task(
-        ingest_log(
-            "pmta",
-            str(path),
-            db=db,
-            sink=slow,
-            batch_lines=10,
-            progress=quiet(),
-            parse_process=True,
-        )
-    )
+    run = asyncio.create_task(piped(path, db, slow))
     await wait_for(count(slow, 30), "three batches committed")
     [child] = started[0]._pool._processes.values()  # type: ignore[attr-defined]
     assert child.pid is not None
@@ -470,15 +467,7 @@ async def test_decodes_left_by_a_dead_parse_process_leave_no_unseen_errors(
     monkeypatch.setattr(ingest_service, "DecoderProcess", Dead)
     caplog.set_level(logging.ERROR, "asyncio")
     with pytest.raises(BrokenProcessPool):
-        await ingest_log(
-            "pmta",
-            str(path),
-            db=db,
-            sink=sink,
-            batch_lines=10,
-            progress=quiet(),
-            parse_process=True,
-        )
+        await piped(path, db, sink)
     gc.collect()
     await asyncio.sleep(0.05)
     assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]

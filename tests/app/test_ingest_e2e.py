@@ -5,9 +5,11 @@ reports its bad lines and resumes where it stopped."""
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -141,25 +143,8 @@ def test_the_cli_reads_a_file_reports_bad_lines_and_resumes(tmp_path: Path) -> N
 
 def test_follow_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     """A service stop: what committed stays committed, the summary is written, exit status 0."""
-    import signal
-    import time
-
-    url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
-    run_migrations(Settings(database_url=url))
-    path = tmp_path / "acct.csv"
-    path.write_text(PMTA)
-    env = os.environ | {"STOPLIST_DATABASE_URL": url}
-    env.pop("STOPLIST_REDIS_URL", None)
-    cmd = [str(BIN / "stoplist"), "ingest", "pmta", str(path), "--follow"]
-    child = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    child, _ = _follower(tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if _offset(tmp_path / "cli.db") == path.stat().st_size:
-                break
-            time.sleep(0.1)
-        else:
-            pytest.fail("the follower never saved its offset")
         child.send_signal(signal.SIGTERM)
         _, stderr = child.communicate(timeout=30)
     finally:
@@ -172,23 +157,8 @@ def test_follow_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
 def test_a_dead_parse_process_stops_the_cli_with_a_message(tmp_path: Path) -> None:
     """``--parse-process`` and its child killed (as the OOM killer would): the command says so
     and exits 1, no traceback; what was committed keeps its offset."""
-    import signal
-    import time
-
-    url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
-    run_migrations(Settings(database_url=url))
-    path = tmp_path / "acct.csv"
-    path.write_text(PMTA)
-    env = os.environ | {"STOPLIST_DATABASE_URL": url}
-    env.pop("STOPLIST_REDIS_URL", None)
-    cmd = [str(BIN / "stoplist"), "ingest", "pmta", str(path), "--follow", "--parse-process"]
-    child = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    child, path = _follower(tmp_path, "--parse-process")
     try:
-        deadline = time.monotonic() + 60
-        while _offset(tmp_path / "cli.db") != path.stat().st_size:
-            if time.monotonic() > deadline:
-                pytest.fail("the follower never saved its offset")
-            time.sleep(0.1)
         workers = _grandchildren(child.pid)  # the fork server's child: the parse process
         assert workers
         for pid in workers:
@@ -204,6 +174,25 @@ def test_a_dead_parse_process_stops_the_cli_with_a_message(tmp_path: Path) -> No
     assert "the parse process stopped" in stderr
     assert "Traceback" not in stderr
     assert _offset(tmp_path / "cli.db") == len(PMTA.encode())
+
+
+def _follower(tmp_path: Path, *options: str) -> tuple[subprocess.Popen[str], Path]:
+    """``stoplist ingest pmta FILE --follow`` on SQLite, once it has committed the whole file."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
+    run_migrations(Settings(database_url=url))
+    path = tmp_path / "acct.csv"
+    path.write_text(PMTA)
+    env = os.environ | {"STOPLIST_DATABASE_URL": url}
+    env.pop("STOPLIST_REDIS_URL", None)
+    cmd = [str(BIN / "stoplist"), "ingest", "pmta", str(path), "--follow", *options]
+    child = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while _offset(tmp_path / "cli.db") != path.stat().st_size:
+        if time.monotonic() > deadline or child.poll() is not None:
+            child.kill()
+            pytest.fail("the follower never saved its offset")
+        time.sleep(0.1)
+    return child, path
 
 
 def _grandchildren(pid: int) -> list[int]:
@@ -236,7 +225,6 @@ async def test_kill_9_mid_file_on_postgresql_then_restart_records_every_line_onc
     bounce is stored once, every hard bounce applied once (one history event each), and every
     delivery (counted into the rates, not stored) counted exactly once."""
     import asyncio
-    import signal
 
     import asyncpg
 
