@@ -27,7 +27,18 @@ class Counts:
     duplicate: int
 
 
-class TableSink:
+class NothingAhead:
+    """The ``EventSink`` methods of a sink with nothing to prepare ahead of a batch and nothing
+    left running after its commit (the tests' sinks; those wrapping another sink subclass it)."""
+
+    async def prepare(self, batch: Batch, *, count_deliveries: bool = False) -> None:
+        return None
+
+    async def settle(self) -> None:
+        return None
+
+
+class TableSink(NothingAhead):
     """Records a batch in one transaction; ``delay_s`` slows each batch (to kill a run mid-file)."""
 
     def __init__(self, db: Database, *, delay_s: float = 0.0) -> None:
@@ -39,9 +50,6 @@ class TableSink:
         async with self.db.write() as s:
             for statement in SCHEMA:
                 await s.execute(text(statement))
-
-    async def prepare(self, batch: Batch, *, count_deliveries: bool = False) -> None:
-        return None  # nothing to work out ahead
 
     async def settle(self) -> None:
         self.unsettled = False

@@ -29,7 +29,7 @@ from app.ingest import Progress, ingest_log, pipeline
 from app.ingest import service as ingest_service
 from app.settings import Settings
 from events import Batch
-from tests.app.ingest_support import Counts, TableSink
+from tests.app.ingest_support import Counts, NothingAhead, TableSink
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples" / "events"
@@ -172,14 +172,8 @@ async def test_a_failed_batch_is_read_again_and_nothing_is_skipped(
     path = tmp_path / "acct.csv"
     pmta_file(path, 100)
 
-    class Failing:
+    class Failing(NothingAhead):
         calls = 0
-
-        async def prepare(self, batch: Batch, *, count_deliveries: bool = False) -> None:
-            return None
-
-        async def settle(self) -> None:
-            return None
 
         async def record(
             self,
@@ -209,14 +203,8 @@ async def test_storage_down_is_retried_without_advancing_and_logged_once(
     path = tmp_path / "acct.csv"
     pmta_file(path, 30)
 
-    class Flaky:
+    class Flaky(NothingAhead):
         failures = 0
-
-        async def prepare(self, batch: Batch, *, count_deliveries: bool = False) -> None:
-            return None
-
-        async def settle(self) -> None:
-            return None
 
         async def record(
             self,
@@ -355,13 +343,7 @@ async def test_a_stop_while_a_batch_commits_counts_it(
     pmta_file(path, 30)
     committed = asyncio.Event()
 
-    class SlowAnswer:
-        async def prepare(self, batch: Batch, *, count_deliveries: bool = False) -> None:
-            return None
-
-        async def settle(self) -> None:
-            return None
-
+    class SlowAnswer(NothingAhead):
         async def record(
             self,
             batch: Batch,
